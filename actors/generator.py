@@ -1,0 +1,212 @@
+"""The generator: one vLLM `AsyncLLM` engine in a Ray actor, token-in/token-out.
+
+Every generated token records the policy version that produced it. With
+`rollout.on_weight_update=pause_resume` (default) a weight update aborts the in-flight turns, loads the
+new weights while no request can start, and resubmits each turn with what it had generated so far
+appended to its prompt: the tokens before the update carry the old version, the rest the new one,
+exactly. With `continue`, turns run on and all their tokens carry the version they started with (a
+conservative label: staleness is over-, never under-estimated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import ray
+
+from agentrl.records import GenerationRequest, GenerationResult, WeightSnapshot
+
+
+class GeneratorActor:
+    """One inference engine. Created through `GeneratorPool.create`, which applies Ray options."""
+
+    def __init__(self, model_path: str, engine_index: int, dtype: str = "float32",
+                 gpu_memory_utilization: float = 0.1, enforce_eager: bool = True,
+                 max_model_len: int = 1024, on_weight_update: str = "pause_resume",
+                 seed: int = 0) -> None:
+        self.model_path = model_path
+        self.engine_index = engine_index
+        self.on_weight_update = on_weight_update
+        self._engine_kwargs = dict(
+            model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager, max_model_len=max_model_len, seed=seed + engine_index,
+            # Log-probs after temperature scaling: the distribution the tokens were sampled from.
+            logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+        )
+        self.engine: Any = None
+        self.policy_version = 0
+        self._open: asyncio.Event | None = None  # closed while weights are being replaced
+        self._inflight: set[str] = set()
+        self._weights_dir = tempfile.mkdtemp(prefix=f"agentrl-gen{engine_index}-",
+                                             dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self.tokens_generated = 0
+        self.busy_s = 0.0
+        self._active = 0
+        self._busy_since = 0.0
+
+    async def start(self) -> int:
+        """Start the engine (inside the actor's event loop, which vLLM's async client binds to)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._open = asyncio.Event()
+        self._open.set()
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_kwargs))
+        return self.engine_index
+
+    def _mark(self, delta: int) -> None:
+        now = time.perf_counter()
+        if self._active > 0:
+            self.busy_s += now - self._busy_since
+        self._busy_since = now
+        self._active += delta
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Generate one turn. Returns token ids, behaviour log-probs and a version per token."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        assert self._open is not None, "call start() first"
+        s = request.sampling
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        versions: list[int] = []
+        finish = "length"
+        resumed = 0
+        self._mark(+1)
+        try:
+            while len(tokens) < s.max_tokens:
+                await self._open.wait()
+                version = self.policy_version
+                params = SamplingParams(
+                    n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens - len(tokens),
+                    logprobs=0, stop=s.stop or None, include_stop_str_in_output=True,
+                    output_kind=RequestOutputKind.DELTA, seed=s.seed,
+                )
+                prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids + tokens}
+                if request.images:
+                    prompt["multi_modal_data"] = {"image": request.images}
+                rid = f"{request.request_id}-{resumed}-{uuid.uuid4().hex[:6]}"
+                self._inflight.add(rid)
+                finish = "abort"
+                try:
+                    async for out in self.engine.generate(prompt, params, request_id=rid):
+                        comp = out.outputs[0]
+                        new = list(comp.token_ids)
+                        tokens.extend(new)
+                        for i, tok in enumerate(new):
+                            entry = comp.logprobs[i] if comp.logprobs is not None else None
+                            logprobs.append(float(entry[tok].logprob) if entry and tok in entry else 0.0)
+                        versions.extend([version] * len(new))
+                        if comp.finish_reason is not None:
+                            finish = comp.finish_reason
+                finally:
+                    self._inflight.discard(rid)
+                if finish != "abort":
+                    break
+                resumed += 1  # aborted for a weight update: resume under the new weights
+            self.tokens_generated += len(tokens)
+            return GenerationResult(token_ids=tokens, logprobs=logprobs, policy_versions=versions,
+                                    finish_reason=finish, engine_index=self.engine_index, resumed=resumed)
+        finally:
+            self._mark(-1)
+
+    async def update_weights(self, snapshot: WeightSnapshot) -> float:
+        """Load a new policy version in place; no request starts until it is fully loaded."""
+        assert self._open is not None
+        t0 = time.perf_counter()
+        self._open.clear()
+        try:
+            if self.on_weight_update == "pause_resume" and self._inflight:
+                await self.engine.abort(list(self._inflight))
+            path = os.path.join(self._weights_dir, f"v{snapshot.version}")
+            _write_safetensors(snapshot, path)
+            await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
+            # Cached prefixes hold keys/values computed by the old weights.
+            await self.engine.reset_prefix_cache()
+            self.policy_version = snapshot.version
+            for old in os.listdir(self._weights_dir):
+                if old != f"v{snapshot.version}":
+                    shutil.rmtree(os.path.join(self._weights_dir, old), ignore_errors=True)
+        finally:
+            self._open.set()
+        return time.perf_counter() - t0
+
+    def stats(self) -> dict[str, float]:
+        self._mark(0)
+        return {"tokens_generated": float(self.tokens_generated), "busy_s": self.busy_s,
+                "policy_version": float(self.policy_version)}
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+        shutil.rmtree(self._weights_dir, ignore_errors=True)
+
+
+def _write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    tensors = {k: torch.from_numpy(v).contiguous() for k, v in snapshot.tensors.items()}
+    save_file(tensors, os.path.join(folder, "model.safetensors"))
+
+
+class GeneratorPool:
+    """N engines behind one handle. Picklable, so environment actors each hold a copy.
+
+    A trajectory is pinned to one engine for all its turns (its prefix stays cached there); new
+    trajectories go to the engine with the fewest trajectories this client has pinned.
+    """
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+        self._load = [0] * len(handles)
+        self._pinned: dict[str, int] = {}
+
+    @classmethod
+    def create(cls, num_engines: int, model_path: str, rollout: Any, dtype: str, seed: int) -> GeneratorPool:
+        handles = []
+        for i in range(num_engines):
+            options: dict[str, Any] = {"num_cpus": 0, "num_gpus": rollout.num_gpus_per_engine,
+                                       "name": f"generator-{i}", "max_concurrency": 1000}
+            if rollout.resources:
+                options["resources"] = dict(rollout.resources)
+            actor = ray.remote(GeneratorActor).options(**options).remote(
+                model_path, i, dtype=dtype, gpu_memory_utilization=rollout.gpu_memory_utilization,
+                enforce_eager=rollout.enforce_eager, max_model_len=rollout.max_model_len,
+                on_weight_update=rollout.on_weight_update, seed=seed)
+            handles.append(actor)
+        return cls(handles)
+
+    async def start(self) -> None:
+        await asyncio.gather(*[h.start.remote() for h in self.handles])
+
+    def pin(self, traj_id: str) -> int:
+        if traj_id not in self._pinned:
+            idx = min(range(len(self.handles)), key=lambda i: self._load[i])
+            self._pinned[traj_id] = idx
+            self._load[idx] += 1
+        return self._pinned[traj_id]
+
+    def release(self, traj_id: str) -> None:
+        idx = self._pinned.pop(traj_id, None)
+        if idx is not None:
+            self._load[idx] -= 1
+
+    async def generate(self, traj_id: str, request: GenerationRequest) -> GenerationResult:
+        return await self.handles[self.pin(traj_id)].generate.remote(request)
+
+    async def update_weights(self, snapshot_ref: Any) -> float:
+        """Push one snapshot (an object ref, fetched by each engine's node) to every engine."""
+        times = await asyncio.gather(*[h.update_weights.remote(snapshot_ref) for h in self.handles])
+        return max(times)
+
+    async def stats(self) -> list[dict[str, float]]:
+        return list(await asyncio.gather(*[h.stats.remote() for h in self.handles]))

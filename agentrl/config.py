@@ -1,0 +1,226 @@
+"""Run configuration: a typed schema, YAML files in configs/, dotted command-line overrides.
+
+Every key a user can set is a field below. An unknown key fails with one line naming the key and the
+closest valid one; bad values fail before any actor starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing configuration error."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny-text"  # "tiny-text", "tiny-vl", or any Hugging Face model folder
+    cache_dir: str = ""  # where tiny models are built; default $AGENTRL_CACHE or ~/.cache/agentrl
+    dtype: str = "float32"
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" or a file path
+    num_prompts: int = 512
+    seed: int = 0
+
+
+@dataclass
+class EnvConfig:
+    protocol: str = "lookup"
+    tools: list[str] = field(default_factory=lambda: ["lookup"])
+    num_actors: int = 1
+    max_concurrent_trajectories: int = 256
+    max_turns: int = 3
+    max_tokens_per_turn: int = 32
+    max_total_tokens: int = 256
+    tool_timeout_s: float = 30.0
+    on_invalid_action: str = "observe"  # "observe" (explain and continue) or "end"
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 4  # samples per prompt (GRPO group size)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_engines: int = 1
+    gpu_memory_utilization: float = 0.1  # on the CPU: the share of RAM reserved for the KV cache
+    enforce_eager: bool = True
+    max_model_len: int = 1024
+    on_weight_update: str = "pause_resume"  # "pause_resume" (exact versions) or "continue"
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per engine
+    num_gpus_per_engine: float = 0.0
+
+
+@dataclass
+class RewardConfig:
+    name: str = "exact_match"  # a registered name or "package.module:function"
+    num_actors: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LearnerConfig:
+    lr: float = 1e-5
+    warmup_steps: int = 2
+    min_lr_ratio: float = 0.9  # the seed's sigmoid decay ends at 90% of the base rate
+    weight_decay: float = 0.0
+    clip_low: float = 0.2
+    clip_high: float = 0.3  # DAPO clip-higher; the seed uses 0.3
+    kl_coef: float = 0.0  # off by default, as in the seed's improved recipe
+    entropy_coef: float = 0.0
+    importance_cap: float = 2.0  # truncated importance weight proximal/behaviour
+    grad_clip: float = 1.0
+    zero_stage: int = 2
+    micro_batch_tokens: int = 4096  # micro-batches are packed by token count
+    scale_rewards: bool = True  # GRPO: divide advantages by the group's std
+    overlong_filter: bool = True
+    num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
+    slowdown_s: float = 0.0  # test hook: sleep this long per step to emulate a slow learner
+
+
+@dataclass
+class WandbConfig:
+    project: str = "agentrl"
+    mode: str = "offline"  # online when WANDB_API_KEY is set, unless "disabled"
+
+
+@dataclass
+class TrainerConfig:
+    mode: str = "async"  # "async" or "sync" (on-policy: generate all, then train)
+    total_steps: int = 20
+    batch_groups: int = 4  # B: groups per learner step
+    max_staleness: int = 1
+    queue_capacity: int = 16  # groups
+    run_name: str = "demo"
+    output_dir: str = "runs"
+    seed: int = 0
+    save_final: bool = True
+    progress: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+_OPEN_DICTS = {"env.resources", "rollout.resources", "learner.resources", "reward.options"}
+
+
+def _valid_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        path = f"{prefix}{k}"
+        keys.append(path)
+        if isinstance(v, DictConfig) and path not in _OPEN_DICTS:
+            keys.extend(_valid_keys(v, path + "."))
+    return keys
+
+
+def _check_keys(user: Any, valid: set[str], prefix: str = "") -> None:
+    for k, v in user.items():
+        path = f"{prefix}{k}"
+        if path not in valid:
+            close = difflib.get_close_matches(path, sorted(valid), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{path}'{hint}")
+        if isinstance(v, (dict, DictConfig)) and path not in _OPEN_DICTS:
+            _check_keys(v, valid, path + ".")
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, value = item.split("=", 1)
+    parsed = OmegaConf.create({"v": value}) if value else None
+    return key.strip(), (parsed.v if parsed is not None else "")
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config, apply dotted overrides (`learner.lr=1e-5`), validate, return the result."""
+    schema = OmegaConf.structured(Config)
+    valid = set(_valid_keys(schema))
+    merged = schema
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file '{path}' does not exist")
+        user = OmegaConf.load(path)
+        _check_keys(user, valid)
+        merged = OmegaConf.merge(merged, user)
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _check_keys(_nest(key, value), valid)
+        try:
+            OmegaConf.update(merged, key, value, merge=True)
+        except Exception as e:  # omegaconf type errors: report the key, one line
+            raise ConfigError(f"bad value for '{key}': {value!r} ({type(e).__name__})") from None
+    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: dict = {}
+    cur = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def _require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"bad value for '{key}': {msg}")
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that must fail before any actor starts."""
+    t, r, lr, e = cfg.trainer, cfg.rollout, cfg.learner, cfg.env
+    _require(t.mode in ("async", "sync"), "trainer.mode", f"'{t.mode}' is not 'async' or 'sync'")
+    _require(t.total_steps > 0, "trainer.total_steps", "must be > 0")
+    _require(t.batch_groups > 0, "trainer.batch_groups", "batch size must be > 0")
+    _require(t.max_staleness >= 0, "trainer.max_staleness", "must be >= 0")
+    _require(t.queue_capacity >= t.batch_groups, "trainer.queue_capacity",
+             "must hold at least one batch (>= trainer.batch_groups)")
+    _require(r.n > 0, "rollout.n", "must be > 0")
+    _require(r.num_engines > 0, "rollout.num_engines", "must be > 0")
+    _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+    _require(r.on_weight_update in ("pause_resume", "continue"), "rollout.on_weight_update",
+             "must be 'pause_resume' or 'continue'")
+    _require(r.temperature > 0, "rollout.temperature", "must be > 0")
+    _require(lr.lr > 0, "learner.lr", "must be > 0")
+    _require(lr.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
+    _require(0 <= lr.clip_low < 1 and lr.clip_high >= 0, "learner.clip_low", "clip range is invalid")
+    _require(e.max_turns > 0, "env.max_turns", "must be > 0")
+    _require(e.max_tokens_per_turn > 0, "env.max_tokens_per_turn", "must be > 0")
+    _require(e.max_total_tokens >= e.max_tokens_per_turn, "env.max_total_tokens",
+             "must be >= env.max_tokens_per_turn")
+    _require(e.num_actors > 0, "env.num_actors", "must be > 0")
+    _require(e.on_invalid_action in ("observe", "end"), "env.on_invalid_action",
+             "must be 'observe' or 'end'")
+    _require(cfg.reward.num_actors > 0, "reward.num_actors", "must be > 0")
+    if cfg.model.path not in ("tiny-text", "tiny-vl"):
+        _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
+    if cfg.data.source != "synthetic":
+        _require(os.path.exists(cfg.data.source), "data.source", f"'{cfg.data.source}' does not exist")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,162 @@
+"""Records that cross actor boundaries. Plain dataclasses, so Ray pickles them and tests read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Observation tokens carry no policy version (the environment wrote them, not the policy).
+NO_VERSION = -1
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling settings of one generation turn."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """Token-in: one turn of one trajectory."""
+
+    request_id: str
+    prompt_ids: list[int]
+    sampling: SamplingConfig
+    images: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class GenerationResult:
+    """Token-out: what one turn produced, with the version that produced each token."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    policy_versions: list[int]
+    finish_reason: str  # "stop" | "length" | "abort"
+    engine_index: int
+    resumed: int = 0  # how many times the turn was paused for a weight update and resumed
+
+
+@dataclass
+class ToolCall:
+    """One tool call as the trajectory log keeps it."""
+
+    tool: str
+    arguments: dict[str, Any]
+    latency_s: float
+    ok: bool
+    error: str | None = None
+    cached: bool = False
+
+
+@dataclass
+class RewardResult:
+    """Total reward and its named components (accuracy, format, search_count, ...)."""
+
+    total: float
+    components: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Trajectory:
+    """One multi-turn rollout, token-aligned from generator to learner (no re-tokenisation).
+
+    `response_ids` holds model turns and observations interleaved; `loss_mask` is 1 on model tokens
+    and 0 on observation tokens; `behaviour_logprobs` and `policy_versions` are per response token
+    (0.0 and NO_VERSION on observation tokens).
+    """
+
+    traj_id: str
+    group_id: str
+    data_row_id: int
+    prompt_ids: list[int]
+    response_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    behaviour_logprobs: list[float] = field(default_factory=list)
+    policy_versions: list[int] = field(default_factory=list)
+    turn_boundaries: list[tuple[int, int]] = field(default_factory=list)  # model turns [start, end)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    turn_texts: list[str] = field(default_factory=list)  # decoded model turns
+    answer: str | None = None
+    finish_reason: str = ""  # "answer" | "max_turns" | "max_total_tokens" | "length" | "error"
+    truncated: bool = False  # overlong: masked out of the loss by overlong filtering
+    reward: RewardResult | None = None
+    ground_truth: Any = None
+    invalid_actions: int = 0
+
+    def append(self, ids: list[int], *, trainable: bool, logprobs: list[float] | None = None,
+               versions: list[int] | None = None) -> None:
+        """Append model tokens (trainable) or observation tokens (mask 0) to the response."""
+        start = len(self.response_ids)
+        self.response_ids.extend(ids)
+        self.loss_mask.extend([1 if trainable else 0] * len(ids))
+        self.behaviour_logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+        self.policy_versions.extend(versions if versions is not None else [NO_VERSION] * len(ids))
+        if trainable:
+            self.turn_boundaries.append((start, start + len(ids)))
+
+    @property
+    def min_policy_version(self) -> int:
+        versions = [v for v in self.policy_versions if v != NO_VERSION]
+        return min(versions) if versions else NO_VERSION
+
+    @property
+    def num_model_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+
+@dataclass
+class TrajectoryGroup:
+    """All n samples of one prompt: the unit the replay queue holds and the learner trains on."""
+
+    group_id: str
+    data_row_id: int
+    start_version: int
+    trajectories: list[Trajectory]
+
+    @property
+    def min_policy_version(self) -> int:
+        versions = [t.min_policy_version for t in self.trajectories if t.min_policy_version >= 0]
+        return min(versions) if versions else self.start_version
+
+    @property
+    def rewards(self) -> list[float]:
+        return [t.reward.total if t.reward else 0.0 for t in self.trajectories]
+
+
+@dataclass
+class TrainBatch:
+    """B whole groups handed to the learner, plus what the queue dropped to make it."""
+
+    groups: list[TrajectoryGroup]
+    groups_dropped_stale: int = 0
+    queue_depth: int = 0
+    wait_s: float = 0.0
+
+
+@dataclass
+class LearnerStepStats:
+    """What one learner step reports back to the orchestrator."""
+
+    step: int
+    policy_version: int
+    loss: float
+    grad_norm: float
+    lr: float
+    tokens: int
+    samples: int
+    train_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class WeightSnapshot:
+    """Weights of one policy version, shipped through Ray's object store (works across nodes)."""
+
+    version: int
+    tensors: dict[str, Any]  # name -> numpy array

@@ -1,0 +1,157 @@
+"""Deterministic tiny random-initialised models, built here with no download.
+
+`tiny-text` is a Qwen2 causal LM, `tiny-vl` a Qwen2.5-VL model; both come with a byte-level BPE
+tokenizer trained in-process whose vocabulary holds the action tags as single tokens, and a chat
+template. They are saved in Hugging Face format, so vLLM, transformers and DeepSpeed load them like
+any checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+ACTION_TAGS = [
+    "<reason>", "</reason>", "<search>", "</search>", "<text_search>", "</text_search>",
+    "<answer>", "</answer>", "<information>", "</information>", "<observation>", "</observation>",
+    "<think>", "</think>", "<img>",
+]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+BUILD_VERSION = "v1"  # bump when what is built changes, so caches rebuild
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TINY_NAMES = ("tiny-text", "tiny-vl")
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    root = cache_dir or os.environ.get("AGENTRL_CACHE") or os.path.expanduser("~/.cache/agentrl")
+    return Path(root) / "models"
+
+
+def _corpus() -> list[str]:
+    from agentrl.data import synthetic_corpus
+
+    return synthetic_corpus()
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """A byte-level BPE tokenizer trained on the project's own text, with tags as single tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS + VISION_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ACTION_TAGS])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        additional_special_tokens=SPECIAL_TOKENS[1:] + VISION_TOKENS,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _padded(n: int, multiple: int = 64) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def _build_text(out: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=_padded(len(tok)), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+        tie_word_embeddings=False, torch_dtype="float32",
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config = GenerationConfig(eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def _build_vl(out: Path) -> None:
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
+
+    tok = build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_TOKENS + ["<|im_end|>"]}
+    torch.manual_seed(0)
+    text = dict(
+        vocab_size=_padded(len(tok)), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+        rope_scaling={"type": "mrope", "mrope_section": [16, 8, 8]}, rope_theta=1000000.0,
+        tie_word_embeddings=False,
+    )
+    vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=1, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=128, window_size=56,
+                  fullatt_block_indexes=[1], in_chans=3)
+    cfg = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, **text,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        eos_token_id=ids["<|im_end|>"], pad_token_id=tok.pad_token_id, torch_dtype="float32",
+    )
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=224 * 224, patch_size=14,
+                                            merge_size=2, temporal_patch_size=2)
+    try:
+        from transformers import Qwen2VLVideoProcessor
+
+        video = Qwen2VLVideoProcessor()
+        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok,
+                                        video_processor=video, chat_template=CHAT_TEMPLATE)
+    except Exception:  # older transformers: no video processor argument
+        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok,
+                                        chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def ensure_model(name_or_path: str, cache_dir: str = "") -> str:
+    """Return a loadable model folder: a tiny model is built once (under a file lock), paths pass."""
+    if name_or_path not in TINY_NAMES:
+        return name_or_path
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / f"{name_or_path}-{BUILD_VERSION}"
+    with open(root / f".{name_or_path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several actors may ask at once
+        if not (out / "config.json").exists():
+            tmp = out.with_suffix(".tmp")
+            builder = _build_text if name_or_path == "tiny-text" else _build_vl
+            builder(tmp)
+            tmp.rename(out)
+    return str(out)
