@@ -27,7 +27,7 @@ class GeneratorActor:
     """One inference engine. Created through `GeneratorPool.create`, which applies Ray options."""
 
     def __init__(self, model_path: str, engine_index: int, dtype: str = "float32",
-                 gpu_memory_utilization: float = 0.1, enforce_eager: bool = True,
+                 gpu_memory_utilization: float = 0.1, kv_cache_gib: float = 0.25, enforce_eager: bool = True,
                  max_model_len: int = 1024, on_weight_update: str = "pause_resume",
                  seed: int = 0) -> None:
         self.model_path = model_path
@@ -39,6 +39,12 @@ class GeneratorActor:
             # Log-probs after temperature scaling: the distribution the tokens were sampled from.
             logprobs_mode="processed_logprobs", enable_prefix_caching=True,
         )
+        import torch
+
+        if not torch.cuda.is_available():
+            # On the CPU vLLM sizes the KV cache as a share of RAM minus the worker's RSS, which
+            # fails for small shares; an explicit size is predictable.
+            self._engine_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
         self.engine: Any = None
         self.policy_version = 0
         self._open: asyncio.Event | None = None  # closed while weights are being replaced
@@ -171,16 +177,19 @@ class GeneratorPool:
         self._pinned: dict[str, int] = {}
 
     @classmethod
-    def create(cls, num_engines: int, model_path: str, rollout: Any, dtype: str, seed: int) -> GeneratorPool:
+    def create(cls, num_engines: int, model_path: str, rollout: Any, dtype: str, seed: int,
+               runtime_env: dict | None = None) -> GeneratorPool:
         handles = []
         for i in range(num_engines):
             options: dict[str, Any] = {"num_cpus": 0, "num_gpus": rollout.num_gpus_per_engine,
-                                       "name": f"generator-{i}", "max_concurrency": 1000}
+                                       "name": f"generator-{i}", "max_concurrency": 1000,
+                                       "runtime_env": runtime_env or {}}
             if rollout.resources:
                 options["resources"] = dict(rollout.resources)
             actor = ray.remote(GeneratorActor).options(**options).remote(
                 model_path, i, dtype=dtype, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                enforce_eager=rollout.enforce_eager, max_model_len=rollout.max_model_len,
+                kv_cache_gib=rollout.kv_cache_gib, enforce_eager=rollout.enforce_eager,
+                max_model_len=rollout.max_model_len,
                 on_weight_update=rollout.on_weight_update, seed=seed)
             handles.append(actor)
         return cls(handles)

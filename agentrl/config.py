@@ -52,7 +52,8 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     num_engines: int = 1
-    gpu_memory_utilization: float = 0.1  # on the CPU: the share of RAM reserved for the KV cache
+    gpu_memory_utilization: float = 0.5  # GPU memory share of each engine
+    kv_cache_gib: float = 0.25  # KV cache size of each engine on the CPU
     enforce_eager: bool = True
     max_model_len: int = 1024
     on_weight_update: str = "pause_resume"  # "pause_resume" (exact versions) or "continue"

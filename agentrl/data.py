@@ -49,10 +49,10 @@ def synthetic_rows(num: int, seed: int = 0) -> list[DataRow]:
 
 def synthetic_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on, so prompts and answers tokenise compactly."""
-    from envs.protocol import PROTOCOLS
+    from envs.protocol import INVALID_ACTION_OBSERVATION, PROTOCOLS
 
     table = lookup_table()
-    texts = [p.system_prompt for p in PROTOCOLS.values()]
+    texts = [p.system_prompt for p in PROTOCOLS.values()] + [INVALID_ACTION_OBSERVATION]
     texts += [f"What colour is {k}? {k}: {v}." for k, v in table.items()]
     texts += [" ".join(COLOURS), "The answer is", "I need to search for the name.",
               "Let me look it up.", "I know the answer."]

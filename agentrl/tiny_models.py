@@ -19,7 +19,7 @@ ACTION_TAGS = [
 ]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-BUILD_VERSION = "v1"  # bump when what is built changes, so caches rebuild
+BUILD_VERSION = "v2"  # bump when what is built changes, so caches rebuild
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

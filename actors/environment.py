@@ -1,0 +1,103 @@
+"""Environment actors: each runs many trajectories at once on one asyncio loop.
+
+A call to `run_group` runs the n samples of one prompt concurrently (each with its own state), scores
+each as it finishes in the reward pool, and puts the whole group into the replay queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from agentrl.config import Config
+from agentrl.data import DataRow
+from agentrl.records import SamplingConfig, Trajectory, TrajectoryGroup
+from agentrl.rewards import RewardInput
+
+
+@dataclass
+class GroupOutcome:
+    """How one admitted prompt ended in its environment actor."""
+
+    group_id: str
+    data_row_id: int
+    status: str  # "queued" | "failed"
+    reason: str = ""
+    tool_latencies: list[float] | None = None
+    tool_calls: int = 0
+    tool_errors: int = 0
+    generated_tokens: int = 0
+
+
+class EnvironmentActor:
+    def __init__(self, cfg: Config, model_path: str, generators: Any, rewards: Any, queue: Any,
+                 index: int = 0) -> None:
+        from transformers import AutoTokenizer
+
+        from envs.agent_loop import ChatFormat, RolloutContext
+        from envs.protocol import get_protocol
+        from envs.tool import load_tool
+
+        self.cfg = cfg
+        self.index = index
+        self.generators = generators
+        self.rewards = rewards
+        self.queue = queue
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        protocol = get_protocol(cfg.env.protocol)
+        tool_options = {"seed": cfg.data.seed}
+        tools = {}
+        for spec in cfg.env.tools:
+            t = load_tool(spec, **tool_options)
+            tools[t.name] = t
+        self.ctx = RolloutContext(
+            chat=ChatFormat(tokenizer), protocol=protocol, tools=tools, env=cfg.env,
+            sampling=SamplingConfig(max_tokens=cfg.env.max_tokens_per_turn,
+                                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p),
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        self._slots = asyncio.Semaphore(cfg.env.max_concurrent_trajectories)
+        self.in_flight = 0
+
+    async def _run_one(self, row: DataRow, traj: Trajectory) -> Trajectory:
+        from envs.agent_loop import run_trajectory
+
+        async with self._slots:
+            self.in_flight += 1
+            try:
+                await run_trajectory(traj, row.question, row.images, self.ctx,
+                                     lambda req: self.generators.generate(traj.traj_id, req))
+            finally:
+                self.in_flight -= 1
+                self.generators.release(traj.traj_id)
+        traj.reward = await self.rewards.score(RewardInput(
+            question=row.question, turns=traj.turn_texts, answer=traj.answer,
+            ground_truth=row.ground_truth, candidate_answers=row.candidate_answers,
+            tool_calls=[c.tool for c in traj.tool_calls], finish_reason=traj.finish_reason))
+        return traj
+
+    async def run_group(self, row: DataRow, group_id: str, start_version: int) -> GroupOutcome:
+        """Run all n samples of one prompt and queue the whole group (or report why it failed)."""
+        prompt_ids = self.ctx.chat.prompt_ids(self.ctx.protocol.system_prompt, row.question)
+        trajs = [Trajectory(traj_id=f"{group_id}-{k}", group_id=group_id, data_row_id=row.row_id,
+                            prompt_ids=list(prompt_ids), ground_truth=row.ground_truth)
+                 for k in range(self.cfg.rollout.n)]
+        results = await asyncio.gather(*[self._run_one(row, t) for t in trajs], return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # An actor death must stop the run: let it propagate to the orchestrator.
+            from ray.exceptions import RayActorError
+
+            for e in errors:
+                if isinstance(e, RayActorError):
+                    raise e
+            return GroupOutcome(group_id, row.row_id, "failed", reason=f"{type(errors[0]).__name__}: {errors[0]}")
+        calls = [c for t in trajs for c in t.tool_calls]
+        await self.queue.put.remote(TrajectoryGroup(group_id, row.row_id, start_version, trajs))
+        return GroupOutcome(group_id, row.row_id, "queued", tool_latencies=[c.latency_s for c in calls],
+                            tool_calls=len(calls), tool_errors=sum(not c.ok for c in calls),
+                            generated_tokens=sum(t.num_model_tokens for t in trajs))
+
+    def stats(self) -> dict[str, float]:
+        return {"in_flight": float(self.in_flight)}

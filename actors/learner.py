@@ -1,0 +1,218 @@
+"""The learner: DeepSpeed over a Hugging Face causal LM, trained with the GRPO/DAPO loss.
+
+Sequences arrive as token ids exactly as the generators produced them (prompt + response with loss
+mask); the learner never re-tokenises. After each update it publishes weights as `policy_version + 1`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from agentrl.algorithms import PolicyLossConfig, group_advantages, lr_at, policy_loss
+from agentrl.config import LearnerConfig
+from agentrl.records import LearnerStepStats, TrainBatch, Trajectory, WeightSnapshot
+
+
+@dataclass
+class _Sequence:
+    ids: list[int]
+    prompt_len: int
+    mask: list[int]  # per response token
+    behaviour: list[float]
+    advantage: float
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LearnerActor:
+    def __init__(self, model_path: str, cfg: LearnerConfig, total_steps: int, temperature: float = 1.0,
+                 dtype: str = "float32", seed: int = 0) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+                     "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+            os.environ.setdefault(k, v)
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        self.torch = torch
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.temperature = temperature
+        self.dtype = getattr(torch, dtype)
+        self.model_path = model_path
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+        self.ref_model = None
+        if cfg.kl_coef > 0:
+            self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).eval()
+            self.ref_model.requires_grad_(False)
+        ds_config: dict[str, Any] = {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": cfg.grad_clip,
+            "zero_optimization": {"stage": cfg.zero_stage},
+            "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                                                      "torch_adam": True}},
+            "bf16": {"enabled": dtype == "bfloat16"},
+            "fp16": {"enabled": False},
+            "steps_per_print": 10**9,
+        }
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config)
+        self.device = self.engine.device
+        self.step = 0
+        self.policy_version = 0
+        self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
+                                         cfg.importance_cap)
+
+    # ---- batch preparation -------------------------------------------------------------------
+    def _sequences(self, batch: TrainBatch) -> list[_Sequence]:
+        seqs = []
+        for group in batch.groups:
+            advs = group_advantages(group.rewards, scale=self.cfg.scale_rewards)
+            for traj, adv in zip(group.trajectories, advs, strict=True):
+                mask = list(traj.loss_mask)
+                if self.cfg.overlong_filter and traj.truncated:
+                    mask = [0] * len(mask)
+                seqs.append(_Sequence(traj.prompt_ids + traj.response_ids, len(traj.prompt_ids), mask,
+                                      list(traj.behaviour_logprobs), adv))
+        return seqs
+
+    def _micro_batches(self, seqs: list[_Sequence]) -> list[list[_Sequence]]:
+        """Pack sequences so that padded tokens per micro-batch stay within micro_batch_tokens."""
+        out: list[list[_Sequence]] = []
+        cur: list[_Sequence] = []
+        longest = 0
+        for s in sorted(seqs, key=lambda s: len(s.ids)):
+            new_longest = max(longest, len(s.ids))
+            if cur and new_longest * (len(cur) + 1) > self.cfg.micro_batch_tokens:
+                out.append(cur)
+                cur, new_longest = [], len(s.ids)
+            cur.append(s)
+            longest = new_longest
+        if cur:
+            out.append(cur)
+        return out
+
+    def _forward(self, model: Any, mb: list[_Sequence], need_entropy: bool = False) -> tuple[Any, Any]:
+        """Log-probs (and entropies) of every response token of the micro-batch, flattened."""
+        torch = self.torch
+        L = max(len(s.ids) for s in mb)
+        ids = torch.zeros(len(mb), L, dtype=torch.long)
+        attn = torch.zeros(len(mb), L, dtype=torch.long)
+        for i, s in enumerate(mb):
+            ids[i, : len(s.ids)] = torch.tensor(s.ids)
+            attn[i, : len(s.ids)] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits.float()
+        logits = logits[:, :-1] / self.temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        token_lp = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        lps, ents = [], []
+        for i, s in enumerate(mb):
+            sl = slice(s.prompt_len - 1, len(s.ids) - 1)  # position t-1 predicts token t
+            lps.append(token_lp[i, sl])
+            if need_entropy:
+                p = logp_all[i, sl].exp()
+                ents.append(-(p * logp_all[i, sl]).sum(-1))
+        return torch.cat(lps), (torch.cat(ents) if need_entropy else None)
+
+    # ---- public API --------------------------------------------------------------------------
+    def _loss(self, mb: list[_Sequence], total_tokens: int) -> tuple[Any, dict[str, float]]:
+        torch = self.torch
+        need_entropy = self.cfg.entropy_coef > 0
+        logp, ent = self._forward(self.engine, mb, need_entropy)
+        mask = torch.tensor([m for s in mb for m in s.mask], device=logp.device, dtype=logp.dtype)
+        behaviour = torch.tensor([b for s in mb for b in s.behaviour], device=logp.device, dtype=logp.dtype)
+        adv = torch.tensor([s.advantage for s in mb for _ in s.mask], device=logp.device, dtype=logp.dtype)
+        ref = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref, _ = self._forward(self.ref_model, mb)
+        # One optimizer step per batch: the proximal policy is the current one.
+        return policy_loss(logp, logp.detach(), behaviour, adv, mask, self.loss_cfg, total_tokens,
+                           entropy=ent, ref_logprobs=ref)
+
+    def train_step(self, batch: TrainBatch) -> LearnerStepStats:
+        """One optimizer step on B whole groups, then `policy_version += 1`."""
+        if self.cfg.slowdown_s:
+            time.sleep(self.cfg.slowdown_s)
+        t0 = time.perf_counter()
+        seqs = self._sequences(batch)
+        total_tokens = sum(sum(s.mask) for s in seqs)
+        lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps, self.cfg.min_lr_ratio)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        mbs = self._micro_batches(seqs)
+        loss_sum, stats_acc = 0.0, {}
+        self.engine.train()
+        for i, mb in enumerate(mbs):
+            loss, stats = self._loss(mb, total_tokens)
+            self.engine.set_gradient_accumulation_boundary(i == len(mbs) - 1)
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += float(loss.detach())
+            for k, v in stats.items():
+                stats_acc[k] = stats_acc.get(k, 0.0) + v / len(mbs)
+        grad_norm = self.engine.get_global_grad_norm()
+        self.step += 1
+        self.policy_version += 1
+        return LearnerStepStats(step=self.step, policy_version=self.policy_version, loss=loss_sum,
+                                grad_norm=float(grad_norm or 0.0), lr=lr, tokens=total_tokens,
+                                samples=len(seqs), train_s=time.perf_counter() - t0, extra=stats_acc)
+
+    def compute_loss(self, batch: TrainBatch) -> float:
+        """The loss of a batch under the current weights, without updating them."""
+        seqs = self._sequences(batch)
+        total = sum(sum(s.mask) for s in seqs)
+        with self.torch.no_grad():
+            return sum(float(self._loss(mb, total)[0]) for mb in self._micro_batches(seqs))
+
+    def compute_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
+        """The learner's log-probs of each response token (to compare with the behaviour ones)."""
+        out = []
+        with self.torch.no_grad():
+            for t in trajectories:
+                s = _Sequence(t.prompt_ids + t.response_ids, len(t.prompt_ids), t.loss_mask,
+                              t.behaviour_logprobs, 0.0)
+                lp, _ = self._forward(self.engine, [s])
+                out.append(lp.cpu().tolist())
+        return out
+
+    def get_weights(self) -> WeightSnapshot:
+        """The current weights as numpy arrays, tagged with the current policy version."""
+        state = self._state_dict()
+        return WeightSnapshot(self.policy_version, {k: v.detach().cpu().numpy().copy() for k, v in state.items()})
+
+    def set_weights(self, snapshot: WeightSnapshot) -> None:
+        """Load weights (tests push known weights through the learner)."""
+        torch = self.torch
+        self.engine.module.load_state_dict({k: torch.from_numpy(v) for k, v in snapshot.tensors.items()})
+
+    def _state_dict(self) -> dict[str, Any]:
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            params = list(self.engine.module.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                return {k: v.clone() for k, v in self.engine.module.state_dict().items()}
+        return self.engine.module.state_dict()
+
+    def save_pretrained(self, path: str) -> str:
+        """Write the current weights in Hugging Face format (loadable by transformers and vLLM)."""
+        from transformers import AutoTokenizer
+
+        self.engine.module.save_pretrained(path, state_dict=self._state_dict(), safe_serialization=True)
+        AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
+        return path

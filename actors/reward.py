@@ -1,0 +1,46 @@
+"""Reward actors: a pool that scores finished trajectories while the rest are still running."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import ray
+
+from agentrl.records import RewardResult
+from agentrl.rewards import RewardInput, get_reward_fn
+
+
+class RewardActor:
+    """Scores one trajectory at a time per call; async, so many calls overlap (LLM judges wait)."""
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        self.fn = get_reward_fn(name)
+        self.options = dict(options)
+
+    async def score(self, inp: RewardInput) -> RewardResult:
+        return self.fn(inp, self.options)
+
+
+class RewardPool:
+    """Round-robin over reward actors; picklable so environment actors hold it."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+        self._next = itertools.cycle(range(len(handles)))
+
+    @classmethod
+    def create(cls, num_actors: int, name: str, options: dict[str, Any]) -> RewardPool:
+        get_reward_fn(name)  # fail fast, in the driver, on a bad reward name
+        handles = [ray.remote(RewardActor).options(num_cpus=0, name=f"reward-{i}", max_concurrency=256)
+                   .remote(name, options) for i in range(num_actors)]
+        return cls(handles)
+
+    async def score(self, inp: RewardInput) -> RewardResult:
+        return await self.handles[next(self._next)].score.remote(inp)
+
+    def __getstate__(self) -> dict:
+        return {"handles": self.handles}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["handles"])

@@ -1,0 +1,55 @@
+"""The `agentrl` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from agentrl.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
+    from agentrl.orchestrator import ActorFailure, train
+
+    try:
+        summary = train(cfg)
+    except ActorFailure as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 1
+    print(f"[agentrl] {summary.steps} steps in {summary.wall_s:.0f}s; prompts admitted {summary.admitted}, "
+          f"trained {summary.trained}, dropped as stale {summary.dropped_stale}, failed {sum(summary.failed.values())}")
+    print(f"[agentrl] metrics:    {summary.run_dir}/metrics.jsonl")
+    print(f"[agentrl] checkpoint: {summary.checkpoint}")
+    return 0
+
+
+def _build_models(args: argparse.Namespace) -> int:
+    from agentrl.tiny_models import TINY_NAMES, ensure_model
+
+    for name in args.names or TINY_NAMES:
+        print(ensure_model(name, args.cache_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentrl", description="Asynchronous agentic RL on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train: agentrl train CONFIG [key=value ...]")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 rollout.n=8")
+    p.set_defaults(fn=_train)
+    p = sub.add_parser("build-models", help="build the tiny models (no download)")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--cache-dir", default="")
+    p.set_defaults(fn=_build_models)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

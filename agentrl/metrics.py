@@ -1,0 +1,67 @@
+"""Run outputs: metrics.jsonl (one object per learner step), wandb, and the progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+SECRET_ENV = ("WANDB_API_KEY", "SERPAPI_API_KEY", "JINA_API_KEY", "OPENAI_API_KEY")
+
+
+def redact(text: str) -> str:
+    """Remove the values of known secret environment variables from a string."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return re.sub(r"(api[_-]?key=)[^&\s\"']+", r"\1***", text, flags=re.I)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: str, config: dict[str, Any], wandb_cfg: Any, total_steps: int,
+                 progress: bool = True) -> None:
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self._file = open(self.path, "w")
+        self._wandb = None
+        mode = wandb_cfg.mode
+        if mode != "disabled":
+            if mode == "offline" and os.environ.get("WANDB_API_KEY"):
+                mode = "online"
+            try:
+                import wandb
+
+                self._wandb = wandb.init(project=wandb_cfg.project, name=os.path.basename(run_dir),
+                                         dir=run_dir, mode=mode, config=config, reinit=True)
+            except Exception as e:  # metrics must never take the run down
+                print(f"[agentrl] wandb disabled: {redact(str(e))}")
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
+
+    def log(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log(row, step=int(row["step"]))
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(reward=f"{row['reward_mean']:.3f}", stale=f"{row['staleness_mean']:.2f}",
+                                  idle=f"{row['learner_idle_frac']:.2f}")
+
+    def close(self) -> None:
+        self._file.close()
+        if self._bar is not None:
+            self._bar.close()
+        if self._wandb is not None:
+            self._wandb.finish()

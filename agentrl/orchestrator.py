@@ -1,0 +1,286 @@
+"""The orchestrator (the driver): starts the actors, feeds prompts under the staleness bound, runs the
+learner loop, pushes weights, and writes metrics.
+
+Capacity control (AReaL-style): with B groups per step and bound s, a new group may start only while
+`live_groups < B * (policy_version + s + 1)`, where live groups are those started and not dropped or
+failed. Groups are consumed oldest-first, so a group started at version v is trained by version
+v + s; a group that still arrives late is dropped by the replay queue and counted. `trainer.mode=sync`
+is the same loop with s = 0: generate a batch, train, push, repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from agentrl.config import Config, to_yaml
+from agentrl.metrics import MetricsWriter, percentile, redact
+from agentrl.records import TrainBatch
+
+
+@dataclass
+class RunSummary:
+    """Where every admitted prompt ended."""
+
+    run_dir: str
+    steps: int
+    admitted: int = 0
+    trained: int = 0
+    dropped_stale: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # reason -> count
+    checkpoint: str = ""
+    wall_s: float = 0.0
+
+
+class ActorFailure(RuntimeError):
+    """An actor crashed; carries its name and the original traceback."""
+
+
+def _actor_env() -> dict[str, str]:
+    env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+           "TOKENIZERS_PARALLELISM": "false"}
+    for k in ("AGENTRL_CACHE", "DS_ACCELERATOR"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    return env
+
+
+class Orchestrator:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        t = cfg.trainer
+        self.max_staleness = 0 if t.mode == "sync" else t.max_staleness
+        self.run_dir = os.path.join(t.output_dir, t.run_name)
+        self.names: dict[str, str] = {}  # actor id -> name, for crash reports
+        self.policy_version = 0
+        self.summary = RunSummary(self.run_dir, 0)
+        self._live = 0  # started, not yet trained, dropped or failed
+        self._capacity_changed = asyncio.Event()
+
+    # ---- actors -------------------------------------------------------------------------------
+    def _track(self, handle: Any, name: str) -> Any:
+        self.names[handle._actor_id.hex()] = name
+        return handle
+
+    async def start(self) -> None:
+        from actors.environment import EnvironmentActor
+        from actors.generator import GeneratorPool
+        from actors.learner import LearnerActor
+        from actors.replay_queue import ReplayQueue
+        from actors.reward import RewardPool
+        from agentrl.tiny_models import ensure_model
+
+        cfg = self.cfg
+        self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir)) \
+            if cfg.model.path not in ("tiny-text", "tiny-vl") else ensure_model(cfg.model.path, cfg.model.cache_dir)
+        renv = {"env_vars": _actor_env()}
+        self.queue = self._track(ray.remote(ReplayQueue).options(
+            num_cpus=0, name="replay-queue", max_concurrency=1000, runtime_env=renv).remote(
+            cfg.trainer.queue_capacity, self.max_staleness), "replay-queue")
+        self.rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
+        for i, h in enumerate(self.rewards.handles):
+            self._track(h, f"reward-{i}")
+        self.generators = GeneratorPool.create(cfg.rollout.num_engines, self.model_path, cfg.rollout,
+                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv)
+        for i, h in enumerate(self.generators.handles):
+            self._track(h, f"generator-{i}")
+        lopts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
+                                 "runtime_env": renv}
+        if cfg.learner.resources:
+            lopts["resources"] = dict(cfg.learner.resources)
+        self.learner = self._track(ray.remote(LearnerActor).options(**lopts).remote(
+            self.model_path, cfg.learner, cfg.trainer.total_steps, cfg.rollout.temperature,
+            cfg.model.dtype, cfg.trainer.seed), "learner")
+        eopts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
+        if cfg.env.resources:
+            eopts["resources"] = dict(cfg.env.resources)
+        self.envs = [self._track(ray.remote(EnvironmentActor).options(name=f"env-{i}", **eopts).remote(
+            cfg, self.model_path, self.generators, self.rewards, self.queue, i), f"env-{i}")
+            for i in range(cfg.env.num_actors)]
+        await self._guard(self.generators.start())
+        await self._guard(self.learner.get_weights.remote())  # waits for DeepSpeed to be up
+        await self._guard(asyncio.gather(*[e.stats.remote() for e in self.envs]))
+
+    async def _guard(self, awaitable: Any) -> Any:
+        """Await a Ray call; an actor crash becomes ActorFailure naming the actor."""
+        try:
+            return await awaitable
+        except ray.exceptions.RayActorError as e:
+            name = self.names.get(getattr(e, "actor_id", "") or "", "an actor")
+            raise ActorFailure(f"actor '{name}' died: {redact(str(e))}") from None
+        except ray.exceptions.RayTaskError as e:
+            raise ActorFailure(f"actor task '{e.function_name}' failed:\n{redact(str(e))}") from None
+
+    # ---- the loops ----------------------------------------------------------------------------
+    def _capacity(self) -> int:
+        return self.cfg.trainer.batch_groups * (self.policy_version + self.max_staleness + 1)
+
+    async def _feed(self, pending: dict[Any, Any]) -> None:
+        from agentrl.data import load_rows
+
+        d = self.cfg.data
+        rows = load_rows(d.source, d.num_prompts, d.seed)
+        envs = itertools.cycle(self.envs)
+        for k, row in enumerate(itertools.cycle(rows)):
+            while self._live >= self._capacity():
+                self._capacity_changed.clear()
+                try:
+                    await asyncio.wait_for(self._capacity_changed.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    await self._sync_drops()
+            ref = next(envs).run_group.remote(row, f"g{k}", self.policy_version)
+            pending[asyncio.ensure_future(self._guard(ref))] = row.row_id
+            self._live += 1
+            self.summary.admitted += 1
+
+    async def _sync_drops(self) -> None:
+        """Groups the queue dropped as stale free their capacity."""
+        stats = await self._guard(self.queue.stats.remote())
+        new = int(stats["groups_dropped_stale"]) - self.summary.dropped_stale
+        if new > 0:
+            self.summary.dropped_stale += new
+            self._live -= new
+
+    async def _collect(self, pending: dict[Any, Any], outcomes: list[Any]) -> None:
+        """Watch running groups: record outcomes, turn an actor crash into a run failure."""
+        while True:
+            if not pending:
+                await asyncio.sleep(0.05)
+                continue
+            done, _ = await asyncio.wait(list(pending), timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                pending.pop(task)
+                outcome = task.result()  # re-raises an actor crash
+                outcomes.append(outcome)
+                if outcome.status == "failed":
+                    self.summary.failed[outcome.reason] = self.summary.failed.get(outcome.reason, 0) + 1
+                    self._live -= 1
+                    self._capacity_changed.set()
+
+    async def run(self) -> RunSummary:
+        cfg, t = self.cfg, self.cfg.trainer
+        t_start = time.perf_counter()
+        os.makedirs(self.run_dir, exist_ok=True)
+        with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
+            f.write(to_yaml(cfg))
+        await self.start()
+        writer = MetricsWriter(self.run_dir, dataclasses.asdict(cfg), t.wandb, t.total_steps, t.progress)
+        pending: dict[Any, Any] = {}
+        outcomes: list[Any] = []
+        feeder = asyncio.ensure_future(self._feed(pending))
+        collector = asyncio.ensure_future(self._collect(pending, outcomes))
+        try:
+            last = time.perf_counter()
+            last_tokens = sum(s["tokens_generated"] for s in await self.generators.stats())
+            for _ in range(t.total_steps):
+                batch_task = asyncio.ensure_future(self._guard(
+                    self.queue.get_batch.remote(t.batch_groups, self.policy_version)))
+                await asyncio.wait([batch_task, feeder, collector], return_when=asyncio.FIRST_COMPLETED)
+                for bg in (feeder, collector):
+                    if bg.done():
+                        bg.result()  # re-raises the crash
+                batch: TrainBatch = batch_task.result()
+                train_version = self.policy_version
+                stats = await self._guard(self.learner.train_step.remote(batch))
+                t_sync = time.perf_counter()
+                await self._guard(self.generators.update_weights(self.learner.get_weights.remote()))
+                sync_s = time.perf_counter() - t_sync
+                self.policy_version = stats.policy_version
+                self.summary.trained += len(batch.groups)
+                self._live -= len(batch.groups)
+                await self._sync_drops()
+                self._capacity_changed.set()
+                now = time.perf_counter()
+                tokens = sum(s["tokens_generated"] for s in await self.generators.stats())
+                writer.log(self._row(stats, batch, train_version, now - last, sync_s, tokens - last_tokens,
+                                     outcomes))
+                last, last_tokens = now, tokens
+            self.summary.steps = t.total_steps
+            if t.save_final:
+                path = os.path.abspath(os.path.join(self.run_dir, "checkpoints", "final"))
+                self.summary.checkpoint = await self._guard(self.learner.save_pretrained.remote(path))
+        finally:
+            feeder.cancel()
+            collector.cancel()
+            writer.close()
+        unfinished = self._live
+        if unfinished > 0:
+            self.summary.failed["run ended before the group was trained"] = unfinished
+        self.summary.wall_s = time.perf_counter() - t_start
+        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
+            json.dump(dataclasses.asdict(self.summary), f, indent=1)
+        return self.summary
+
+    def _row(self, stats: Any, batch: TrainBatch, train_version: int, step_s: float, sync_s: float,
+             new_tokens: float, outcomes: list[Any]) -> dict[str, Any]:
+        trajs = [tr for g in batch.groups for tr in g.trajectories]
+        stale = [train_version - tr.min_policy_version for tr in trajs if tr.min_policy_version >= 0]
+        lat = [c.latency_s for tr in trajs for c in tr.tool_calls]
+        rewards = [tr.reward.total if tr.reward else 0.0 for tr in trajs]
+        return {
+            "step": stats.step, "policy_version": stats.policy_version,
+            "reward_mean": sum(rewards) / max(len(rewards), 1), "samples": stats.samples,
+            "staleness_mean": sum(stale) / max(len(stale), 1), "staleness_max": max(stale, default=0),
+            "learner_idle_frac": min(batch.wait_s / max(step_s, 1e-9), 1.0),
+            "gen_tokens_per_s": new_tokens / max(step_s, 1e-9),
+            "tool_latency_p50": percentile(lat, 50), "tool_latency_p99": percentile(lat, 99),
+            "weight_sync_s": sync_s, "queue_depth": batch.queue_depth,
+            "groups_dropped_stale": self.summary.dropped_stale,
+            "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens": stats.tokens,
+            "train_s": stats.train_s, "learner_wait_s": batch.wait_s, "step_s": step_s,
+            "tool_calls": len(lat), "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
+            **{f"loss/{k}": v for k, v in stats.extra.items()},
+        }
+
+    async def shutdown(self) -> None:
+        """Stop the engines cleanly, then kill every actor."""
+        handles = list(getattr(self, "generators", None).handles if hasattr(self, "generators") else [])
+        try:
+            await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in handles],
+                                                  return_exceptions=True), 30)
+        except asyncio.TimeoutError:
+            pass
+        for h in handles + list(getattr(self, "envs", [])) + \
+                ([self.learner] if hasattr(self, "learner") else []) + \
+                ([self.queue] if hasattr(self, "queue") else []) + \
+                (self.rewards.handles if hasattr(self, "rewards") else []):
+            try:
+                ray.kill(h)
+            except Exception:
+                pass
+
+
+def train(cfg: Config) -> RunSummary:
+    """Run a training job: join RAY_ADDRESS or start a local cluster; exit cleanly either way."""
+    started_here = not ray.is_initialized()
+    if started_here:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=True)
+    orch = Orchestrator(cfg)
+
+    async def main() -> RunSummary:
+        try:
+            return await orch.run()
+        finally:
+            await orch.shutdown()
+
+    try:
+        return asyncio.run(main())
+    except ActorFailure:
+        raise
+    except Exception as e:
+        raise ActorFailure(f"run failed: {redact(traceback.format_exc())}") from e
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,132 @@
+"""The multi-turn loop of one trajectory: generate -> parse the action -> call the tool -> append
+the observation as tokens with loss mask 0 -> repeat until an answer, `max_turns`, or the token budget.
+
+Works on token ids throughout: model tokens come back from the generator as ids and are stored as
+they are; observations are tokenised once, here, with the chat template's own turn markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from agentrl.config import EnvConfig
+from agentrl.records import GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
+from envs.protocol import INVALID_ACTION_OBSERVATION, Protocol
+from envs.tool import Observation, Tool, TrajectoryState
+
+GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
+
+
+class ChatFormat:
+    """Turn markers derived from the tokenizer's chat template, so any chat model family works."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        probe = [{"role": "user", "content": "Q"}]
+        base = tokenizer.apply_chat_template(probe, tokenize=False)
+        with_reply = tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": "A"}],
+                                                   tokenize=False)
+        # text that closes an assistant turn, e.g. "<|im_end|>\n"
+        self.turn_close = with_reply[with_reply.rindex("A") + 1:]
+        two = tokenizer.apply_chat_template(probe + [{"role": "user", "content": "\x00"}],
+                                            tokenize=False, add_generation_prompt=True)
+        head, tail = two[len(base):].split("\x00")
+        self.user_open, self.user_close_and_reply = head, tail
+        self.eos_text = tokenizer.eos_token or ""
+
+    def prompt_ids(self, system: str, question: str) -> list[int]:
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return list(self.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
+                                                       return_dict=False))
+
+    def observation_ids(self, text: str, model_ended_turn: bool) -> list[int]:
+        """Tokens that close the model's turn (if it did not), the user turn, and the next reply header."""
+        close = self.turn_close
+        if model_ended_turn and self.eos_text and close.startswith(self.eos_text):
+            close = close[len(self.eos_text):]
+        return self.tokenizer.encode(close + self.user_open + text + self.user_close_and_reply,
+                                     add_special_tokens=False)
+
+
+@dataclass
+class RolloutContext:
+    """What a trajectory needs from its environment actor."""
+
+    chat: ChatFormat
+    protocol: Protocol
+    tools: dict[str, Tool]
+    env: EnvConfig
+    sampling: SamplingConfig
+    eos_token_id: int | None
+
+
+async def call_tool(tool: Tool, argument: str, state: TrajectoryState,
+                    timeout_s: float) -> tuple[Observation, ToolCall]:
+    """Run one tool call; errors and timeouts become an error observation, never an exception."""
+    t0 = time.perf_counter()
+    try:
+        args = tool.parse_args(argument)
+    except Exception as e:  # a malformed argument is the model's mistake: tell it
+        obs = Observation(f"Invalid arguments for {tool.name}: {e}", ok=False, error=str(e))
+        return obs, ToolCall(tool.name, {"raw": argument}, 0.0, False, obs.error)
+    try:
+        obs = await asyncio.wait_for(tool.run(args, state), timeout_s)
+    except asyncio.TimeoutError:
+        obs = Observation(f"The {tool.name} call timed out.", ok=False, error="timeout")
+    except Exception as e:
+        obs = Observation(f"The {tool.name} call failed.", ok=False, error=f"{type(e).__name__}: {e}")
+    latency = time.perf_counter() - t0
+    state.tool_counts[tool.name] += 1
+    state.results.append((tool.name, obs))
+    cached = bool(getattr(obs, "cached", False))
+    return obs, ToolCall(tool.name, args, latency, obs.ok, obs.error, cached)
+
+
+async def run_trajectory(traj: Trajectory, question: str, images: list[Any], ctx: RolloutContext,
+                         generate: GenerateFn) -> Trajectory:
+    """Run one trajectory to its end and return it, filled in (reward excluded)."""
+    env = ctx.env
+    state = TrajectoryState(question=question, images=list(images))
+    for turn in range(env.max_turns):
+        budget = min(env.max_tokens_per_turn, env.max_total_tokens - len(traj.response_ids))
+        if budget <= 0:
+            traj.finish_reason, traj.truncated = "max_total_tokens", True
+            return traj
+        s = ctx.sampling
+        request = GenerationRequest(
+            request_id=f"{traj.traj_id}-t{turn}",
+            prompt_ids=traj.prompt_ids + traj.response_ids,
+            sampling=SamplingConfig(max_tokens=budget, temperature=s.temperature, top_p=s.top_p,
+                                    stop=ctx.protocol.stop, seed=s.seed),
+            images=list(images),
+        )
+        result = await generate(request)
+        traj.append(result.token_ids, trainable=True, logprobs=result.logprobs, versions=result.policy_versions)
+        text = ctx.chat.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        traj.turn_texts.append(text)
+        action = ctx.protocol.parse(text)
+        if action.kind == "answer":
+            traj.answer, traj.finish_reason = action.argument, "answer"
+            return traj
+        if len(traj.response_ids) >= env.max_total_tokens:
+            traj.finish_reason, traj.truncated = "max_total_tokens", True
+            return traj
+        if turn == env.max_turns - 1:
+            break
+        if action.kind == "tool" and action.tool in ctx.tools:
+            obs, record = await call_tool(ctx.tools[action.tool], action.argument, state, env.tool_timeout_s)
+            traj.tool_calls.append(record)
+            obs_text = obs.text
+        else:
+            traj.invalid_actions += 1
+            if env.on_invalid_action == "end":
+                traj.finish_reason = "invalid_action"
+                return traj
+            obs_text = INVALID_ACTION_OBSERVATION
+        ended = bool(result.token_ids) and result.token_ids[-1] == ctx.eos_token_id
+        traj.append(ctx.chat.observation_ids(ctx.protocol.observation(obs_text), ended), trainable=False)
+    traj.finish_reason = "max_turns"
+    return traj

