@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 class LearnerActor:
     def __init__(self, model_path: str, cfg: LearnerConfig, total_steps: int, temperature: float = 1.0,
-                 dtype: str = "float32", seed: int = 0) -> None:
+                 dtype: str = "float32", seed: int = 0, group_size: int = 0) -> None:
         import torch
 
         if not torch.cuda.is_available():
@@ -71,12 +71,30 @@ class LearnerActor:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config)
         self.device = self.engine.device
+        self.group_size = group_size  # 0: do not check
         self.step = 0
         self.policy_version = 0
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
                                          cfg.importance_cap)
 
     # ---- batch preparation -------------------------------------------------------------------
+    def _check_groups(self, batch: TrainBatch) -> None:
+        """GRPO needs every sample of a prompt: refuse a batch holding part of a group."""
+        for g in batch.groups:
+            ids = {t.group_id for t in g.trajectories}
+            if ids != {g.group_id} or (self.group_size and len(g.trajectories) != self.group_size):
+                raise ValueError(f"learner got part of group {g.group_id}: {len(g.trajectories)} samples, "
+                                 f"expected {self.group_size}")
+        seen = [g.group_id for g in batch.groups]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"learner got a group twice in one batch: {seen}")
+
+    def _token_staleness(self, batch: TrainBatch) -> tuple[float, int]:
+        """Versions behind the learner of every trained token, from the versions recorded per token."""
+        ages = [self.policy_version - v for g in batch.groups for t in g.trajectories
+                for v, m in zip(t.policy_versions, t.loss_mask, strict=True) if m]
+        return (sum(ages) / len(ages) if ages else 0.0), max(ages, default=0)
+
     def _sequences(self, batch: TrainBatch) -> list[_Sequence]:
         seqs = []
         for group in batch.groups:
@@ -149,6 +167,8 @@ class LearnerActor:
         if self.cfg.slowdown_s:
             time.sleep(self.cfg.slowdown_s)
         t0 = time.perf_counter()
+        self._check_groups(batch)
+        stale_mean, stale_max = self._token_staleness(batch)
         seqs = self._sequences(batch)
         total_tokens = sum(sum(s.mask) for s in seqs)
         lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps, self.cfg.min_lr_ratio)
@@ -166,6 +186,7 @@ class LearnerActor:
             for k, v in stats.items():
                 stats_acc[k] = stats_acc.get(k, 0.0) + v / len(mbs)
         grad_norm = self.engine.get_global_grad_norm()
+        stats_acc.update(token_staleness_mean=stale_mean, token_staleness_max=float(stale_max))
         self.step += 1
         self.policy_version += 1
         return LearnerStepStats(step=self.step, policy_version=self.policy_version, loss=loss_sum,

@@ -99,7 +99,7 @@ class Orchestrator:
             lopts["resources"] = dict(cfg.learner.resources)
         self.learner = self._track(ray.remote(LearnerActor).options(**lopts).remote(
             self.model_path, cfg.learner, cfg.trainer.total_steps, cfg.rollout.temperature,
-            cfg.model.dtype, cfg.trainer.seed), "learner")
+            cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n), "learner")
         eopts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
         if cfg.env.resources:
             eopts["resources"] = dict(cfg.env.resources)
