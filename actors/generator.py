@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 import ray
 
 from agentrl.records import GenerationRequest, GenerationResult, WeightSnapshot
@@ -160,7 +161,7 @@ def _write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
-    tensors = {k: torch.from_numpy(v).contiguous() for k, v in snapshot.tensors.items()}
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in snapshot.tensors.items()}  # writable copy
     save_file(tensors, os.path.join(folder, "model.safetensors"))
 
 

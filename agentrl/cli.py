@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
 def _train(args: argparse.Namespace) -> int:
-    from agentrl.config import ConfigError, load_config
+    from agentrl.config import ConfigError, check_plugins, load_config
 
     try:
         cfg = load_config(args.config, args.overrides)
+        check_plugins(cfg)
     except ConfigError as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
@@ -37,6 +39,9 @@ def _build_models(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Plugins (tools, rewards) named by import path resolve from the current directory, as with `python -m`.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = argparse.ArgumentParser(prog="agentrl", description="Asynchronous agentic RL on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train: agentrl train CONFIG [key=value ...]")

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -149,8 +150,11 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' is not of the form key=value")
     key, value = item.split("=", 1)
-    parsed = OmegaConf.create({"v": value}) if value else None
-    return key.strip(), (parsed.v if parsed is not None else "")
+    try:  # YAML values, as in the files: lists, maps, numbers, booleans
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
@@ -225,3 +229,16 @@ def validate(cfg: Config) -> None:
 
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def check_plugins(cfg: Config) -> None:
+    """Resolve the configured tools and reward now, so a bad name fails before any actor starts."""
+    from agentrl.rewards import get_reward_fn
+    from envs.tool import load_tool
+
+    try:
+        get_reward_fn(cfg.reward.name)
+        for spec in cfg.env.tools:
+            load_tool(spec, seed=cfg.data.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

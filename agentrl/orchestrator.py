@@ -20,6 +20,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+# torch is loaded before Ray connects: loaded after `ray.init()` in a job driver on a multi-node cluster,
+# its oneMKL failed with "Cannot load libtorch_cpu.so".
+import torch  # noqa: F401  isort: skip
 import ray
 
 from agentrl.config import Config, to_yaml
@@ -47,11 +50,17 @@ class ActorFailure(RuntimeError):
 
 def _actor_env() -> dict[str, str]:
     env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false",
+           # plugins given by import path resolve from the driver's directory, on every node
+           "PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)}
     for k in ("AGENTRL_CACHE", "DS_ACCELERATOR"):
         if k in os.environ:
             env[k] = os.environ[k]
     return env
+
+
+def _node_id(actor: Any) -> str:
+    return ray.get_runtime_context().get_node_id()
 
 
 class Orchestrator:
@@ -109,6 +118,15 @@ class Orchestrator:
         await self._guard(self.generators.start())
         await self._guard(self.learner.get_weights.remote())  # waits for DeepSpeed to be up
         await self._guard(asyncio.gather(*[e.stats.remote() for e in self.envs]))
+        await self._write_placement()
+
+    async def _write_placement(self) -> None:
+        """Which Ray node each actor runs on (multi-node runs place them by resources)."""
+        actors = {"learner": self.learner, **{f"generator-{i}": h for i, h in enumerate(self.generators.handles)},
+                  **{f"env-{i}": h for i, h in enumerate(self.envs)}}
+        nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in actors.values()]))
+        with open(os.path.join(self.run_dir, "placement.json"), "w") as f:
+            json.dump(dict(zip(actors, nodes, strict=True)), f, indent=1)
 
     async def _guard(self, awaitable: Any) -> Any:
         """Await a Ray call; an actor crash becomes ActorFailure naming the actor."""
@@ -138,7 +156,10 @@ class Orchestrator:
                 except asyncio.TimeoutError:
                     await self._sync_drops()
             ref = next(envs).run_group.remote(row, f"g{k}", self.policy_version)
-            pending[asyncio.ensure_future(self._guard(ref))] = row.row_id
+            task = asyncio.ensure_future(self._guard(ref))
+            # the collector reports the first crash; later ones are the same failure
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            pending[task] = row.row_id
             self._live += 1
             self.summary.admitted += 1
 

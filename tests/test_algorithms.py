@@ -58,6 +58,6 @@ def test_masked_tokens_do_not_count():
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     lrs = [lr_at(s, 2e-6, warmup_steps=60, total_steps=300, min_ratio=0.9) for s in range(300)]
     assert lrs[0] < 1e-7 and lrs[59] == pytest.approx(2e-6)
-    assert all(b >= a for a, b in zip(lrs[:60], lrs[1:60]))
-    assert all(b <= a + 1e-18 for a, b in zip(lrs[60:], lrs[61:]))
+    assert all(b >= a for a, b in zip(lrs[:59], lrs[1:60], strict=True))
+    assert all(b <= a + 1e-18 for a, b in zip(lrs[60:-1], lrs[61:], strict=True))
     assert lrs[-1] == pytest.approx(1.8e-6, rel=1e-2)

@@ -102,7 +102,7 @@ def test_observation_tokens_have_mask_0_and_model_tokens_mask_1(stack, rolled_gr
     saw_observation = False
     for t in rolled_group.trajectories:
         assert len(t.response_ids) == len(t.loss_mask) == len(t.behaviour_logprobs) == len(t.policy_versions)
-        for tok_id, m, v in zip(t.response_ids, t.loss_mask, t.policy_versions, strict=True):
+        for m, v in zip(t.loss_mask, t.policy_versions, strict=True):
             assert (m == 1) == (v >= 0)
         spans, start = [], None
         for i, m in enumerate([*t.loss_mask, 1]):

@@ -1,0 +1,133 @@
+"""Whole runs through the `agentrl` command: the demo, a slow learner, a crash, two Ray nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, VENV_BIN, agentrl_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def train(tmp_path: Path, *overrides: str, timeout: int = 600, env: dict | None = None):
+    cmd = [*agentrl_cmd(), "train", "configs/demo.yaml", f"trainer.output_dir={tmp_path}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean", "staleness_max",
+            "learner_idle_frac", "gen_tokens_per_s", "tool_latency_p50", "tool_latency_p99",
+            "weight_sync_s", "queue_depth", "groups_dropped_stale"]
+
+
+def test_the_demo_config_trains_a_few_steps_end_to_end(tmp_path):
+    r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=demo3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = tmp_path / "demo3"
+    rows = metrics(run_dir)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert set(REQUIRED) <= set(row)
+        assert row["samples"] == 4 * 4  # batch_groups * n: whole groups only
+    assert (run_dir / "config.yaml").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["admitted"] == summary["trained"] + summary["dropped_stale"] + sum(summary["failed"].values())
+    ckpt = run_dir / "checkpoints" / "final"
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(ckpt) is not None
+    assert "metrics:" in r.stdout and "checkpoint:" in r.stdout
+
+
+def test_an_unknown_config_key_fails_with_one_line():
+    r = subprocess.run([*agentrl_cmd(), "train", "configs/demo.yaml", "learner.lrr=1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "agentrl: unknown config key 'learner.lrr'; did you mean 'learner.lr'?"
+
+
+def test_with_a_slow_learner_no_trained_token_is_older_than_max_staleness(tmp_path):
+    r = train(tmp_path, "trainer.total_steps=4", "trainer.run_name=slow", "learner.slowdown_s=2",
+              "trainer.max_staleness=1", "trainer.batch_groups=2", "rollout.n=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = metrics(tmp_path / "slow")
+    assert len(rows) == 4
+    for row in rows:
+        assert row["loss/token_staleness_max"] <= 1  # measured by the learner on recorded versions
+        assert row["staleness_max"] <= 1
+        assert row["samples"] == 2 * 2
+    assert max(row["loss/token_staleness_max"] for row in rows) == 1  # the bound was actually used
+
+
+def _ray_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server|EngineCore|ray::"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_a_crashed_actor_stops_the_run_with_its_name_and_leaves_no_processes(tmp_path):
+    before = _ray_processes()
+    r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=crash",
+              "reward.name=tests.plugins.crashing_reward:crash")
+    assert r.returncode == 1
+    assert "reward-0" in r.stderr and "Traceback" in r.stderr
+    time.sleep(3)
+    assert _ray_processes() - before == set()
+
+
+# Ray's default for a new cluster is token authentication (the token in ~/.ray/auth_token); every
+# process that joins or talks to the cluster must use it too.
+CLUSTER_ENV = {"RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
+
+
+def _ray(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, **CLUSTER_ENV}
+    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, cwd=ROOT, env=env, **kw)
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A real two-node Ray cluster on this machine: a head, and a node offering the `gen` resource."""
+    _ray("stop", "--force")
+    head = _ray("start", "--head", "--port", "6390", "--num-cpus", "2", "--resources", '{"train": 1}',
+                "--dashboard-port", "8265",
+                "--include-dashboard", "true", "--disable-usage-stats", timeout=120)
+    assert head.returncode == 0, head.stderr
+    # Its own temp dir: on one machine the two nodes would otherwise unpack the job's working dir
+    # into the same folder, each deleting it under the other.
+    node = _ray("start", "--address", "127.0.0.1:6390", "--num-cpus", "1", "--resources", '{"gen": 1}',
+                "--temp-dir", "/tmp/ray-node2", "--disable-usage-stats", timeout=120)
+    assert node.returncode == 0, node.stderr
+    yield "http://127.0.0.1:8265"
+    _ray("stop", "--force", timeout=120)
+
+
+def test_ray_job_submit_places_generators_and_learner_by_their_resources(tmp_path, two_node_cluster):
+    import sys
+
+    py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+    r = _ray("job", "submit", "--address", two_node_cluster, "--working-dir", ".",
+             "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "wandb"]}), "--",
+             py, "-m", "agentrl.cli", "train", "configs/demo.yaml", "trainer.total_steps=2",
+             "trainer.run_name=multinode", f"trainer.output_dir={tmp_path}", "rollout.resources={gen: 1}",
+             "learner.resources={train: 1}", "trainer.progress=false", timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    rows = metrics(tmp_path / "multinode")
+    assert [row["step"] for row in rows] == [1, 2]
+    placement = json.loads((tmp_path / "multinode" / "placement.json").read_text())
+    probe = ("import json, ray; ray.init(address='127.0.0.1:6390'); "
+             "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get('gen')]))")
+    out = subprocess.run([py, "-c", probe], capture_output=True, text=True, env={**os.environ, **CLUSTER_ENV},
+                         timeout=120)
+    gen_nodes = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert placement["generator-0"] in gen_nodes
+    assert placement["learner"] not in gen_nodes  # the head, by its `train` resource
