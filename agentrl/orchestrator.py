@@ -134,9 +134,10 @@ class Orchestrator:
             return await awaitable
         except ray.exceptions.RayActorError as e:
             name = self.names.get(getattr(e, "actor_id", "") or "", "an actor")
-            raise ActorFailure(f"actor '{name}' died: {redact(str(e))}") from None
+            raise ActorFailure(f"actor '{name}' died. Traceback (remote):\n{redact(str(e))}") from None
         except ray.exceptions.RayTaskError as e:
-            raise ActorFailure(f"actor task '{e.function_name}' failed:\n{redact(str(e))}") from None
+            raise ActorFailure(
+                f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None
 
     # ---- the loops ----------------------------------------------------------------------------
     def _capacity(self) -> int:
