@@ -2,9 +2,10 @@
 learner loop, pushes weights, and writes metrics.
 
 Capacity control (AReaL-style): with B groups per step and bound s, a new group may start only while
-`live_groups < B * (policy_version + s + 1)`, where live groups are those started and not dropped or
-failed. Groups are consumed oldest-first, so a group started at version v is trained by version
-v + s; a group that still arrives late is dropped by the replay queue and counted. `trainer.mode=sync`
+`started - dropped - failed < B * (policy_version + s + 1)`; since B * policy_version groups have been
+trained, that is `live groups < B * (s + 1)` (live: started, not yet trained, dropped or failed).
+Groups are consumed oldest-first, so a group started at version v is trained by version v + s; a
+group that still arrives late is dropped by the replay queue and counted. `trainer.mode=sync`
 is the same loop with s = 0: generate a batch, train, push, repeat.
 """
 
@@ -141,7 +142,8 @@ class Orchestrator:
 
     # ---- the loops ----------------------------------------------------------------------------
     def _capacity(self) -> int:
-        return self.cfg.trainer.batch_groups * (self.policy_version + self.max_staleness + 1)
+        """How many groups may be live at once (see the module docstring)."""
+        return self.cfg.trainer.batch_groups * (self.max_staleness + 1)
 
     async def _feed(self, pending: dict[Any, Any]) -> None:
         from agentrl.data import load_rows
