@@ -18,7 +18,7 @@ class RewardInput:
     question: str
     turns: list[str]
     answer: str | None
-    ground_truth: list[str]
+    ground_truth: list[str] | str
     candidate_answers: list[str] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)  # tool names, in order
     finish_reason: str = ""
@@ -57,6 +57,8 @@ def exact_match(inp: RewardInput, options: dict[str, Any]) -> RewardResult:
 
 def get_reward_fn(spec: str) -> RewardFn:
     """A registered reward name or a `package.module:function` import path."""
+    import agentrl.search_rewards  # noqa: F401  (registers the MMSearch-R1 presets)
+
     if ":" in spec:
         module, attr = spec.split(":", 1)
         try:
