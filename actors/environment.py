@@ -46,13 +46,18 @@ class EnvironmentActor:
         self.queue = queue
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         protocol = get_protocol(cfg.env.protocol)
-        tool_options = {"seed": cfg.data.seed}
         tools = {}
         for spec in cfg.env.tools:
-            t = load_tool(spec, **tool_options)
+            t = load_tool(spec, cfg)
             tools[t.name] = t
+        cache = None
+        if cfg.tools.cache.mode != "off":
+            from envs.tool_cache import ToolCache
+
+            cache = ToolCache(cfg.tools.cache.path)
         self.ctx = RolloutContext(
             chat=ChatFormat(tokenizer), protocol=protocol, tools=tools, env=cfg.env,
+            cache=cache, cache_mode=cfg.tools.cache.mode,
             sampling=SamplingConfig(max_tokens=cfg.env.max_tokens_per_turn,
                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p),
             eos_token_id=tokenizer.eos_token_id,
@@ -66,8 +71,7 @@ class EnvironmentActor:
         async with self._slots:
             self.in_flight += 1
             try:
-                await run_trajectory(traj, row.question, row.images, self.ctx,
-                                     lambda req: self.generators.generate(traj.traj_id, req))
+                await run_trajectory(traj, row, self.ctx, lambda req: self.generators.generate(traj.traj_id, req))
             finally:
                 self.in_flight -= 1
                 self.generators.release(traj.traj_id)

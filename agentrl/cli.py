@@ -68,6 +68,67 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tool(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agentrl.config import ConfigError, load_config
+    from envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
+
+    if args.list or not args.name:
+        load_tool("lookup")  # registers the built-in tools
+        for name, cls in sorted(TOOL_REGISTRY.items()):
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"{name:14s} {doc}")
+        return 0
+    try:
+        cfg = load_config(args.config, args.overrides)
+        tool = load_tool(args.name, cfg)
+    except (ConfigError, ValueError) as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
+    kv = dict(a.split("=", 1) for a in args.arg)
+    images = [open(kv.pop("image"), "rb").read()] if "image" in kv else []
+    state = TrajectoryState(question=kv.pop("question", ""), images=images, data_id=kv.pop("data_id", ""),
+                            image_urls=[kv.pop("image_url")] if "image_url" in kv else [])
+
+    async def once() -> int:
+        try:
+            obs = await tool.run(tool.parse_args(kv.get("query", "")) if kv or tool.name != "image_search"
+                                 else {}, state)
+        except Exception as e:
+            from agentrl.metrics import redact
+
+            print(f"agentrl: {tool.name} failed: {redact(str(e))}", file=sys.stderr)
+            return 1
+        finally:
+            await tool.close()
+        print(obs.text)
+        if obs.images:
+            print(f"[{len(obs.images)} image(s)]")
+        return 0
+
+    return asyncio.run(once())
+
+
+def _import_cache(args: argparse.Namespace) -> int:
+    from envs.cache_import import UntrustedPickle, import_pickle
+
+    try:
+        n = import_pickle(args.file, args.out, trusted=args.trust_pickle)
+    except (UntrustedPickle, ValueError) as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
+    print(f"[agentrl] imported {n} cached image searches into {args.out}")
+    return 0
+
+
+def _serve_retriever(args: argparse.Namespace) -> int:
+    from envs.retriever import serve
+
+    serve(args.corpus, args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # Plugins (tools, rewards) named by import path resolve from the current directory, as with `python -m`.
     if os.getcwd() not in sys.path:
@@ -87,6 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", required=True, help="a reward name (mmsearch_r1, general, exact_match) or module:fn")
     p.add_argument("--out", default="", help="write here instead of standard output")
     p.set_defaults(fn=_score)
+    p = sub.add_parser("tool", help="list tools, or call one once: agentrl tool NAME --config C --arg K=V")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--config", default="configs/demo.yaml")
+    p.add_argument("--arg", action="append", default=[], help="query=..., image=FILE, image_url=..., data_id=...")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides")
+    p.set_defaults(fn=_tool)
+    p = sub.add_parser("import-cache", help="convert a pickled FVQA image-search cache to a safe folder")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="the file is trusted: unpickling runs code it contains")
+    p.set_defaults(fn=_import_cache)
+    p = sub.add_parser("serve-retriever", help="serve a JSONL corpus over the Search-R1 retrieval API")
+    p.add_argument("--corpus", default="", help="JSONL {id, title, contents}; default: the demo corpus")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(fn=_serve_retriever)
     args = parser.parse_args(argv)
     return args.fn(args)
 

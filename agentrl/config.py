@@ -40,11 +40,78 @@ class EnvConfig:
     num_actors: int = 1
     max_concurrent_trajectories: int = 256
     max_turns: int = 3
+    max_image_searches: int = 1  # the seed: 1
+    max_text_searches: int = 2  # the seed: 1-2
     max_tokens_per_turn: int = 32
     max_total_tokens: int = 256
     tool_timeout_s: float = 30.0
     on_invalid_action: str = "observe"  # "observe" (explain and continue) or "end"
     resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BackendConfig:
+    """Resilience of one web backend: timeouts, retries, limits shared on a node, a circuit breaker."""
+
+    timeout_s: float = 20.0
+    retries: int = 3  # on timeouts, 429 and 5xx, with exponential back-off and jitter
+    backoff_s: float = 0.5
+    max_concurrency: int = 16
+    rate_per_s: float = 0.0  # 0: no rate limit
+    breaker_failures: int = 5  # consecutive failures that open the circuit
+    breaker_reset_s: float = 30.0
+
+
+@dataclass
+class CacheConfig:
+    mode: str = "on"  # "on", "off", or "replay_only" (cached results only, zero network calls)
+    path: str = ""  # SQLite file; default $AGENTRL_CACHE/tools.sqlite
+
+
+@dataclass
+class FetchConfig:
+    """What the page reader may fetch (SSRF guard)."""
+
+    allow_hosts: list[str] = field(default_factory=list)  # e.g. ["127.0.0.1"] to open loopback for tests
+    max_bytes: int = 2_000_000
+    max_redirects: int = 3
+    content_types: list[str] = field(default_factory=lambda: ["text/html", "text/plain", "application/xhtml+xml"])
+
+
+@dataclass
+class ImageSearchConfig:
+    backend: str = "local"  # "serpapi_lens", "cache", or "local"
+    top_k: int = 5
+    base_url: str = "https://serpapi.com/search"
+    cache_dir: str = ""  # backend=cache: a folder written by `agentrl import-cache`
+    local_dir: str = ""  # backend=local: a folder of images with titles; default: the built-in demo index
+    thumbnail_max_pixels: int = 64 * 64
+    http: BackendConfig = field(default_factory=BackendConfig)
+
+
+@dataclass
+class TextSearchConfig:
+    backend: str = "local"  # "serpapi", "searxng", "retriever", or "local"
+    top_k: int = 3
+    base_url: str = ""  # default per backend
+    corpus: str = ""  # backend=local: JSONL {id, title, contents}; default: the built-in demo corpus
+    reader: str = "none"  # "jina", "direct", or "none" (search snippets only)
+    reader_url: str = "https://r.jina.ai/"
+    summariser: str = "none"  # "openai" (any OpenAI-compatible chat endpoint) or "none"
+    summariser_url: str = ""
+    summariser_model: str = ""
+    max_page_chars: int = 4000
+    max_output_chars: int = 2000  # budget of the whole observation
+    http: BackendConfig = field(default_factory=BackendConfig)
+
+
+@dataclass
+class ToolsConfig:
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    image_search: ImageSearchConfig = field(default_factory=ImageSearchConfig)
+    text_search: TextSearchConfig = field(default_factory=TextSearchConfig)
+    options: dict[str, Any] = field(default_factory=dict)  # per user tool name: keyword arguments
 
 
 @dataclass
@@ -118,11 +185,12 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-_OPEN_DICTS = {"env.resources", "rollout.resources", "learner.resources", "reward.options"}
+_OPEN_DICTS = {"env.resources", "rollout.resources", "learner.resources", "reward.options", "tools.options"}
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:
@@ -221,6 +289,16 @@ def validate(cfg: Config) -> None:
     _require(e.on_invalid_action in ("observe", "end"), "env.on_invalid_action",
              "must be 'observe' or 'end'")
     _require(cfg.reward.num_actors > 0, "reward.num_actors", "must be > 0")
+    tl = cfg.tools
+    _require(tl.cache.mode in ("on", "off", "replay_only"), "tools.cache.mode", "must be on, off or replay_only")
+    _require(tl.image_search.backend in ("serpapi_lens", "cache", "local"), "tools.image_search.backend",
+             f"'{tl.image_search.backend}' is not serpapi_lens, cache or local")
+    _require(tl.text_search.backend in ("serpapi", "searxng", "retriever", "local"), "tools.text_search.backend",
+             f"'{tl.text_search.backend}' is not serpapi, searxng, retriever or local")
+    _require(tl.text_search.reader in ("jina", "direct", "none"), "tools.text_search.reader",
+             "must be jina, direct or none")
+    _require(tl.text_search.summariser in ("openai", "none"), "tools.text_search.summariser",
+             "must be openai or none")
     if cfg.model.path not in ("tiny-text", "tiny-vl"):
         _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
     if cfg.data.source != "synthetic":
@@ -239,6 +317,6 @@ def check_plugins(cfg: Config) -> None:
     try:
         get_reward_fn(cfg.reward.name)
         for spec in cfg.env.tools:
-            load_tool(spec, seed=cfg.data.seed)
+            load_tool(spec, cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None

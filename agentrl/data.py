@@ -18,7 +18,8 @@ class DataRow:
     question: str
     ground_truth: list[str]
     candidate_answers: list[str] = field(default_factory=list)
-    images: list[Any] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # encoded image bytes
+    image_urls: list[str] = field(default_factory=list)
     data_source: str = "synthetic"
     data_id: str = ""
     category: str = ""

@@ -88,6 +88,7 @@ class Trajectory:
     reward: RewardResult | None = None
     ground_truth: Any = None
     invalid_actions: int = 0
+    observation_images: list[bytes] = field(default_factory=list)  # images tools returned, in order
 
     def append(self, ids: list[int], *, trainable: bool, logprobs: list[float] | None = None,
                versions: list[int] | None = None) -> None:

@@ -10,12 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable  # noqa: UP035
 
 from agentrl.config import EnvConfig
+from agentrl.data import DataRow
+from agentrl.metrics import redact
 from agentrl.records import GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
-from envs.protocol import INVALID_ACTION_OBSERVATION, Protocol
-from envs.tool import Observation, Tool, TrajectoryState
+from envs.protocol import (
+    IMAGE_SEARCH_TOOL,
+    INVALID_ACTION_OBSERVATION,
+    OVER_LIMIT_OBSERVATION,
+    TEXT_SEARCH_TOOL,
+    Protocol,
+)
+from envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
+from envs.tool_cache import ToolCache, cache_key
 
 GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 
@@ -61,11 +70,32 @@ class RolloutContext:
     env: EnvConfig
     sampling: SamplingConfig
     eos_token_id: int | None
+    cache: ToolCache | None = None
+    cache_mode: str = "on"
+    supports_images: bool = False  # a text-only model sees titles, not thumbnails
 
 
-async def call_tool(tool: Tool, argument: str, state: TrajectoryState,
-                    timeout_s: float) -> tuple[Observation, ToolCall]:
-    """Run one tool call; errors and timeouts become an error observation, never an exception."""
+async def _run_tool(tool: Tool, args: dict[str, Any], state: TrajectoryState, timeout_s: float,
+                    cache: ToolCache | None, cache_mode: str) -> Observation:
+    key = None
+    if cache is not None and tool.cacheable:
+        key = cache_key(tool.name, tool.backend, args, state.images if "image" in tool.name else [])
+        hit = await cache.get(key)
+        if hit is not None:
+            hit.cached = True
+            return hit
+        if cache_mode == "replay_only":
+            return Observation(f"No cached {tool.name} result (replay-only run).", ok=False,
+                               error="not in cache (replay_only)")
+    obs = await asyncio.wait_for(tool.run(args, state), timeout_s)
+    if key is not None and obs.ok:
+        await cache.put(key, tool.name, obs)
+    return obs
+
+
+async def call_tool(tool: Tool, argument: str, state: TrajectoryState, timeout_s: float,
+                    cache: ToolCache | None = None, cache_mode: str = "on") -> tuple[Observation, ToolCall]:
+    """Run one tool call through the cache; errors and timeouts become an error observation."""
     t0 = time.perf_counter()
     try:
         args = tool.parse_args(argument)
@@ -73,23 +103,28 @@ async def call_tool(tool: Tool, argument: str, state: TrajectoryState,
         obs = Observation(f"Invalid arguments for {tool.name}: {e}", ok=False, error=str(e))
         return obs, ToolCall(tool.name, {"raw": argument}, 0.0, False, obs.error)
     try:
-        obs = await asyncio.wait_for(tool.run(args, state), timeout_s)
+        obs = await _run_tool(tool, args, state, timeout_s, cache, cache_mode)
     except asyncio.TimeoutError:
         obs = Observation(f"The {tool.name} call timed out.", ok=False, error="timeout")
     except Exception as e:
-        obs = Observation(f"The {tool.name} call failed.", ok=False, error=f"{type(e).__name__}: {e}")
+        obs = Observation(f"The {tool.name} call failed.", ok=False, error=redact(f"{type(e).__name__}: {e}"))
     latency = time.perf_counter() - t0
     state.tool_counts[tool.name] += 1
     state.results.append((tool.name, obs))
-    cached = bool(getattr(obs, "cached", False))
-    return obs, ToolCall(tool.name, args, latency, obs.ok, obs.error, cached)
+    return obs, ToolCall(tool.name, args, latency, obs.ok, obs.error, obs.cached)
 
 
-async def run_trajectory(traj: Trajectory, question: str, images: list[Any], ctx: RolloutContext,
-                         generate: GenerateFn) -> Trajectory:
+def tool_limit(env: EnvConfig, tool: str) -> int | None:
+    return {IMAGE_SEARCH_TOOL: env.max_image_searches, TEXT_SEARCH_TOOL: env.max_text_searches}.get(tool)
+
+
+async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, generate: GenerateFn) -> Trajectory:
     """Run one trajectory to its end and return it, filled in (reward excluded)."""
     env = ctx.env
-    state = TrajectoryState(question=question, images=list(images))
+    question = row.question
+    images = list(row.images) if ctx.supports_images else []
+    state = TrajectoryState(question=question, images=list(row.images), image_urls=list(row.image_urls),
+                            data_id=row.data_id)
     for turn in range(env.max_turns):
         budget = min(env.max_tokens_per_turn, env.max_total_tokens - len(traj.response_ids))
         if budget <= 0:
@@ -116,17 +151,26 @@ async def run_trajectory(traj: Trajectory, question: str, images: list[Any], ctx
             return traj
         if turn == env.max_turns - 1:
             break
-        if action.kind == "tool" and action.tool in ctx.tools:
-            obs, record = await call_tool(ctx.tools[action.tool], action.argument, state, env.tool_timeout_s)
+        limit = tool_limit(env, action.tool) if action.kind == "tool" else None
+        if action.kind == "tool" and action.tool in ctx.tools and (
+                limit is None or state.tool_counts[action.tool] < limit):
+            obs, record = await call_tool(ctx.tools[action.tool], action.argument, state, env.tool_timeout_s,
+                                          ctx.cache, ctx.cache_mode)
             traj.tool_calls.append(record)
             obs_text = obs.text
+            if ctx.supports_images:
+                traj.observation_images.extend(obs.images)
+            else:
+                obs_text = obs_text.replace(IMAGE_MARKER, "").replace("image: \n", "")
         else:
             traj.invalid_actions += 1
             if env.on_invalid_action == "end":
                 traj.finish_reason = "invalid_action"
                 return traj
-            obs_text = INVALID_ACTION_OBSERVATION
+            over = action.kind == "tool" and action.tool in ctx.tools
+            obs_text = OVER_LIMIT_OBSERVATION.format(tool=action.tool) if over else INVALID_ACTION_OBSERVATION
         ended = bool(result.token_ids) and result.token_ids[-1] == ctx.eos_token_id
-        traj.append(ctx.chat.observation_ids(ctx.protocol.observation(obs_text), ended), trainable=False)
+        traj.append(ctx.chat.observation_ids(ctx.protocol.observation(obs_text, question), ended),
+                    trainable=False)
     traj.finish_reason = "max_turns"
     return traj

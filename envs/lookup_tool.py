@@ -19,6 +19,12 @@ class LookupTool(Tool):
         super().__init__(**options)
         self.table = lookup_table(seed)
         self.latency_s = latency_s
+        self.backend = "local-table"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Tool:
+        opts = dict(cfg.tools.options.get(cls.name, {})) if cfg is not None else {}
+        return cls(seed=cfg.data.seed if cfg is not None else 0, **opts)
 
     async def run(self, args: dict[str, Any], state: TrajectoryState) -> Observation:
         if self.latency_s:

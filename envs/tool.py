@@ -12,15 +12,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar
 
+# Marks where each returned image sits in an observation's text: a vision model's adapter replaces it
+# with the model's image tokens; for a text-only model it is removed.
+IMAGE_MARKER = "<image>"
+
 
 @dataclass
 class Observation:
-    """What a tool returns to the conversation."""
+    """What a tool returns to the conversation: text, and images as encoded bytes (PNG/JPEG), each
+    placed in the text by an IMAGE_MARKER."""
 
     text: str
-    images: list[Any] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)
     ok: bool = True
     error: str | None = None
+    cached: bool = False
 
 
 @dataclass
@@ -29,17 +35,33 @@ class TrajectoryState:
 
     question: str
     images: list[Any] = field(default_factory=list)
+    image_urls: list[str] = field(default_factory=list)
+    data_id: str = ""
     tool_counts: Counter = field(default_factory=Counter)
     results: list[tuple[str, Observation]] = field(default_factory=list)
 
 
 class Tool:
-    """Base class of a tool. Subclasses set `name` and implement `run`."""
+    """Base class of a tool. Subclasses set `name` and implement `run`.
+
+    `backend` names what answers the call (part of the cache key); `cacheable` tools go through the
+    on-disk cache, so `tools.cache.mode=replay_only` runs them with no network call at all.
+    """
 
     name: ClassVar[str] = ""
+    cacheable: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+        self.backend = ""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Tool:
+        """Build from the run config; user tools get `tools.options.<name>` as keyword arguments."""
+        return cls(**dict(cfg.tools.options.get(cls.name, {}) if cfg is not None else {}))
+
+    async def close(self) -> None:
+        """Release sessions and files."""
 
     def parse_args(self, action_text: str) -> dict[str, Any]:
         """Arguments from the text inside the action tag; the default is one `query` string."""
@@ -73,9 +95,11 @@ def tool(name: str) -> Callable[[Callable[..., Awaitable[Observation]]], type[To
     return wrap
 
 
-def load_tool(spec: str, **options: Any) -> Tool:
+def load_tool(spec: str, cfg: Any = None) -> Tool:
     """Instantiate a tool by registered name or by `package.module:attr` import path."""
-    import envs.lookup_tool  # noqa: F401  (registers the built-in tools)
+    import envs.image_search  # noqa: F401  (registers the built-in tools)
+    import envs.lookup_tool  # noqa: F401
+    import envs.text_search  # noqa: F401
 
     if ":" in spec:
         module, attr = spec.split(":", 1)
@@ -84,8 +108,8 @@ def load_tool(spec: str, **options: Any) -> Tool:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"env.tools: cannot import tool '{spec}': {e}") from None
         if isinstance(obj, type) and issubclass(obj, Tool):
-            return obj(**options)
+            return obj.from_config(cfg)
         raise ValueError(f"env.tools: '{spec}' is not a Tool class")
     if spec not in TOOL_REGISTRY:
         raise ValueError(f"env.tools: unknown tool '{spec}'; registered: {sorted(TOOL_REGISTRY)}")
-    return TOOL_REGISTRY[spec](**options)
+    return TOOL_REGISTRY[spec].from_config(cfg)
