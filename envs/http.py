@@ -109,11 +109,15 @@ class Backend:
         self._limits: Any = None
         self._session: aiohttp.ClientSession | None = None
         self._session_factory = session_factory or aiohttp.ClientSession
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0  # requests actually sent (tests count network calls with it)
 
     async def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self._session_factory()
+        # a session (and the limits) belong to one event loop; a tool used from a new loop gets new ones
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session, self._loop = self._session_factory(), loop
+            self._limits = _limits(self.name, self.cfg)
         return self._session
 
     async def request(self, method: str, url: str, *, parse: str = "json", max_bytes: int = 0,
@@ -122,17 +126,15 @@ class Backend:
         (the body read up to max_bytes + 1, so an oversized page is detected without reading it all)."""
         if not self.breaker.allow():
             raise BackendError(f"{self.name}: circuit open after repeated failures")
-        if self._limits is None:
-            self._limits = _limits(self.name, self.cfg)
         last = ""
         for attempt in range(self.cfg.retries + 1):
             if attempt:
                 delay = self.cfg.backoff_s * (2 ** (attempt - 1))
                 await asyncio.sleep(delay * (0.5 + random.random()))  # jitter
+            session = await self.session()
             await self._limits.acquire()
             try:
                 self.calls += 1
-                session = await self.session()
                 timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
                 async with session.request(method, url, timeout=timeout, **kwargs) as resp:
                     if resp.status in RETRY_STATUS:

@@ -1,0 +1,172 @@
+"""The search tools against a local server that speaks each real API's JSON shape; resilience with
+injected faults; SSRF refusals; the cache; secrets kept out of every output."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentrl.config import BackendConfig, FetchConfig, load_config
+from envs.agent_loop import call_tool
+from envs.http import Backend, BackendError
+from envs.safe_fetch import PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
+from envs.tool import TrajectoryState, load_tool
+from envs.tool_cache import ToolCache
+from tests.fake_apis import FakeAPIs, png_bytes
+
+SECRET = "sk-test-SECRET-9f8e7d"
+run = asyncio.run
+
+
+@pytest.fixture(scope="module")
+def apis():
+    server = FakeAPIs().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    for k in ("SERPAPI_API_KEY", "JINA_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.setenv(k, SECRET)
+
+
+def serp(apis, path="serpapi/search"):
+    return ["tools.text_search.backend=serpapi", f"tools.text_search.base_url={apis.url}/{path}"]
+
+
+def tool(name, *overrides):
+    return load_tool(name, load_config("configs/demo.yaml", list(overrides)))
+
+
+def test_serpapi_text_search_reads_organic_results(apis, keys):
+    t = tool("text_search", *serp(apis))
+    obs = run(t.run(t.parse_args("eiffel tower height"), TrajectoryState("q")))
+    assert obs.text.startswith("1. Eiffel Tower - Wikipedia (")
+    assert "2. Tower facts (https://example.org/facts): It is 330 m tall." in obs.text
+    sent = apis.requests[-1]
+    assert sent["engine"] == "google" and sent["q"] == "eiffel tower height" and sent["api_key"] == SECRET
+    assert SECRET not in obs.text
+
+
+def test_serpapi_lens_returns_thumbnails_and_titles(apis, keys):
+    t = tool("image_search", "tools.image_search.backend=serpapi_lens",
+             f"tools.image_search.base_url={apis.url}/serpapi/search", "tools.fetch.allow_hosts=[127.0.0.1]")
+    state = TrajectoryState("q", images=[png_bytes()], image_urls=["https://example.com/query.jpg"])
+    obs = run(t.run({}, state))
+    assert len(obs.images) == 5  # top k = 5 of the 6 visual matches
+    assert obs.text.count("<image>") == 5 and "title: Match 5" in obs.text and "Match 6" not in obs.text
+    assert apis.requests[-1]["engine"] == "google_lens" and apis.requests[-1]["url"] == state.image_urls[0]
+
+
+def test_searxng_backend(apis):
+    t = tool("text_search", "tools.text_search.backend=searxng", f"tools.text_search.base_url={apis.url}/searxng")
+    obs = run(t.run({"query": "anything"}, TrajectoryState("q")))
+    assert obs.text == "1. SearX result (https://example.net/a): Snippet from searx."
+
+
+def test_jina_reader_then_openai_summariser(apis, keys):
+    t = tool("text_search", *serp(apis),
+             "tools.text_search.reader=jina", f"tools.text_search.reader_url={apis.url}/jina/",
+             "tools.text_search.summariser=openai", f"tools.text_search.summariser_url={apis.url}/v1",
+             "tools.text_search.summariser_model=judge")
+    before = apis.hits["chat"]
+    obs = run(t.run({"query": "how tall"}, TrajectoryState("q")))
+    assert obs.text.splitlines()[0].endswith(": SUMMARY: 330 m tall, Paris.")
+    assert apis.hits["chat"] - before == 2
+    assert any(r.get("auth") == f"Bearer {SECRET}" for r in apis.requests)
+
+
+def test_direct_reader_extracts_page_text(apis, keys):
+    t = tool("text_search", *serp(apis),
+             "tools.text_search.reader=direct", "tools.fetch.allow_hosts=[127.0.0.1]", "tools.text_search.top_k=1")
+    obs = run(t.run({"query": "x"}, TrajectoryState("q")))
+    assert "wrought-iron lattice tower in Paris" in obs.text
+
+
+def test_retries_recover_from_503s(apis):
+    b = Backend("flaky", BackendConfig(retries=3, backoff_s=0.01))
+    apis.flaky_left = 2
+    data = run(b.request("GET", f"{apis.url}/flaky/search"))
+    assert data["organic_results"][0]["snippet"] == "recovered" and b.calls == 3
+
+
+def test_timeouts_are_retried_then_fail_cleanly(apis):
+    b = Backend("slow", BackendConfig(retries=1, backoff_s=0.01, timeout_s=0.2))
+    with pytest.raises(BackendError, match="failed after 2 attempts \\(timeout\\)"):
+        run(b.request("GET", f"{apis.url}/slow/search"))
+
+
+def test_circuit_breaker_opens_and_then_fails_fast(apis):
+    b = Backend("fail", BackendConfig(retries=0, breaker_failures=2, breaker_reset_s=60))
+    for _ in range(2):
+        with pytest.raises(BackendError):
+            run(b.request("GET", f"{apis.url}/fail/search"))
+    hits = apis.hits["fail"]
+    with pytest.raises(BackendError, match="circuit open"):
+        run(b.request("GET", f"{apis.url}/fail/search"))
+    assert apis.hits["fail"] == hits  # no request sent while open
+
+
+def test_a_failing_backend_becomes_an_error_observation(apis, keys):
+    t = tool("text_search", "tools.text_search.backend=serpapi", f"tools.text_search.base_url={apis.url}/fail/search",
+             "tools.text_search.http.retries=1", "tools.text_search.http.backoff_s=0.01")
+    obs, call = run(call_tool(t, "q", TrajectoryState("q"), timeout_s=10))
+    assert not obs.ok and not call.ok and "HTTP 500" in call.error
+    assert SECRET not in obs.text + str(call)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/", "http://localhost:8080/x", "http://169.254.169.254/latest/meta-data/",
+    "http://10.1.2.3/", "http://192.168.0.1/", "http://[::1]/", "http://[fc00::1]/", "http://[fe80::1]/",
+    "file:///etc/passwd", "ftp://example.com/", "http://0.0.0.0/",
+])
+def test_ssrf_refuses_non_public_targets(url):
+    with pytest.raises(UnsafeURL):
+        run(check_url(url, FetchConfig()))
+
+
+def test_ssrf_refusal_also_after_a_redirect(apis):
+    fetcher = SafeFetcher(BackendConfig(retries=0), FetchConfig(allow_hosts=["127.0.0.1"]))
+    with pytest.raises(UnsafeURL, match="169.254.169.254"):
+        run(fetcher.fetch_text(f"{apis.url}/redirect"))
+
+
+def test_resolver_drops_names_that_resolve_to_private_addresses():
+    async def resolve():
+        return await PublicOnlyResolver([]).resolve("localhost", 80)
+
+    with pytest.raises(UnsafeURL):
+        run(resolve())
+
+
+def test_cache_hits_on_repeat_and_replay_only_makes_no_network_call(apis, keys, tmp_path):
+    t = tool("text_search", *serp(apis))
+    cache = ToolCache(str(tmp_path / "tools.sqlite"))
+    first, c1 = run(call_tool(t, "Eiffel  Tower", TrajectoryState("q"), 10, cache, "on"))
+    hits = apis.hits["serpapi"]
+    again, c2 = run(call_tool(t, "eiffel tower", TrajectoryState("q"), 10, cache, "on"))  # normalised key
+    assert not c1.cached and c2.cached and again.text == first.text and apis.hits["serpapi"] == hits
+    assert (cache.hits, cache.misses) == (1, 1)
+    replay, c3 = run(call_tool(t, "never asked", TrajectoryState("q"), 10, cache, "replay_only"))
+    assert not c3.ok and "replay_only" in c3.error and apis.hits["serpapi"] == hits
+    cached, c4 = run(call_tool(t, "eiffel tower", TrajectoryState("q"), 10, cache, "replay_only"))
+    assert c4.cached and cached.text == first.text
+    assert SECRET.encode() not in (tmp_path / "tools.sqlite").read_bytes()
+
+
+def test_local_backends_work_offline():
+    from agentrl.tiny_models import cache_root
+    from envs.image_search import demo_image_index
+
+    img = (demo_image_index(cache_root().parent) / "003.png").read_bytes()
+    obs = run(tool("image_search").run({}, TrajectoryState("q", images=[img])))
+    assert len(obs.images) == 5 and "title:" in obs.text
+    obs = run(tool("text_search").run({"query": "kasazo colour"}, TrajectoryState("q")))
+    assert obs.text.startswith("1. kasazo")
+
+
+def test_image_search_without_an_image_is_an_error_observation():
+    obs, call = run(call_tool(tool("image_search"), "", TrajectoryState("q"), 10))
+    assert not obs.ok and "needs an input image" in call.error
