@@ -45,7 +45,7 @@ class EnvironmentActor:
         self.rewards = rewards
         self.queue = queue
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        protocol = get_protocol(cfg.env.protocol)
+        protocol = get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags))
         tools = {}
         for spec in cfg.env.tools:
             t = load_tool(spec, cfg)

@@ -77,7 +77,7 @@ class GeneratorActor:
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate one turn. Returns token ids, behaviour log-probs and a version per token."""
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         assert self._open is not None, "call start() first"
         s = request.sampling
@@ -95,6 +95,7 @@ class GeneratorActor:
                     n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens - len(tokens),
                     logprobs=0, stop=s.stop or None, include_stop_str_in_output=True,
                     output_kind=RequestOutputKind.DELTA, seed=s.seed,
+                    structured_outputs=StructuredOutputsParams(regex=s.regex) if s.regex else None,
                 )
                 prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids + tokens}
                 if request.images:
@@ -118,6 +119,8 @@ class GeneratorActor:
                 if finish != "abort":
                     break
                 resumed += 1  # aborted for a weight update: resume under the new weights
+                if s.regex:  # a constrained turn cannot resume mid-pattern: regenerate it whole
+                    tokens, logprobs, versions = [], [], []
             self.tokens_generated += len(tokens)
             return GenerationResult(token_ids=tokens, logprobs=logprobs, policy_versions=versions,
                                     finish_reason=finish, engine_index=self.engine_index, resumed=resumed)

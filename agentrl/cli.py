@@ -82,7 +82,9 @@ def _tool(args: argparse.Namespace) -> int:
         return 0
     try:
         cfg = load_config(args.config, args.overrides)
-        tool = load_tool(args.name, cfg)
+        # a tool of the config's env.tools by its name (plugins too), else any registered tool
+        tools = {t.name: t for t in (load_tool(spec, cfg) for spec in cfg.env.tools)}
+        tool = tools.get(args.name) or load_tool(args.name, cfg)
     except (ConfigError, ValueError) as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
@@ -166,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(fn=_serve_retriever)
-    args = parser.parse_args(argv)
+    # dotted overrides may follow options (`agentrl tool NAME --arg q=x env.tools=[...]`)
+    args, extra = parser.parse_known_args(argv)
+    bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     return args.fn(args)
 
 

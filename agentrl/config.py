@@ -37,14 +37,19 @@ class DataConfig:
 class EnvConfig:
     protocol: str = "lookup"
     tools: list[str] = field(default_factory=lambda: ["lookup"])
+    tool_tags: dict[str, str] = field(default_factory=dict)  # extra action tags: tag -> tool name
     num_actors: int = 1
     max_concurrent_trajectories: int = 256
     max_turns: int = 3
     max_image_searches: int = 1  # the seed: 1
     max_text_searches: int = 2  # the seed: 1-2
+    max_observation_tokens: int = 512  # an observation is cut to this many tokens of the policy's tokenizer
     max_tokens_per_turn: int = 32
     max_total_tokens: int = 256
     tool_timeout_s: float = 30.0
+    # per turn, a regex the turn must match (constrained decoding); "" leaves a turn free. Scripted
+    # workflows (the `rag` baseline) and tests use it.
+    turn_regex: list[str] = field(default_factory=list)
     on_invalid_action: str = "observe"  # "observe" (explain and continue) or "end"
     resources: dict[str, float] = field(default_factory=dict)
 
@@ -160,7 +165,7 @@ class LearnerConfig:
 @dataclass
 class WandbConfig:
     project: str = "agentrl"
-    mode: str = "offline"  # online when WANDB_API_KEY is set, unless "disabled"
+    mode: str = "auto"  # auto: online when WANDB_API_KEY is set, else offline; or online/offline/disabled
 
 
 @dataclass
@@ -190,7 +195,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-_OPEN_DICTS = {"env.resources", "rollout.resources", "learner.resources", "reward.options", "tools.options"}
+_OPEN_DICTS = {"env.tool_tags", "env.resources", "rollout.resources", "learner.resources", "reward.options",
+               "tools.options"}
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:

@@ -34,8 +34,8 @@ class MetricsWriter:
         self._wandb = None
         mode = wandb_cfg.mode
         if mode != "disabled":
-            if mode == "offline" and os.environ.get("WANDB_API_KEY"):
-                mode = "online"
+            if mode == "auto":
+                mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
             try:
                 import wandb
 

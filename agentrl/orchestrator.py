@@ -248,7 +248,8 @@ class Orchestrator:
              new_tokens: float, outcomes: list[Any]) -> dict[str, Any]:
         trajs = [tr for g in batch.groups for tr in g.trajectories]
         stale = [train_version - tr.min_policy_version for tr in trajs if tr.min_policy_version >= 0]
-        lat = [c.latency_s for tr in trajs for c in tr.tool_calls]
+        calls = [c for tr in trajs for c in tr.tool_calls]
+        lat = [c.latency_s for c in calls]
         rewards = [tr.reward.total if tr.reward else 0.0 for tr in trajs]
         return {
             "step": stats.step, "policy_version": stats.policy_version,
@@ -261,7 +262,10 @@ class Orchestrator:
             "groups_dropped_stale": self.summary.dropped_stale,
             "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens": stats.tokens,
             "train_s": stats.train_s, "learner_wait_s": batch.wait_s, "step_s": step_s,
-            "tool_calls": len(lat), "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
+            "tool_calls": len(calls), "tool_errors": sum(not c.ok for c in calls),
+            "tool_cache_hits": sum(c.cached for c in calls),
+            "tool_cache_misses": sum(not c.cached for c in calls),
+            "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
             **{f"loss/{k}": v for k, v in stats.extra.items()},
         }
 

@@ -18,6 +18,7 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    regex: str | None = None  # constrain the turn to this pattern (structured outputs)
 
 
 @dataclass

@@ -51,6 +51,11 @@ class ChatFormat:
         return list(self.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
                                                        return_dict=False))
 
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Cut text to at most max_tokens tokens of this tokenizer."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]) + " ..."
+
     def observation_ids(self, text: str, model_ended_turn: bool) -> list[int]:
         """Tokens that close the model's turn (if it did not), the user turn, and the next reply header."""
         close = self.turn_close
@@ -135,7 +140,8 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
             request_id=f"{traj.traj_id}-t{turn}",
             prompt_ids=traj.prompt_ids + traj.response_ids,
             sampling=SamplingConfig(max_tokens=budget, temperature=s.temperature, top_p=s.top_p,
-                                    stop=ctx.protocol.stop, seed=s.seed),
+                                    stop=ctx.protocol.stop, seed=s.seed,
+                                    regex=(env.turn_regex[turn] or None) if turn < len(env.turn_regex) else None),
             images=list(images),
         )
         result = await generate(request)
@@ -157,7 +163,7 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
             obs, record = await call_tool(ctx.tools[action.tool], action.argument, state, env.tool_timeout_s,
                                           ctx.cache, ctx.cache_mode)
             traj.tool_calls.append(record)
-            obs_text = obs.text
+            obs_text = ctx.chat.truncate(obs.text, env.max_observation_tokens)
             if ctx.supports_images:
                 traj.observation_images.extend(obs.images)
             else:

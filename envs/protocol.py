@@ -161,7 +161,15 @@ REASONING = Protocol(
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [LOOKUP, MMSEARCH_R1, REACT, REASONING]}
 
 
-def get_protocol(name: str) -> Protocol:
+def get_protocol(name: str, extra_tags: dict[str, str] | None = None) -> Protocol:
+    """A protocol by name, with extra `<tag>argument</tag>` actions for plugin tools."""
     if name not in PROTOCOLS:
         raise ValueError(f"env.protocol '{name}' is unknown; known: {sorted(PROTOCOLS)}")
-    return PROTOCOLS[name]
+    proto = PROTOCOLS[name]
+    if extra_tags:
+        import copy
+
+        proto = copy.copy(proto)
+        proto.tool_tags = {**proto.tool_tags, **extra_tags}
+        proto.stop = [*proto.stop, *(f"</{t}>" for t in extra_tags)]
+    return proto

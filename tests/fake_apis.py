@@ -25,6 +25,8 @@ class FakeAPIs:
         self.hits: Counter = Counter()
         self.requests: list[dict] = []
         self.flaky_left = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -92,6 +94,13 @@ class FakeAPIs:
             await asyncio.sleep(5)
             return web.json_response({})
 
+        async def concurrent(req: web.Request) -> web.Response:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            await asyncio.sleep(0.2)
+            self.in_flight -= 1
+            return web.json_response({"ok": True})
+
         async def fail(req: web.Request) -> web.Response:
             self.hits["fail"] += 1
             return web.Response(status=500)
@@ -107,6 +116,7 @@ class FakeAPIs:
         app.router.add_get("/flaky/search", flaky)
         app.router.add_get("/slow/search", slow)
         app.router.add_get("/fail/search", fail)
+        app.router.add_get("/concurrent", concurrent)
         return app
 
     def start(self) -> FakeAPIs:
@@ -126,3 +136,16 @@ class FakeAPIs:
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class BackendCaller:
+    """A Ray actor that calls one backend, as tools inside environment actors do."""
+
+    def __init__(self, cfg) -> None:
+        from envs.http import Backend
+
+        self.backend = Backend("shared-test", cfg)
+
+    async def call(self, url: str, n: int) -> int:
+        await asyncio.gather(*[self.backend.request("GET", url) for _ in range(n)])
+        return self.backend.calls

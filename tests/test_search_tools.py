@@ -170,3 +170,63 @@ def test_local_backends_work_offline():
 def test_image_search_without_an_image_is_an_error_observation():
     obs, call = run(call_tool(tool("image_search"), "", TrajectoryState("q"), 10))
     assert not obs.ok and "needs an input image" in call.error
+
+
+def _write_entries(path: str, worker: int) -> None:
+    from envs.tool import Observation
+
+    cache = ToolCache(path)
+    for i in range(40):
+        cache.put_sync(f"w{worker}-{i}", "t", Observation(f"result {worker} {i}", images=[b"\x89PNG"]))
+
+
+def test_cache_is_safe_under_concurrent_writers_in_several_processes(tmp_path):
+    import multiprocessing as mp
+
+    path = str(tmp_path / "shared.sqlite")
+    ToolCache(path)  # create the schema once
+    procs = [mp.get_context("spawn").Process(target=_write_entries, args=(path, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    cache = ToolCache(path)
+    got = [cache.get_sync(f"w{w}-{i}") for w in range(4) for i in range(40)]
+    assert all(o is not None for o in got) and got[-1].text == "result 3 39" and got[-1].images == [b"\x89PNG"]
+
+
+def test_concurrency_limit_is_shared_by_all_actors_of_a_node(apis):
+    import ray
+
+    from tests.conftest import ROOT
+    from tests.fake_apis import BackendCaller
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        cfg = BackendConfig(max_concurrency=2, retries=0)
+        actors = [ray.remote(BackendCaller).options(num_cpus=0).remote(cfg) for _ in range(3)]
+        apis.max_in_flight = 0
+        assert ray.get([a.call.remote(f"{apis.url}/concurrent", 4) for a in actors]) == [4, 4, 4]
+        assert apis.max_in_flight == 2  # 12 requests from 3 actors, never more than 2 at once
+    finally:
+        ray.shutdown()
+
+
+def test_import_cache_refuses_untrusted_pickles_and_converts_trusted_ones(tmp_path):
+    import pickle
+
+    from agentrl.cli import main
+
+    src = tmp_path / "fvqa_cache.pkl"
+    with open(src, "wb") as f:
+        pickle.dump({"fvqa_train_1": {"title_list": ["A red square", "Another"], "image_list": [png_bytes(), None]}},
+                    f)
+    out = tmp_path / "cache"
+    assert main(["import-cache", str(src), "--out", str(out)]) == 2  # no --trust-pickle: refused
+    assert not out.exists()
+    assert main(["import-cache", str(src), "--out", str(out), "--trust-pickle"]) == 0
+    t = tool("image_search", "tools.image_search.backend=cache", f"tools.image_search.cache_dir={out}")
+    obs = run(t.run({}, TrajectoryState("q", data_id="fvqa_train_1")))
+    assert obs.text.endswith("1. image: <image>\ntitle: A red square\n2. title: Another")
+    assert len(obs.images) == 1

@@ -178,3 +178,42 @@ def test_sync_and_async_modes_give_the_same_loss_on_a_fixed_batch(stack, rolled_
         ray.kill(learner)
     assert losses[0] != 0.0
     assert losses[0] == pytest.approx(losses[1], abs=1e-7)
+
+
+def test_a_multi_turn_trajectory_uses_both_search_tools_through_the_real_generator(stack):
+    """mmsearch_r1 protocol; the turns are constrained (structured outputs) to: image search, text
+    search, answer, so the real engine produces a known action sequence."""
+    from agentrl.data import DataRow
+    from agentrl.tiny_models import cache_root
+    from envs.image_search import demo_image_index
+
+    image = (demo_image_index(cache_root().parent) / "003.png").read_bytes()
+    cfg = load_config("configs/demo.yaml", [
+        "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "rollout.n=2",
+        "env.max_tokens_per_turn=48", "env.max_total_tokens=900", "reward.name=mmsearch_r1",
+        "env.turn_regex=['<reason>[a-z ]{1,20}</reason><search><img></search>', "
+        "'<reason>[a-z ]{1,20}</reason><text_search>kasazo colour</text_search>', "
+        "'<reason>[a-z ]{1,20}</reason><answer>lilac</answer>']"])
+    from actors.reward import RewardActor
+
+    rewards = RewardPool([ray.remote(RewardActor).options(num_cpus=0).remote("mmsearch_r1", {})])
+    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1000).remote(
+        cfg, stack.path, stack.pool, rewards, stack.queue)
+    row = DataRow(row_id=7, question="What colour is kasazo?", ground_truth=["lilac"], images=[image],
+                  data_id="kasazo-1")
+    assert ray.get(env.run_group.remote(row, "vl", 0)).status == "queued"
+    group = ray.get(stack.queue.get_batch.remote(1, 0)).groups[0]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(stack.path)
+    for t in group.trajectories:
+        assert [c.tool for c in t.tool_calls] == ["image_search", "text_search"]
+        assert all(c.ok for c in t.tool_calls)
+        assert t.answer == "lilac" and t.finish_reason == "answer"
+        observations = tok.decode([i for i, m in zip(t.response_ids, t.loss_mask, strict=True) if m == 0])
+        assert "<information>[Image Search Results]" in observations and "kasazo, a lilac tile" in observations
+        assert "1. kasazo (local://fact-3): kasazo is a made-up name whose colour is lilac." in observations
+        assert "Question: What colour is kasazo?" in observations
+        assert t.reward.components == {"accuracy": 1.0, "format": 1.0, "search_count": 2.0}
+        assert t.reward.total == pytest.approx(0.9 * 0.9 + 0.1)
+    ray.kill(env)

@@ -30,8 +30,13 @@ REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean"
             "weight_sync_s", "queue_depth", "groups_dropped_stale"]
 
 
+SECRET = "sk-run-SECRET-c0ffee"
+
+
 def test_the_demo_config_trains_a_few_steps_end_to_end(tmp_path):
-    r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=demo3")
+    keys = {k: SECRET for k in ("SERPAPI_API_KEY", "JINA_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")}
+    r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=demo3", "trainer.wandb.mode=offline",
+              env={**keys, "WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir = tmp_path / "demo3"
     rows = metrics(run_dir)
@@ -47,6 +52,9 @@ def test_the_demo_config_trains_a_few_steps_end_to_end(tmp_path):
 
     assert AutoModelForCausalLM.from_pretrained(ckpt) is not None
     assert "metrics:" in r.stdout and "checkpoint:" in r.stdout
+    # keys in the environment never reach the run's files (metrics, config, wandb, checkpoint) or its output
+    leaks = [p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaks == [] and SECRET not in r.stdout + r.stderr
 
 
 def test_an_unknown_config_key_fails_with_one_line():
