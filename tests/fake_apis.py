@@ -123,6 +123,7 @@ class FakeAPIs:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             runner = web.AppRunner(self._app())
+            self._runner = runner
             self._loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             self._loop.run_until_complete(site.start())
@@ -135,6 +136,8 @@ class FakeAPIs:
         return self
 
     def stop(self) -> None:
+        """Close connections and handlers, then stop the loop (no pending tasks left at exit)."""
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 

@@ -68,7 +68,13 @@ def test_search_r1_retriever_api_served_and_queried(retriever):
     assert hit["document"]["id"] == "d2" and hit["score"] > 0 and "Big Ben" in hit["document"]["contents"]
     tool = load_tool("text_search", load_config("configs/demo.yaml", [
         "tools.text_search.backend=retriever", f"tools.text_search.base_url={retriever}"]))
-    obs = asyncio.run(tool.run({"query": "eiffel tower paris"}, TrajectoryState("q")))
+    async def once():
+        try:
+            return await tool.run({"query": "eiffel tower paris"}, TrajectoryState("q"))
+        finally:
+            await tool.close()
+
+    obs = asyncio.run(once())
     assert obs.text.startswith("1. Eiffel Tower (retriever://d1): The Eiffel Tower is in Paris.")
 
 
@@ -88,7 +94,13 @@ def test_vllm_serve_of_the_tiny_model_is_a_working_summariser(tiny_text_path):
         tool = load_tool("text_search", load_config("configs/demo.yaml", [
             "tools.text_search.summariser=openai", f"tools.text_search.summariser_url=http://127.0.0.1:{port}/v1",
             "tools.text_search.summariser_model=tiny-summariser", "tools.text_search.top_k=2"]))
-        obs = asyncio.run(tool.run({"query": "kasazo colour"}, TrajectoryState("q")))
+        async def once():
+            try:
+                return await tool.run({"query": "kasazo colour"}, TrajectoryState("q"))
+            finally:
+                await tool.close()
+
+        obs = asyncio.run(once())
         lines = obs.text.splitlines()
         assert lines[0].startswith("1. kasazo (local://fact-3): ") and lines[1].startswith("2. ")
         # the summaries are the tiny random model's words, not the page text

@@ -16,7 +16,24 @@ from envs.tool_cache import ToolCache
 from tests.fake_apis import FakeAPIs, png_bytes
 
 SECRET = "sk-test-SECRET-9f8e7d"
-run = asyncio.run
+_LOOP = asyncio.new_event_loop()  # one loop for the module, so sessions can be closed on it at the end
+_OPEN: list = []  # tools and backends to close
+
+
+def run(coro):
+    return _LOOP.run_until_complete(coro)
+
+
+def opened(obj):
+    _OPEN.append(obj)
+    return obj
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_sessions():
+    yield
+    for obj in _OPEN:
+        run(obj.close())
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +54,7 @@ def serp(apis, path="serpapi/search"):
 
 
 def tool(name, *overrides):
-    return load_tool(name, load_config("configs/demo.yaml", list(overrides)))
+    return opened(load_tool(name, load_config("configs/demo.yaml", list(overrides))))
 
 
 def test_serpapi_text_search_reads_organic_results(apis, keys):
@@ -86,20 +103,20 @@ def test_direct_reader_extracts_page_text(apis, keys):
 
 
 def test_retries_recover_from_503s(apis):
-    b = Backend("flaky", BackendConfig(retries=3, backoff_s=0.01))
+    b = opened(Backend("flaky", BackendConfig(retries=3, backoff_s=0.01)))
     apis.flaky_left = 2
     data = run(b.request("GET", f"{apis.url}/flaky/search"))
     assert data["organic_results"][0]["snippet"] == "recovered" and b.calls == 3
 
 
 def test_timeouts_are_retried_then_fail_cleanly(apis):
-    b = Backend("slow", BackendConfig(retries=1, backoff_s=0.01, timeout_s=0.2))
+    b = opened(Backend("slow", BackendConfig(retries=1, backoff_s=0.01, timeout_s=0.2)))
     with pytest.raises(BackendError, match="failed after 2 attempts \\(timeout\\)"):
         run(b.request("GET", f"{apis.url}/slow/search"))
 
 
 def test_circuit_breaker_opens_and_then_fails_fast(apis):
-    b = Backend("fail", BackendConfig(retries=0, breaker_failures=2, breaker_reset_s=60))
+    b = opened(Backend("fail", BackendConfig(retries=0, breaker_failures=2, breaker_reset_s=60)))
     for _ in range(2):
         with pytest.raises(BackendError):
             run(b.request("GET", f"{apis.url}/fail/search"))
@@ -129,6 +146,7 @@ def test_ssrf_refuses_non_public_targets(url):
 
 def test_ssrf_refusal_also_after_a_redirect(apis):
     fetcher = SafeFetcher(BackendConfig(retries=0), FetchConfig(allow_hosts=["127.0.0.1"]))
+    opened(fetcher.backend)
     with pytest.raises(UnsafeURL, match="169.254.169.254"):
         run(fetcher.fetch_text(f"{apis.url}/redirect"))
 
@@ -242,8 +260,10 @@ def test_dense_retrieval_with_the_packaged_minilm_model_runs_offline(monkeypatch
 def test_reader_refuses_wrong_content_types_and_oversized_pages(apis):
     plain_only = FetchConfig(allow_hosts=["127.0.0.1"], content_types=["text/plain"])
     fetcher = SafeFetcher(BackendConfig(retries=0), plain_only)
+    opened(fetcher.backend)
     with pytest.raises(UnsafeURL, match="content type 'text/html'"):
         run(fetcher.fetch_text(f"{apis.url}/page.html"))
     small = SafeFetcher(BackendConfig(retries=0), FetchConfig(allow_hosts=["127.0.0.1"], max_bytes=50))
+    opened(small.backend)
     with pytest.raises(UnsafeURL, match="larger than 50 bytes"):
         run(small.fetch_text(f"{apis.url}/page.html"))
