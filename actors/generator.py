@@ -94,7 +94,7 @@ class GeneratorActor:
                 params = SamplingParams(
                     n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens - len(tokens),
                     logprobs=0, stop=s.stop or None, include_stop_str_in_output=True,
-                    output_kind=RequestOutputKind.DELTA, seed=s.seed,
+                    output_kind=RequestOutputKind.DELTA, seed=s.seed, ignore_eos=s.ignore_eos,
                     structured_outputs=StructuredOutputsParams(regex=s.regex) if s.regex else None,
                 )
                 prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids + tokens}

@@ -19,6 +19,7 @@ class SamplingConfig:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     regex: str | None = None  # constrain the turn to this pattern (structured outputs)
+    ignore_eos: bool = False  # generate max_tokens regardless of end-of-sequence (benchmarks, tests)
 
 
 @dataclass

@@ -37,7 +37,8 @@ def test_batches_hold_whole_groups_in_arrival_order(ray_local):
 
 def test_stale_groups_are_dropped_and_counted(ray_local):
     q = ray.remote(ReplayQueue).options(max_concurrency=100).remote(capacity=8, max_staleness=1)
-    ray.get([q.put.remote(group("old", 0)), q.put.remote(group("new1", 2)), q.put.remote(group("new2", 3))])
+    for g in (group("old", 0), group("new1", 2), group("new2", 3)):
+        ray.get(q.put.remote(g))  # one at a time: concurrent puts have no order
     batch = ray.get(q.get_batch.remote(2, 3))  # learner at version 3: version 0 is 3 behind
     assert [g.group_id for g in batch.groups] == ["new1", "new2"]
     assert batch.groups_dropped_stale == 1
