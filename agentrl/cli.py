@@ -9,17 +9,21 @@ import sys
 
 def _train(args: argparse.Namespace) -> int:
     from agentrl.config import ConfigError, check_plugins, load_config
+    from agentrl.datasets import DataError
 
     try:
         cfg = load_config(args.config, args.overrides)
         check_plugins(cfg)
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
     from agentrl.orchestrator import ActorFailure, train
 
     try:
         summary = train(cfg)
+    except DataError as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
     except ActorFailure as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 1

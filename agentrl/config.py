@@ -28,9 +28,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # "synthetic" or a file path
-    num_prompts: int = 512
+    source: str = "synthetic"  # "synthetic", or a veRL-format .parquet or a .jsonl file
+    num_prompts: int = 512  # synthetic only
     seed: int = 0
+    shuffle: bool = True
+    shuffle_buffer: int = 1024  # rows held for the seeded streaming shuffle
+    on_bad_row: str = "fail"  # "fail": stop with an error naming the row and field; "skip": count and go on
 
 
 @dataclass
@@ -308,6 +311,7 @@ def validate(cfg: Config) -> None:
              "must be openai or none")
     if cfg.model.path not in ("tiny-text", "tiny-vl"):
         _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
+    _require(cfg.data.on_bad_row in ("fail", "skip"), "data.on_bad_row", "must be fail or skip")
     if cfg.data.source != "synthetic":
         _require(os.path.exists(cfg.data.source), "data.source", f"'{cfg.data.source}' does not exist")
 
@@ -327,3 +331,8 @@ def check_plugins(cfg: Config) -> None:
             load_tool(spec, cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cfg.data.source != "synthetic":
+        from agentrl.datasets import PromptStream
+
+        # the first usable row, before any actor starts: a wrong file or schema fails here, in one line
+        next(iter(PromptStream(cfg.data.source, shuffle=False, on_bad_row=cfg.data.on_bad_row)))

@@ -58,9 +58,3 @@ def synthetic_corpus() -> list[str]:
     texts += [" ".join(COLOURS), "The answer is", "I need to search for the name.",
               "Let me look it up.", "I know the answer."]
     return texts * 4
-
-
-def load_rows(source: str, num: int, seed: int) -> list[DataRow]:
-    if source == "synthetic":
-        return synthetic_rows(num, seed)
-    raise ValueError(f"data.source '{source}': only 'synthetic' is supported so far")

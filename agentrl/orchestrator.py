@@ -27,6 +27,7 @@ import torch  # noqa: F401  isort: skip
 import ray
 
 from agentrl.config import Config, to_yaml
+from agentrl.datasets import DataError
 from agentrl.metrics import MetricsWriter, percentile, redact
 from agentrl.records import TrainBatch
 
@@ -41,6 +42,7 @@ class RunSummary:
     trained: int = 0
     dropped_stale: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # reason -> count
+    rows_skipped: dict[str, int] = field(default_factory=dict)  # bad data rows skipped, by field
     checkpoint: str = ""
     wall_s: float = 0.0
 
@@ -145,13 +147,20 @@ class Orchestrator:
         """How many groups may be live at once (see the module docstring)."""
         return self.cfg.trainer.batch_groups * (self.max_staleness + 1)
 
-    async def _feed(self, pending: dict[Any, Any]) -> None:
-        from agentrl.data import load_rows
+    def _rows(self) -> Any:
+        from agentrl.data import synthetic_rows
+        from agentrl.datasets import PromptStream
 
         d = self.cfg.data
-        rows = load_rows(d.source, d.num_prompts, d.seed)
+        if d.source == "synthetic":
+            return itertools.cycle(synthetic_rows(d.num_prompts, d.seed))
+        self.stream = PromptStream(d.source, seed=d.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
+                                   on_bad_row=d.on_bad_row)
+        return iter(self.stream)
+
+    async def _feed(self, pending: dict[Any, Any]) -> None:
         envs = itertools.cycle(self.envs)
-        for k, row in enumerate(itertools.cycle(rows)):
+        for k, row in enumerate(self._rows()):
             while self._live >= self._capacity():
                 self._capacity_changed.clear()
                 try:
@@ -232,10 +241,13 @@ class Orchestrator:
             if t.save_final:
                 path = os.path.abspath(os.path.join(self.run_dir, "checkpoints", "final"))
                 self.summary.checkpoint = await self._guard(self.learner.save_pretrained.remote(path))
+                self._save_trainer_state(path)
         finally:
             feeder.cancel()
             collector.cancel()
             writer.close()
+        if getattr(self, "stream", None) is not None:
+            self.summary.rows_skipped = dict(self.stream.skipped)
         unfinished = self._live
         if unfinished > 0:
             self.summary.failed["run ended before the group was trained"] = unfinished
@@ -243,6 +255,14 @@ class Orchestrator:
         with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
             json.dump(dataclasses.asdict(self.summary), f, indent=1)
         return self.summary
+
+    def _save_trainer_state(self, path: str) -> None:
+        """What resuming needs besides the weights: step, version, and the data cursor."""
+        stream = getattr(self, "stream", None)
+        state = {"step": self.summary.steps, "policy_version": self.policy_version,
+                 "data_cursor": dataclasses.asdict(stream.cursor) if stream else None}
+        with open(os.path.join(path, "trainer_state.json"), "w") as f:
+            json.dump(state, f, indent=1)
 
     def _row(self, stats: Any, batch: TrainBatch, train_version: int, step_s: float, sync_s: float,
              new_tokens: float, outcomes: list[Any]) -> dict[str, Any]:
@@ -305,7 +325,7 @@ def train(cfg: Config) -> RunSummary:
 
     try:
         return asyncio.run(main())
-    except ActorFailure:
+    except (ActorFailure, DataError):
         raise
     except Exception as e:
         raise ActorFailure(f"run failed: {redact(traceback.format_exc())}") from e

@@ -141,3 +141,17 @@ def test_ray_job_submit_places_generators_and_learner_by_their_resources(tmp_pat
     gen_nodes = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert placement["generator-0"] in gen_nodes
     assert placement["learner"] not in gen_nodes  # the head, by its `train` resource
+
+
+MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
+
+
+def test_training_on_the_release_parquet_with_the_search_tools_and_reward(tmp_path):
+    r = train(tmp_path, "trainer.total_steps=2", "trainer.run_name=mini", f"data.source={MINI}",
+              "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "reward.name=mmsearch_r1",
+              "trainer.batch_groups=2", "rollout.n=2", "env.max_total_tokens=400", "trainer.progress=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = metrics(tmp_path / "mini")
+    assert [row["step"] for row in rows] == [1, 2] and all(row["samples"] == 4 for row in rows)
+    state = json.loads((tmp_path / "mini" / "checkpoints" / "final" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["policy_version"] == 2 and state["data_cursor"]["index"] >= 4
