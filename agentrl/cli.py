@@ -99,8 +99,7 @@ def _tool(args: argparse.Namespace) -> int:
 
     async def once() -> int:
         try:
-            obs = await tool.run(tool.parse_args(kv.get("query", "")) if kv or tool.name != "image_search"
-                                 else {}, state)
+            obs = await tool.run(tool.parse_args(kv.get("query", "")), state)
         except Exception as e:
             from agentrl.metrics import redact
 

@@ -73,6 +73,7 @@ class Orchestrator:
         self.max_staleness = 0 if t.mode == "sync" else t.max_staleness
         self.run_dir = os.path.join(t.output_dir, t.run_name)
         self.names: dict[str, str] = {}  # actor id -> name, for crash reports
+        self.actors: list[Any] = []  # every actor started, for shutdown
         self.policy_version = 0
         self.summary = RunSummary(self.run_dir, 0)
         self._live = 0  # started, not yet trained, dropped or failed
@@ -81,6 +82,7 @@ class Orchestrator:
     # ---- actors -------------------------------------------------------------------------------
     def _track(self, handle: Any, name: str) -> Any:
         self.names[handle._actor_id.hex()] = name
+        self.actors.append(handle)
         return handle
 
     async def start(self) -> None:
@@ -92,8 +94,7 @@ class Orchestrator:
         from agentrl.tiny_models import ensure_model
 
         cfg = self.cfg
-        self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir)) \
-            if cfg.model.path not in ("tiny-text", "tiny-vl") else ensure_model(cfg.model.path, cfg.model.cache_dir)
+        self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
         renv = {"env_vars": _actor_env()}
         self.queue = self._track(ray.remote(ReplayQueue).options(
             num_cpus=0, name="replay-queue", max_concurrency=1000, runtime_env=renv).remote(
@@ -291,16 +292,13 @@ class Orchestrator:
 
     async def shutdown(self) -> None:
         """Stop the engines cleanly, then kill every actor."""
-        handles = list(getattr(self, "generators", None).handles if hasattr(self, "generators") else [])
-        try:
-            await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in handles],
+        engines = self.generators.handles if hasattr(self, "generators") else []
+        try:  # engines first: their vLLM core processes exit with them
+            await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in engines],
                                                   return_exceptions=True), 30)
         except asyncio.TimeoutError:
             pass
-        for h in handles + list(getattr(self, "envs", [])) + \
-                ([self.learner] if hasattr(self, "learner") else []) + \
-                ([self.queue] if hasattr(self, "queue") else []) + \
-                (self.rewards.handles if hasattr(self, "rewards") else []):
+        for h in self.actors:
             try:
                 ray.kill(h)
             except Exception:

@@ -19,7 +19,7 @@ ACTION_TAGS = [
 ]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-BUILD_VERSION = "v2"  # bump when what is built changes, so caches rebuild
+BUILD_VERSION = "v2"  # bump when the builders change; corpus changes rebuild by themselves (see build_key)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -140,13 +140,20 @@ def _build_vl(out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def build_key() -> str:
+    """The builders' version plus a hash of the tokenizer corpus, so a changed corpus never reuses a cache."""
+    import hashlib
+
+    return f"{BUILD_VERSION}-{hashlib.sha256(chr(0).join(_corpus()).encode()).hexdigest()[:8]}"
+
+
 def ensure_model(name_or_path: str, cache_dir: str = "") -> str:
     """Return a loadable model folder: a tiny model is built once (under a file lock), paths pass."""
     if name_or_path not in TINY_NAMES:
         return name_or_path
     root = cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
-    out = root / f"{name_or_path}-{BUILD_VERSION}"
+    out = root / f"{name_or_path}-{build_key()}"
     with open(root / f".{name_or_path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several actors may ask at once
         if not (out / "config.json").exists():

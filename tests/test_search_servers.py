@@ -27,6 +27,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_once(tool, args: dict):
+    """Call a tool once and close its HTTP sessions."""
+    async def once():
+        try:
+            return await tool.run(args, TrajectoryState("q"))
+        finally:
+            await tool.close()
+
+    return asyncio.run(once())
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -68,13 +79,7 @@ def test_search_r1_retriever_api_served_and_queried(retriever):
     assert hit["document"]["id"] == "d2" and hit["score"] > 0 and "Big Ben" in hit["document"]["contents"]
     tool = load_tool("text_search", load_config("configs/demo.yaml", [
         "tools.text_search.backend=retriever", f"tools.text_search.base_url={retriever}"]))
-    async def once():
-        try:
-            return await tool.run({"query": "eiffel tower paris"}, TrajectoryState("q"))
-        finally:
-            await tool.close()
-
-    obs = asyncio.run(once())
+    obs = run_once(tool, {"query": "eiffel tower paris"})
     assert obs.text.startswith("1. Eiffel Tower (retriever://d1): The Eiffel Tower is in Paris.")
 
 
@@ -94,13 +99,7 @@ def test_vllm_serve_of_the_tiny_model_is_a_working_summariser(tiny_text_path):
         tool = load_tool("text_search", load_config("configs/demo.yaml", [
             "tools.text_search.summariser=openai", f"tools.text_search.summariser_url=http://127.0.0.1:{port}/v1",
             "tools.text_search.summariser_model=tiny-summariser", "tools.text_search.top_k=2"]))
-        async def once():
-            try:
-                return await tool.run({"query": "kasazo colour"}, TrajectoryState("q"))
-            finally:
-                await tool.close()
-
-        obs = asyncio.run(once())
+        obs = run_once(tool, {"query": "kasazo colour"})
         lines = obs.text.splitlines()
         assert lines[0].startswith("1. kasazo (local://fact-3): ") and lines[1].startswith("2. ")
         # the summaries are the tiny random model's words, not the page text
