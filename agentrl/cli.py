@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -134,6 +135,13 @@ def _serve_retriever(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODULE_COMMANDS: list[tuple[str, str, str]] = [
+    ("bench", "agentrl.bench", "benchmarks: agentrl bench async [--quick | --sweep]"),
+    ("eval", "agentrl.evaluation", "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
+    ("build-balanced", "agentrl.balanced", "label search_free / search_required and write a balanced parquet"),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     # Plugins (tools, rewards) named by import path resolve from the current directory, as with `python -m`.
     if os.getcwd() not in sys.path:
@@ -172,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--retrieval", default="bm25", choices=["bm25", "dense"])
     p.set_defaults(fn=_serve_retriever)
+    # Larger commands live in their own modules; each gives add_arguments(parser) and run(args) -> exit code.
+    for name, module, help_text in _MODULE_COMMANDS:
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(fn=mod.run)
     # dotted overrides may follow options (`agentrl tool NAME --arg q=x env.tools=[...]`)
     args, extra = parser.parse_known_args(argv)
     bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
