@@ -65,30 +65,47 @@ class EnvironmentActor:
         self._slots = asyncio.Semaphore(cfg.env.max_concurrent_trajectories)
         self.in_flight = 0
 
-    async def _run_one(self, row: DataRow, traj: Trajectory) -> Trajectory:
+    async def _run_one(self, row: DataRow, traj: Trajectory, ctx: Any) -> Trajectory:
         from envs.agent_loop import run_trajectory
 
         async with self._slots:
             self.in_flight += 1
             try:
-                await run_trajectory(traj, row, self.ctx, lambda req: self.generators.generate(traj.traj_id, req))
+                await run_trajectory(traj, row, ctx, lambda req: self.generators.generate(traj.traj_id, req))
             finally:
                 self.in_flight -= 1
                 self.generators.release(traj.traj_id)
         traj.reward = await self.rewards.score(RewardInput(
             question=row.question, turns=traj.turn_texts, answer=traj.answer,
             ground_truth=row.ground_truth, candidate_answers=row.candidate_answers,
-            tool_calls=[c.tool for c in traj.tool_calls], finish_reason=traj.finish_reason))
+            tool_calls=[c.tool for c in traj.tool_calls], finish_reason=traj.finish_reason,
+            images=list(row.images)))
         return traj
+
+    async def _run_samples(self, row: DataRow, group_id: str, n: int,
+                           ctx: Any) -> tuple[list[Trajectory], list[BaseException]]:
+        """Run n samples of one prompt concurrently and score each; returns them and any errors."""
+        prompt_ids = ctx.chat.prompt_ids(ctx.protocol.system_prompt, row.question)
+        trajs = [Trajectory(traj_id=f"{group_id}-{k}", group_id=group_id, data_row_id=row.row_id,
+                            prompt_ids=list(prompt_ids), ground_truth=row.ground_truth)
+                 for k in range(n)]
+        results = await asyncio.gather(*[self._run_one(row, t, ctx) for t in trajs], return_exceptions=True)
+        return trajs, [r for r in results if isinstance(r, BaseException)]
+
+    async def evaluate(self, row: DataRow, group_id: str, workflow: str, n: int = 1,
+                       temperature: float = 0.0) -> list[Trajectory]:
+        """Run one row's n samples under an eval workflow (envs/workflows.py) and return them scored,
+        instead of queueing them; a failed sample raises."""
+        from envs.workflows import workflow_context
+
+        trajs, errors = await self._run_samples(row, group_id, n, workflow_context(self.ctx, workflow, temperature))
+        if errors:
+            raise errors[0]
+        return trajs
 
     async def run_group(self, row: DataRow, group_id: str, start_version: int) -> GroupOutcome:
         """Run all n samples of one prompt and queue the whole group (or report why it failed)."""
-        prompt_ids = self.ctx.chat.prompt_ids(self.ctx.protocol.system_prompt, row.question)
-        trajs = [Trajectory(traj_id=f"{group_id}-{k}", group_id=group_id, data_row_id=row.row_id,
-                            prompt_ids=list(prompt_ids), ground_truth=row.ground_truth)
-                 for k in range(self.cfg.rollout.n)]
-        results = await asyncio.gather(*[self._run_one(row, t) for t in trajs], return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        trajs, errors = await self._run_samples(row, group_id, self.cfg.rollout.n, self.ctx)
         if errors:
             # An actor death must stop the run: let it propagate to the orchestrator.
             from ray.exceptions import RayActorError

@@ -8,7 +8,7 @@ from typing import Any
 import ray
 
 from agentrl.records import RewardResult
-from agentrl.rewards import RewardInput, get_reward_fn
+from agentrl.rewards import RewardInput, get_reward_fn, score_async
 
 
 class RewardActor:
@@ -19,7 +19,7 @@ class RewardActor:
         self.options = dict(options)
 
     async def score(self, inp: RewardInput) -> RewardResult:
-        return self.fn(inp, self.options)
+        return await score_async(self.fn, inp, self.options)
 
 
 class RewardPool:

@@ -44,33 +44,42 @@ def _build_models(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    import asyncio
     import json
 
-    from agentrl.rewards import RewardInput, get_reward_fn
+    from agentrl.rewards import RewardInput, get_reward_fn, score_async
 
     try:
         fn = get_reward_fn(args.preset)
     except ValueError as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
-    out = open(args.out, "w") if args.out else sys.stdout
-    with open(args.file) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                inp = RewardInput(question=row.get("question", ""), turns=list(row["turns"]), answer=None,
-                                  ground_truth=row["ground_truth"],
-                                  candidate_answers=list(row.get("candidate_answers") or []))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                print(f"agentrl: {args.file} line {n}: bad row ({type(e).__name__}: {e})", file=sys.stderr)
-                return 2
-            result = fn(inp, dict(row.get("options") or {}))
-            out.write(json.dumps({**row, "score": result.total, **result.components}) + "\n")
-    if args.out:
-        out.close()
-    return 0
+
+    async def score_all(out) -> int:  # one event loop for all lines: async rewards (judges) keep their sessions
+        with open(args.file) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    inp = RewardInput(question=row.get("question", ""), turns=list(row["turns"]), answer=None,
+                                      ground_truth=row["ground_truth"],
+                                      candidate_answers=list(row.get("candidate_answers") or []))
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    print(f"agentrl: {args.file} line {n}: bad row ({type(e).__name__}: {e})", file=sys.stderr)
+                    return 2
+                try:
+                    result = await score_async(fn, inp, dict(row.get("options") or {}))
+                except ValueError as e:
+                    print(f"agentrl: {args.file} line {n}: {e}", file=sys.stderr)
+                    return 2
+                out.write(json.dumps({**row, "score": result.total, **result.components}) + "\n")
+        return 0
+
+    if not args.out:
+        return asyncio.run(score_all(sys.stdout))
+    with open(args.out, "w") as out:
+        return asyncio.run(score_all(out))
 
 
 def _tool(args: argparse.Namespace) -> int:

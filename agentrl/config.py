@@ -322,11 +322,11 @@ def to_yaml(cfg: Config) -> str:
 
 def check_plugins(cfg: Config) -> None:
     """Resolve the configured tools and reward now, so a bad name fails before any actor starts."""
-    from agentrl.rewards import get_reward_fn
+    from agentrl.rewards import check_reward_options, get_reward_fn
     from envs.tool import load_tool
 
     try:
-        get_reward_fn(cfg.reward.name)
+        check_reward_options(get_reward_fn(cfg.reward.name), cfg.reward.options)
         for spec in cfg.env.tools:
             load_tool(spec, cfg)
     except ValueError as e:

@@ -147,6 +147,10 @@ class PromptStream:
         while buffer:
             yield buffer.pop(rng.randrange(len(buffer)))
 
+    def once(self) -> Iterator[DataRow]:
+        """One pass over the file (evaluation, labelling): no epochs, no cursor."""
+        return self._epoch(0)
+
     def __iter__(self) -> Iterator[DataRow]:
         start = self.cursor.index
         while True:

@@ -1,17 +1,211 @@
-"""Placeholder: the `agentrl evaluation` command is being written (see the open issues)."""
+"""`agentrl eval`: evaluate a policy on a veRL-format file in the seed's workflows, through the same actors
+as training (GeneratorPool, EnvironmentActor, RewardPool).
+
+    agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand[,...]] [--out DIR] [-n N] [key=value ...]
+    agentrl eval --compare a/summary.json b/summary.json ...
+
+Greedy by default (`-n 1`, temperature 0); with `-n N` each row is sampled N times at
+`--temperature` (default: `rollout.temperature`). Each workflow writes `results.jsonl` and `summary.json`
+(metrics in agentrl/eval_metrics.py) to `--out` (to `--out/<workflow>` when several are given), prints the
+table, and logs to wandb (`trainer.wandb`). `--compare` prints runs side by side in the paper's Table 1
+layout. During training, `trainer.eval_every` runs `evaluate_rows` on `trainer.eval_data`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import os
 import sys
+from typing import Any
+
+from agentrl.config import Config
+from agentrl.data import DataRow
+from agentrl.eval_metrics import EvalItem, EvalSummary, compare_table, summary_table, write_results
+from envs.workflows import WORKFLOWS
+
+
+def load_rows(path: str, limit: int = 0, on_bad_row: str = "fail") -> list[DataRow]:
+    """The rows of one pass over a file, in file order (at most `limit` when > 0)."""
+    from agentrl.datasets import PromptStream
+
+    rows = []
+    for row in PromptStream(path, shuffle=False, on_bad_row=on_bad_row).once():
+        rows.append(row)
+        if limit and len(rows) >= limit:
+            break
+    return rows
+
+
+async def evaluate_rows(envs: list[Any], rows: list[DataRow], workflow: str, n: int = 1, temperature: float = 0.0,
+                        max_rows_in_flight: int = 64, tag: str = "eval") -> list[EvalItem]:
+    """Run every row's n samples under one workflow on the environment actors (round-robin), scored and
+    returned in row order; at most `max_rows_in_flight` rows run at once."""
+    slots = asyncio.Semaphore(max_rows_in_flight)
+
+    async def one(k: int, row: DataRow) -> list[EvalItem]:
+        async with slots:
+            trajs = await envs[k % len(envs)].evaluate.remote(row, f"{tag}-{workflow}-{k}", workflow, n, temperature)
+        return [EvalItem.from_trajectory(row, t, workflow, i) for i, t in enumerate(trajs)]
+
+    per_row = await asyncio.gather(*[one(k, row) for k, row in enumerate(rows)])
+    return [it for items in per_row for it in items]
+
+
+class EvalRunner:
+    """The rollout side of the system (engines, reward actors, environment actors), without a learner."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.actors: list[Any] = []
+
+    async def start(self) -> None:
+        import ray
+
+        from actors.environment import EnvironmentActor
+        from actors.generator import GeneratorPool
+        from actors.reward import RewardPool
+        from agentrl.orchestrator import _actor_env
+        from agentrl.tiny_models import ensure_model
+
+        cfg = self.cfg
+        self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
+        renv = {"env_vars": _actor_env()}
+        self.rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
+        self.generators = GeneratorPool.create(cfg.rollout.num_engines, self.model_path, cfg.rollout,
+                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv)
+        opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
+        if cfg.env.resources:
+            opts["resources"] = dict(cfg.env.resources)
+        self.envs = [ray.remote(EnvironmentActor).options(name=f"eval-env-{i}", **opts).remote(
+            cfg, self.model_path, self.generators, self.rewards, None, i) for i in range(cfg.env.num_actors)]
+        self.actors = [*self.rewards.handles, *self.generators.handles, *self.envs]
+        await self.generators.start()
+        await asyncio.gather(*[e.stats.remote() for e in self.envs])
+
+    async def shutdown(self) -> None:
+        from agentrl.orchestrator import stop_actors
+
+        await stop_actors(getattr(getattr(self, "generators", None), "handles", []), self.actors)
+
+
+def _label(cfg: Config, workflow: str, given: str) -> str:
+    return given or f"{os.path.basename(cfg.model.path.rstrip('/'))} {workflow}"
+
+
+def run_eval(cfg: Config, data: str, workflows: list[str], out_dir: str, n: int = 1,
+             temperature: float | None = None, limit: int = 0, label: str = "") -> list[EvalSummary]:
+    """Evaluate one model on one file in each workflow (one set of actors for all); writes and returns the
+    summaries. Joins RAY_ADDRESS or starts a local cluster."""
+    from agentrl.metrics import MetricsWriter
+    from agentrl.orchestrator import connect_ray
+
+    rows = load_rows(data, limit, cfg.data.on_bad_row)
+    temp = (0.0 if n == 1 else cfg.rollout.temperature) if temperature is None else temperature
+    started_here = connect_ray()
+    runner = EvalRunner(cfg)
+
+    async def main() -> list[EvalSummary]:
+        summaries = []
+        try:
+            await runner.start()
+            for wf in workflows:
+                items = await evaluate_rows(runner.envs, rows, wf, n, temp)
+                summary = EvalSummary.of(items, label=_label(cfg, wf, label if len(workflows) == 1 else ""),
+                                         workflow=wf, model=cfg.model.path, data=os.path.abspath(data), samples=n,
+                                         temperature=temp)
+                wf_dir = out_dir if len(workflows) == 1 else os.path.join(out_dir, wf)
+                write_results(wf_dir, items, summary)
+                writer = MetricsWriter(wf_dir, {**dataclasses.asdict(cfg), "eval": dataclasses.asdict(summary)},
+                                       cfg.trainer.wandb, 1, progress=False)
+                writer.log({"step": 0, **summary.flat()})
+                writer.close()
+                summaries.append(summary)
+        finally:
+            await runner.shutdown()
+        return summaries
+
+    try:
+        return asyncio.run(main())
+    finally:
+        if started_here:
+            import ray  # after the orchestrator module: torch loads before Ray connects
+
+            ray.shutdown()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare this command's arguments."""
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("config", nargs="?", help="a run config (model, env, tools, reward)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.path=runs/x/checkpoints/final")
+    parser.add_argument("--data", default="", help="a veRL-format .parquet or .jsonl file")
+    parser.add_argument("--workflow", default="on_demand",
+                        help=f"one of {', '.join(WORKFLOWS)}, or several separated by commas")
+    parser.add_argument("--out", default="", help="output folder (default runs/eval/<workflow>)")
+    parser.add_argument("-n", "--samples", type=int, default=1, help="samples per row (1: greedy)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default 0 with -n 1, else rollout.temperature)")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N rows")
+    parser.add_argument("--label", default="", help="the run's name in tables (default: model and workflow)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="SUMMARY",
+                        help="print these summary.json files side by side (Table 1 layout) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    print("agentrl: not implemented yet", file=sys.stderr)
-    return 2
+    from agentrl.config import ConfigError, check_plugins, load_config
+    from agentrl.datasets import DataError
+
+    if args.compare:
+        try:
+            print(compare_table([EvalSummary.load(p) for p in args.compare]))
+        except ValueError as e:
+            print(f"agentrl: {e}", file=sys.stderr)
+            return 2
+        return 0
+    workflows = [w.strip() for w in args.workflow.split(",") if w.strip()]
+    bad = [w for w in workflows if w not in WORKFLOWS]
+    problems = ([f"--workflow: '{bad[0]}' is not one of {', '.join(WORKFLOWS)}"] if bad or not workflows else [])
+    problems += ["eval needs a CONFIG"] if not args.config else []
+    problems += [f"--data: '{args.data}' does not exist"] if not os.path.isfile(args.data) else []
+    problems += ["-n/--samples must be >= 1"] if args.samples < 1 else []
+    if problems:
+        print(f"agentrl: {problems[0]}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, args.overrides)
+        check_plugins(cfg)
+        load_rows(args.data, 1, cfg.data.on_bad_row)  # a wrong file fails here, before any actor starts
+        _check_workflows(cfg, workflows)
+    except (ConfigError, DataError, ValueError) as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", "eval", "-".join(workflows))
+    try:
+        summaries = run_eval(cfg, args.data, workflows, out, args.samples, args.temperature, args.limit, args.label)
+    except DataError as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # an actor crash: one line naming it, then the remote traceback
+        from agentrl.metrics import redact
+
+        print(f"agentrl: eval failed: {redact(f'{type(e).__name__}: {e}')}", file=sys.stderr)
+        return 1
+    for s in summaries:
+        print(summary_table(s) + "\n")
+    if len(summaries) > 1:
+        print(compare_table(summaries) + "\n")
+    print(f"[agentrl] results: {out}")
+    return 0
+
+
+def _check_workflows(cfg: Config, workflows: list[str]) -> None:
+    """The rag workflow needs both search tools and a protocol with their actions: fail before starting."""
+    if "rag" in workflows:
+        from envs.workflows import rag_turn_regex
+
+        rag_turn_regex(cfg.env.protocol, cfg.env.max_tokens_per_turn)
+        missing = [t for t in ("image_search", "text_search") if t not in cfg.env.tools]
+        if missing:
+            raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")

@@ -292,27 +292,37 @@ class Orchestrator:
 
     async def shutdown(self) -> None:
         """Stop the engines cleanly, then kill every actor."""
-        engines = self.generators.handles if hasattr(self, "generators") else []
-        try:  # engines first: their vLLM core processes exit with them
-            await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in engines],
-                                                  return_exceptions=True), 30)
-        except asyncio.TimeoutError:
+        await stop_actors(self.generators.handles if hasattr(self, "generators") else [], self.actors)
+
+
+async def stop_actors(engines: list[Any], actors: list[Any]) -> None:
+    """Stop the engines cleanly, then kill every actor."""
+    try:  # engines first: their vLLM core processes exit with them
+        await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in engines],
+                                              return_exceptions=True), 30)
+    except asyncio.TimeoutError:
+        pass
+    for h in actors:
+        try:
+            ray.kill(h)
+        except Exception:
             pass
-        for h in self.actors:
-            try:
-                ray.kill(h)
-            except Exception:
-                pass
+
+
+def connect_ray() -> bool:
+    """Join RAY_ADDRESS or start a local cluster; True when this process started it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    return True
 
 
 def train(cfg: Config) -> RunSummary:
     """Run a training job: join RAY_ADDRESS or start a local cluster; exit cleanly either way."""
-    started_here = not ray.is_initialized()
-    if started_here:
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=True)
+    started_here = connect_ray()
     orch = Orchestrator(cfg)
 
     async def main() -> RunSummary:

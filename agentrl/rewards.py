@@ -6,7 +6,7 @@ import importlib
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable  # noqa: UP035
 
 from agentrl.records import RewardResult
 
@@ -22,9 +22,11 @@ class RewardInput:
     candidate_answers: list[str] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)  # tool names, in order
     finish_reason: str = ""
+    images: list[bytes] = field(default_factory=list)  # the question's images (for judges that see them)
 
 
-RewardFn = Callable[[RewardInput, dict[str, Any]], RewardResult]
+# A reward function may be async (LLM judges): it then returns an awaitable of the RewardResult.
+RewardFn = Callable[[RewardInput, dict[str, Any]], "RewardResult | Awaitable[RewardResult]"]
 REWARDS: dict[str, RewardFn] = {}
 
 
@@ -57,6 +59,7 @@ def exact_match(inp: RewardInput, options: dict[str, Any]) -> RewardResult:
 
 def get_reward_fn(spec: str) -> RewardFn:
     """A registered reward name or a `package.module:function` import path."""
+    import agentrl.judge  # noqa: F401  (registers the hierarchical preset)
     import agentrl.search_rewards  # noqa: F401  (registers the MMSearch-R1 presets)
 
     if ":" in spec:
@@ -68,3 +71,18 @@ def get_reward_fn(spec: str) -> RewardFn:
     if spec not in REWARDS:
         raise ValueError(f"reward.name: unknown reward '{spec}'; registered: {sorted(REWARDS)}")
     return REWARDS[spec]
+
+
+async def score_async(fn: RewardFn, inp: RewardInput, options: dict[str, Any]) -> RewardResult:
+    """Call a reward function, sync or async."""
+    import inspect
+
+    result = fn(inp, options)
+    return await result if inspect.isawaitable(result) else result
+
+
+def check_reward_options(fn: RewardFn, options: dict[str, Any]) -> None:
+    """A reward with a `check_options(options)` attribute validates its options (ValueError, one line)."""
+    check = getattr(fn, "check_options", None)
+    if check is not None:
+        check(dict(options))

@@ -115,18 +115,23 @@ def general_format(turns: list[str], options: dict[str, Any]) -> tuple[float, in
     return float(ok), searches
 
 
-def _combine(inp: RewardInput, options: dict[str, Any], fmt: float, searches: int) -> RewardResult:
+def combine(acc: float, fmt: float, searches: int, options: dict[str, Any]) -> RewardResult:
+    """total = (1 - format_penalty) * accuracy * search penalty + format_penalty * format."""
     search_penalty = float(options.get("search_penalty", 0.1))
     format_penalty = float(options.get("format_penalty", 0.1))
-    golds = ([inp.ground_truth] if isinstance(inp.ground_truth, str) else list(inp.ground_truth))
-    golds += list(inp.candidate_answers)
-    answer = last_answer(inp.turns[-1]) if inp.turns else None
-    acc = 1.0 if is_correct(answer, golds, options.get("reward_mode", "EM")) else 0.0
     score = acc
     if searches > 0 and score > 0.99:  # only a correct answer pays for its searches
         score *= (1 - search_penalty) ** (searches if options.get("use_search_count_penalty") else 1)
     total = (1 - format_penalty) * score + format_penalty * fmt
     return RewardResult(total, {"accuracy": acc, "format": fmt, "search_count": float(searches)})
+
+
+def _combine(inp: RewardInput, options: dict[str, Any], fmt: float, searches: int) -> RewardResult:
+    golds = ([inp.ground_truth] if isinstance(inp.ground_truth, str) else list(inp.ground_truth))
+    golds += list(inp.candidate_answers)
+    answer = last_answer(inp.turns[-1]) if inp.turns else None
+    acc = 1.0 if is_correct(answer, golds, options.get("reward_mode", "EM")) else 0.0
+    return combine(acc, fmt, searches, options)
 
 
 @register_reward("mmsearch_r1")

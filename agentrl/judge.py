@@ -1,0 +1,228 @@
+"""The `hierarchical` reward (the improved recipe): a static verifier first, an LLM judge where it gives 0.
+
+1. Static verifier: the normalised prediction equals a gold answer, or `math-verify` proves them equal
+   (`1/2` = `0.5`, `\\frac{1}{2}`, `42 apples` = `42`).
+2. Where that gives 0, an LLM judge through any OpenAI-compatible chat-completions endpoint, given the
+   question, the image (with `judge_images: true`, for a judge that sees images), the gold answers and
+   the prediction. It must end its reply with `Verdict: correct` or `Verdict: incorrect`
+   (`parse_verdict` also takes yes/no, true/false, 1/0, and a bare one-word reply).
+
+Judgments are cached (SQLite, the `envs/tool_cache.py` store) by endpoint, model, prompt and inputs:
+every judge reply that came back is cached, parseable or not (at temperature 0 a judge repeats itself);
+a failed request is not, so a later run asks again. An unparseable reply scores accuracy 0 and is
+counted in `judge_unparsed`; a request that failed after its retries scores 0 and is counted in
+`judge_error`. The search penalty and the format score are those of the other presets.
+
+Options (`reward.options`): `judge` (true; false = verifier only), `judge_url` (base URL ending in /v1),
+`judge_model`, `judge_api_key_env` (the name of the environment variable holding the key; the key is
+never logged), `judge_timeout_s` (30), `judge_retries` (2), `judge_backoff_s` (0.5), `judge_max_tokens`
+(64), `judge_images` (false), `judge_cache` (a SQLite path; "" = $AGENTRL_CACHE/judge.sqlite; "off"),
+`format` (`general` or `mmsearch_r1`), and `search_penalty`, `format_penalty`, `use_search_count_penalty`,
+`protocol`, `max_turns`, `max_image_searches`, `max_text_searches` as in the other presets.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agentrl.config import BackendConfig
+from agentrl.records import RewardResult
+from agentrl.rewards import RewardInput, normalize_answer, register_reward
+from agentrl.search_rewards import combine, general_format, last_answer, mmsearch_r1_format
+
+JUDGE_PROMPT = (
+    "You are grading an answer to a question{about_image}. Decide whether the prediction means the same "
+    "as one of the gold answers (different wording, units or precision that keep the meaning are fine).\n\n"
+    "Question: {question}\nGold answers: {golds}\nPrediction: {prediction}\n\n"
+    "Reply with one short sentence of reasoning, then a last line that is exactly `Verdict: correct` or "
+    "`Verdict: incorrect`."
+)
+_WORDS = {"correct": True, "incorrect": False, "yes": True, "no": False, "true": True, "false": False,
+          "1": True, "0": False, "right": True, "wrong": False}
+_VERDICT = re.compile(r"verdict\W{0,3}\s*(incorrect|correct|yes|no|true|false|1|0|right|wrong)\b", re.I)
+_OPTION_KEYS = {"judge", "judge_url", "judge_model", "judge_api_key_env", "judge_timeout_s", "judge_retries",
+                "judge_backoff_s", "judge_max_tokens", "judge_images", "judge_cache", "format", "search_penalty",
+                "format_penalty", "use_search_count_penalty", "reward_mode", "protocol", "max_turns",
+                "max_image_searches", "max_text_searches"}
+
+
+def parse_verdict(text: str) -> bool | None:
+    """The judge's verdict: the last `Verdict: X` line, else a reply that is one verdict word; None when
+    neither is there (an unparseable reply)."""
+    found = _VERDICT.findall(text or "")
+    if found:
+        return _WORDS[found[-1].lower()]
+    word = re.sub(r"[^a-z01]", "", (text or "").strip().lower())
+    return _WORDS.get(word)
+
+
+def static_verify(prediction: str | None, golds: list[str]) -> bool:
+    """Normalised exact match, or math-verify equality, against any gold answer."""
+    if prediction is None:
+        return False
+    pred = normalize_answer(prediction)
+    if pred and any(pred == normalize_answer(g) for g in golds):
+        return True
+    from math_verify import parse, verify
+
+    # no signal-based timeouts: reward actors run this off the main thread, where signals cannot be used
+    target = parse(prediction, parsing_timeout=None)
+    if not target:
+        return False
+    return any(verify(parse(g, parsing_timeout=None), target, timeout_seconds=None) for g in golds)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """The judge's endpoint and resilience, from `reward.options`."""
+
+    url: str
+    model: str
+    api_key_env: str = ""
+    timeout_s: float = 30.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_tokens: int = 64
+    images: bool = False
+    cache: str = ""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> JudgeConfig | None:
+        """None when the judge is off; ValueError naming the bad option otherwise."""
+        unknown = sorted(set(options) - _OPTION_KEYS)
+        if unknown:
+            raise ValueError(f"reward.options.{unknown[0]}: unknown option of the hierarchical reward")
+        if not options.get("judge", True):
+            return None
+        url = str(options.get("judge_url") or "")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("reward.options.judge_url: the hierarchical reward needs an OpenAI-compatible "
+                             "endpoint (http(s)://host/v1), or judge: false")
+        key_env = str(options.get("judge_api_key_env") or "")
+        if key_env and not os.environ.get(key_env):
+            raise ValueError(f"reward.options.judge_api_key_env: environment variable {key_env} is not set")
+        try:
+            return cls(url=url.rstrip("/"), model=str(options.get("judge_model") or ""), api_key_env=key_env,
+                       timeout_s=float(options.get("judge_timeout_s", 30.0)),
+                       retries=int(options.get("judge_retries", 2)),
+                       backoff_s=float(options.get("judge_backoff_s", 0.5)),
+                       max_tokens=int(options.get("judge_max_tokens", 64)),
+                       images=bool(options.get("judge_images", False)), cache=str(options.get("judge_cache", "")))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"reward.options: bad judge option ({e})") from None
+
+
+@dataclass
+class Judgment:
+    """One judge call: the verdict (None: unparseable or failed), the raw reply, where it came from."""
+
+    verdict: bool | None
+    reply: str = ""
+    cached: bool = False
+    error: str = ""
+
+
+class LLMJudge:
+    """Asks an OpenAI-compatible chat endpoint; retries and timeouts through `envs.http.Backend`."""
+
+    def __init__(self, cfg: JudgeConfig) -> None:
+        from envs.http import Backend
+
+        self.cfg = cfg
+        self.http = Backend("judge", BackendConfig(timeout_s=cfg.timeout_s, retries=cfg.retries,
+                                                   backoff_s=cfg.backoff_s, breaker_failures=1 << 30))
+        self.cache = None
+        if cfg.cache != "off":
+            from envs.tool_cache import ToolCache, default_path
+
+            self.cache = ToolCache(cfg.cache or os.path.join(os.path.dirname(default_path()), "judge.sqlite"))
+
+    def messages(self, question: str, golds: list[str], prediction: str, images: list[bytes]) -> list[dict]:
+        see = self.cfg.images and bool(images)
+        text = JUDGE_PROMPT.format(about_image=" about the image" if see else "", question=question,
+                                   golds="; ".join(golds), prediction=prediction)
+        if not see:
+            return [{"role": "user", "content": text}]
+        parts: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(img)}} for img in images]
+        return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+
+    async def judge(self, question: str, golds: list[str], prediction: str, images: list[bytes]) -> Judgment:
+        from envs.http import BackendError
+        from envs.tool import Observation
+        from envs.tool_cache import cache_key
+
+        messages = self.messages(question, golds, prediction, images)
+        key = cache_key("llm_judge", f"{self.cfg.url}|{self.cfg.model}",
+                        {"prompt": JUDGE_PROMPT, "question": question, "golds": golds, "prediction": prediction,
+                         "images": self.cfg.images}, images if self.cfg.images else [])
+        if self.cache is not None:
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return Judgment(parse_verdict(hit.text), hit.text, cached=True)
+        headers = {}
+        if self.cfg.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ.get(self.cfg.api_key_env, '')}"
+        try:
+            data = await self.http.request("POST", f"{self.cfg.url}/chat/completions", headers=headers, json={
+                "model": self.cfg.model, "messages": messages, "temperature": 0.0,
+                "max_tokens": self.cfg.max_tokens})
+            reply = str(data["choices"][0]["message"]["content"] or "")
+        except BackendError as e:
+            return Judgment(None, error=str(e))
+        except (KeyError, IndexError, TypeError) as e:
+            return Judgment(None, error=f"judge: unexpected response shape ({type(e).__name__})")
+        if self.cache is not None:
+            await self.cache.put(key, "llm_judge", Observation(reply))
+        return Judgment(parse_verdict(reply), reply)
+
+
+def _data_url(image: bytes) -> str:
+    mime = "image/png" if image[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(image).decode()}"
+
+
+_JUDGES: dict[JudgeConfig, LLMJudge] = {}
+
+
+def get_judge(cfg: JudgeConfig) -> LLMJudge:
+    """One judge (HTTP session, cache handle) per configuration per process."""
+    if cfg not in _JUDGES:
+        _JUDGES[cfg] = LLMJudge(cfg)
+    return _JUDGES[cfg]
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    JudgeConfig.from_options(options)
+
+
+@register_reward("hierarchical")
+async def hierarchical_reward(inp: RewardInput, options: dict[str, Any]) -> RewardResult:
+    """Static verifier, then the LLM judge where it gives 0; the search penalty and format of the presets."""
+    cfg = JudgeConfig.from_options(options)
+    if options.get("format", "general") == "mmsearch_r1":
+        fmt, searches = mmsearch_r1_format(inp.turns) if inp.turns else (0.0, 0)
+    else:
+        fmt, searches = general_format(inp.turns, options) if inp.turns else (0.0, 0)
+    golds = ([inp.ground_truth] if isinstance(inp.ground_truth, str) else list(inp.ground_truth))
+    golds += list(inp.candidate_answers)
+    answer = last_answer(inp.turns[-1]) if inp.turns else inp.answer
+    extra = {"verified": 0.0, "judged": 0.0, "judge_unparsed": 0.0, "judge_error": 0.0}
+    acc = 0.0
+    if static_verify(answer, golds):
+        acc, extra["verified"] = 1.0, 1.0
+    elif answer is not None and answer.strip() and cfg is not None:
+        j = await get_judge(cfg).judge(inp.question, golds, answer, list(inp.images))
+        extra["judged"] = 1.0
+        extra["judge_error"] = float(bool(j.error))
+        extra["judge_unparsed"] = float(not j.error and j.verdict is None)
+        acc = 1.0 if j.verdict else 0.0
+    result = combine(acc, fmt, searches, options)
+    result.components.update(extra)
+    return result
+
+
+hierarchical_reward.check_options = _check_options  # type: ignore[attr-defined]

