@@ -29,6 +29,7 @@ import ray
 from agentrl.config import Config, to_yaml
 from agentrl.datasets import DataError
 from agentrl.metrics import MetricsWriter, percentile, redact
+from agentrl.profile import step_profile
 from agentrl.records import TrainBatch
 
 
@@ -78,6 +79,8 @@ class Orchestrator:
         self.summary = RunSummary(self.run_dir, 0)
         self._live = 0  # started, not yet trained, dropped or failed
         self._capacity_changed = asyncio.Event()
+        # per step, wall-clock (time.time()) marks: batch requested, training started, sync started, sync ended
+        self.step_marks: list[tuple[float, float, float, float]] = []
 
     # ---- actors -------------------------------------------------------------------------------
     def _track(self, handle: Any, name: str) -> Any:
@@ -216,6 +219,7 @@ class Orchestrator:
             last = time.perf_counter()
             last_tokens = sum(s["tokens_generated"] for s in await self.generators.stats())
             for _ in range(t.total_steps):
+                t_ask = time.time()
                 batch_task = asyncio.ensure_future(self._guard(
                     self.queue.get_batch.remote(t.batch_groups, self.policy_version)))
                 await asyncio.wait([batch_task, feeder, collector], return_when=asyncio.FIRST_COMPLETED)
@@ -224,10 +228,13 @@ class Orchestrator:
                         bg.result()  # re-raises the crash
                 batch: TrainBatch = batch_task.result()
                 train_version = self.policy_version
+                t_train = time.time()
                 stats = await self._guard(self.learner.train_step.remote(batch))
                 t_sync = time.perf_counter()
+                t_sync_wall = time.time()
                 await self._guard(self.generators.update_weights(self.learner.get_weights.remote()))
                 sync_s = time.perf_counter() - t_sync
+                self.step_marks.append((t_ask, t_train, t_sync_wall, time.time()))
                 self.policy_version = stats.policy_version
                 self.summary.trained += len(batch.groups)
                 self._live -= len(batch.groups)
@@ -272,6 +279,7 @@ class Orchestrator:
         calls = [c for tr in trajs for c in tr.tool_calls]
         lat = [c.latency_s for c in calls]
         rewards = [tr.reward.total if tr.reward else 0.0 for tr in trajs]
+        _, t_train, t_sync, _ = self.step_marks[-1]
         return {
             "step": stats.step, "policy_version": stats.policy_version,
             "reward_mean": sum(rewards) / max(len(rewards), 1), "samples": stats.samples,
@@ -288,6 +296,8 @@ class Orchestrator:
             "tool_cache_misses": sum(not c.cached for c in calls),
             "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
             **{f"loss/{k}": v for k, v in stats.extra.items()},
+            # where this step's time went; `learner` is the train_step call as the driver saw it
+            **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
         }
 
     async def shutdown(self) -> None:

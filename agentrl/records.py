@@ -91,6 +91,9 @@ class Trajectory:
     ground_truth: Any = None
     invalid_actions: int = 0
     observation_images: list[bytes] = field(default_factory=list)  # images tools returned, in order
+    # where its time went (agentrl/profile.py): seconds per kind, and (kind, start, end) wall-clock spans
+    timings: dict[str, float] = field(default_factory=dict)
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
 
     def append(self, ids: list[int], *, trainable: bool, logprobs: list[float] | None = None,
                versions: list[int] | None = None) -> None:

@@ -98,6 +98,7 @@ def tool(name: str) -> Callable[[Callable[..., Awaitable[Observation]]], type[To
 def load_tool(spec: str, cfg: Any = None) -> Tool:
     """Instantiate a tool by registered name or by `package.module:attr` import path."""
     import envs.image_search  # noqa: F401  (registers the built-in tools)
+    import envs.latency_tool  # noqa: F401
     import envs.lookup_tool  # noqa: F401
     import envs.text_search  # noqa: F401
 
