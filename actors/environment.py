@@ -7,6 +7,7 @@ each as it finishes in the reward pool, and puts the whole group into the replay
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,20 +67,25 @@ class EnvironmentActor:
         self.in_flight = 0
 
     async def _run_one(self, row: DataRow, traj: Trajectory, ctx: Any) -> Trajectory:
+        from agentrl.profile import REWARD, TrajectoryTimer, add_span
         from envs.agent_loop import run_trajectory
 
+        timer = TrajectoryTimer(traj, lambda req: self.generators.generate(traj.traj_id, req))
         async with self._slots:
             self.in_flight += 1
             try:
-                await run_trajectory(traj, row, ctx, lambda req: self.generators.generate(traj.traj_id, req))
+                await run_trajectory(traj, row, ctx, timer.generate)
             finally:
+                timer.finish()
                 self.in_flight -= 1
                 self.generators.release(traj.traj_id)
+        t_reward = time.time()
         traj.reward = await self.rewards.score(RewardInput(
             question=row.question, turns=traj.turn_texts, answer=traj.answer,
             ground_truth=row.ground_truth, candidate_answers=row.candidate_answers,
             tool_calls=[c.tool for c in traj.tool_calls], finish_reason=traj.finish_reason,
             images=list(row.images)))
+        add_span(traj, REWARD, t_reward, time.time())
         return traj
 
     async def _run_samples(self, row: DataRow, group_id: str, n: int,
