@@ -1,17 +1,281 @@
-"""Placeholder: the `agentrl bench` command is being written (see the open issues)."""
+"""`agentrl bench async [--quick] [--sweep]`: asynchronous against synchronous training under
+heavy-tailed tool latency, on the same workload and resources, one mode after the other.
+
+Phases of one invocation (docs/benchmarks.md explains the workload and how to read the numbers):
+1. `sync` then `async` (and `async` with `rollout.on_weight_update=continue`): each a real run of
+   configs/bench_async.yaml (vLLM engine, DeepSpeed learner, environment and reward actors), K learner
+   steps; the first step is warm-up (pipeline fill) and the rest is the measured window.
+2. The learner alone: a fresh learner trains on batches the async run generated; its samples/s is the
+   limit async can reach.
+3. Environment-actor overhead (env_overhead.py): one environment actor with a scripted generator.
+Results: bench/async.json, a PNG timeline, and with --sweep a markdown table of the sweep.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import json
+import os
 import sys
+import time
+from typing import Any
+
+QUICK_STEPS, FULL_STEPS, SWEEP_STEPS = 5, 10, 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare this command's arguments."""
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("what", choices=["async"], help="the benchmark to run")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per mode (about 6 minutes)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also sweep tool latency, max staleness and trajectories per env actor")
+    parser.add_argument("--config", default="configs/bench_async.yaml", help="the workload")
+    parser.add_argument("--steps", type=int, default=0, help=f"learner steps per mode (default {FULL_STEPS})")
+    parser.add_argument("--latency-median", type=float, default=1.0, help="tool latency median, seconds")
+    parser.add_argument("--latency-p99", type=float, default=10.0, help="tool latency 99th percentile, seconds")
+    parser.add_argument("--failure-rate", type=float, default=0.02, help="share of tool calls that fail")
+    parser.add_argument("--max-staleness", type=int, default=2, help="trainer.max_staleness of the async run")
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: continue,learner_alone,env")
+    parser.add_argument("--out", default="bench/async.json")
+    parser.add_argument("--timeline", default="docs/bench_async_timeline.png")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.batch_groups=8")
+
+
+def _latency_overrides(median: float, p99: float, failure_rate: float) -> list[str]:
+    return [f"tools.options.latency.median_s={median}", f"tools.options.latency.p99_s={p99}",
+            f"tools.options.latency.failure_rate={failure_rate}"]
+
+
+def _make_orchestrator(cfg: Any, keep_batches: int) -> Any:
+    from agentrl.orchestrator import Orchestrator
+
+    class BenchOrchestrator(Orchestrator):
+        """The training orchestrator, unchanged, that also keeps each step's trajectory spans, a few
+        batches (for the learner-alone phase) and samples of the engines' busy time."""
+
+        def __init__(self) -> None:
+            super().__init__(cfg)
+            self.rows: list[dict[str, Any]] = []
+            self.spans: list[tuple[str, float, float]] = []
+            self.batches: list[Any] = []
+            self.gen_busy: list[tuple[float, float]] = []
+
+        def _row(self, stats: Any, batch: Any, *rest: Any) -> dict[str, Any]:
+            row = super()._row(stats, batch, *rest)
+            self.rows.append(row)
+            self.spans.extend(s for g in batch.groups for t in g.trajectories for s in t.spans)
+            if len(self.batches) < keep_batches:
+                self.batches.append(batch)
+            return row
+
+        async def _sample_engines(self) -> None:
+            while True:
+                if hasattr(self, "generators"):
+                    try:
+                        stats = await self.generators.stats()
+                        self.gen_busy.append((time.time(), sum(s["busy_s"] for s in stats)))
+                    except Exception:  # the run reports actor failures itself
+                        pass
+                await asyncio.sleep(0.25)
+
+        async def run(self) -> Any:
+            sampler = asyncio.ensure_future(self._sample_engines())
+            try:
+                return await super().run()
+            finally:
+                sampler.cancel()
+
+    return BenchOrchestrator()
+
+
+def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> tuple[Any, list[Any]]:
+    """One real training run of the workload; returns its RunTrace and the batches it kept."""
+    from agentrl.bench_report import RunTrace
+
+    orch = _make_orchestrator(cfg, keep_batches)
+
+    async def main() -> Any:
+        try:
+            return await orch.run()
+        finally:
+            await orch.shutdown()
+
+    t0 = time.perf_counter()
+    asyncio.run(main())
+    trace = RunTrace(label, orch.rows, orch.step_marks, orch.spans, orch.gen_busy)
+    print(f"[bench] {label}: {len(orch.rows)} steps, run {time.perf_counter() - t0:.0f}s (start-up included)",
+          flush=True)
+    return trace, orch.batches
+
+
+def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
+    """A fresh learner trains on pre-generated batches with nothing else running."""
+    import ray
+
+    from actors.learner import LearnerActor
+    from agentrl.orchestrator import _actor_env
+    from agentrl.tiny_models import ensure_model
+
+    path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
+    learner = ray.remote(LearnerActor).options(num_cpus=0, runtime_env={"env_vars": _actor_env()}).remote(
+        path, cfg.learner, steps + 1, cfg.rollout.temperature, cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n)
+    try:
+        ray.get(learner.train_step.remote(batches[0]))  # warm-up, as the runs' first step
+        samples, t0 = 0, time.perf_counter()
+        for i in range(steps):
+            samples += ray.get(learner.train_step.remote(batches[(i + 1) % len(batches)])).samples
+        wall = time.perf_counter() - t0
+    finally:
+        ray.kill(learner)
+    return {"steps": steps, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
+            "step_s_mean": wall / steps}
+
+
+def _config(args: argparse.Namespace, extra: list[str]) -> Any:
+    from agentrl.config import load_config
+
+    return load_config(args.config, [*_latency_overrides(args.latency_median, args.latency_p99, args.failure_rate),
+                                      f"trainer.max_staleness={args.max_staleness}", "trainer.progress=false",
+                                      *args.overrides, *extra])
+
+
+def compare(args: argparse.Namespace, steps: int, extra: list[str], label: str = "",
+            modes: tuple[str, ...] = ("sync", "async"), keep_batches: int = 0) -> tuple[dict, list, list]:
+    """Run the workload in each mode, one after the other; returns summaries, traces and kept batches."""
+    from agentrl.bench_report import summarize
+
+    out: dict[str, Any] = {}
+    traces, batches = [], []
+    for mode in modes:
+        name = mode if mode != "continue" else "async_continue"
+        cfg = _config(args, [*extra, f"trainer.total_steps={steps}", f"trainer.run_name=bench-{label}{name}",
+                             f"trainer.mode={'sync' if mode == 'sync' else 'async'}",
+                             *(["rollout.on_weight_update=continue"] if mode == "continue" else [])])
+        trace, kept = run_mode(cfg, name, keep_batches if mode == "async" else 0)
+        out[name] = summarize(trace)
+        traces.append(trace)
+        batches.extend(kept)
+    if "sync" in out and "async" in out:
+        out["speedup"] = out["async"]["samples_per_s"] / out["sync"]["samples_per_s"]
+    return out, traces, batches
+
+
+SWEEP = [  # (setting, overrides, modes); the default point (1 s, s=2, unbounded slots) is the main run
+    ("tool median 0 s", ["tools.options.latency.median_s=0", "tools.options.latency.p99_s=0"], ("sync", "async")),
+    ("tool median 0.25 s", ["tools.options.latency.median_s=0.25", "tools.options.latency.p99_s=2.5"],
+     ("sync", "async")),
+    ("tool median 4 s", ["tools.options.latency.median_s=4", "tools.options.latency.p99_s=40",
+                         "env.tool_timeout_s=120"], ("sync", "async")),
+    ("max staleness 0", ["trainer.max_staleness=0"], ("async",)),
+    ("max staleness 1", ["trainer.max_staleness=1"], ("async",)),
+    ("max staleness 4", ["trainer.max_staleness=4", "trainer.queue_capacity=128"], ("async",)),
+    ("16 trajectories per env actor", ["env.max_concurrent_trajectories=16"], ("async",)),
+    ("64 trajectories per env actor", ["env.max_concurrent_trajectories=64"], ("async",)),
+]
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, no GPU"
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command; returns the exit code."""
-    print("agentrl: not implemented yet", file=sys.stderr)
-    return 2
+    """Run the benchmark; returns the exit code."""
+    from agentrl.config import ConfigError
+
+    steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
+    skip = {s for s in args.skip.split(",") if s}
+    try:
+        base = _config(args, [])
+        from envs.latency_tool import lognormal_params
+
+        lognormal_params(args.latency_median, args.latency_p99)
+    except (ConfigError, ValueError) as e:
+        print(f"agentrl: {e}", file=sys.stderr)
+        return 2
+    if steps < 2:
+        print("agentrl: --steps must be >= 2 (the first step is warm-up)", file=sys.stderr)
+        return 2
+    # torch before Ray, as `agentrl train` does
+    import agentrl.orchestrator  # noqa: F401  isort: skip
+    import ray
+
+    t_start = time.perf_counter()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    try:
+        modes = ("sync", "async") + (() if "continue" in skip else ("continue",))
+        result, traces, batches = compare(args, steps, [], modes=modes, keep_batches=4)
+        if "learner_alone" not in skip:
+            result["learner_alone"] = learner_alone(base, batches, max(steps - 1, 2))
+            result["async"]["learner_alone_frac"] = (result["async"]["samples_per_s"]
+                                                     / result["learner_alone"]["samples_per_s"])
+        if "env" not in skip:
+            from agentrl.env_overhead import measure
+
+            result["env_actor"] = measure(base, quick=args.quick)
+        result["staleness_by_on_weight_update"] = {
+            "pause_resume": {k: result["async"][k] for k in ("staleness_mean", "staleness_max", "token_staleness_max")},
+            **({"continue": {k: result["async_continue"][k] for k in ("staleness_mean", "staleness_max",
+                                                                      "token_staleness_max")}}
+               if "async_continue" in result else {})}
+        if args.sweep:
+            result["sweep"] = _sweep(args)
+    finally:
+        if started_here:
+            ray.shutdown()
+    result["setup"] = {"command": "agentrl bench async " + " ".join(sys.argv[3:]).strip(), "steps": steps,
+                       "machine": _machine(), "latency_median_s": args.latency_median,
+                       "latency_p99_s": args.latency_p99, "failure_rate": args.failure_rate,
+                       "max_staleness": args.max_staleness, "batch_groups": base.trainer.batch_groups,
+                       "n": base.rollout.n, "max_turns": base.env.max_turns,
+                       "bench_wall_s": time.perf_counter() - t_start, "config": dataclasses.asdict(base)}
+    _write(args, result, traces)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    points = []
+    for setting, extra, modes in SWEEP:
+        out, _, _ = compare(args, SWEEP_STEPS, extra, label=f"sweep{len(points)}-", modes=modes)
+        points.append({"setting": setting, "overrides": extra, **out})
+    return points
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any], traces: list[Any]) -> None:
+    from agentrl.bench_report import plot_timeline, save_traces, sweep_table
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    save_traces(traces, os.path.splitext(args.out)[0] + "_traces.json")
+    if args.timeline:
+        os.makedirs(os.path.dirname(os.path.abspath(args.timeline)), exist_ok=True)
+        plot_timeline([t for t in traces if t.mode in ("sync", "async")], args.timeline)
+    s, a = result["sync"], result["async"]
+    print(f"[bench] {'':22s} {'sync':>10s} {'async':>10s}")
+    for key in ("samples_per_s", "wall_s_all_steps", "learner_busy_frac", "generator_busy_frac",
+                "staleness_mean", "staleness_max", "tool_concurrency_mean", "weight_sync_s_mean"):
+        print(f"[bench] {key:22s} {s[key]:10.3f} {a[key]:10.3f}")
+    print(f"[bench] speedup (async/sync samples/s): {result['speedup']:.2f}x")
+    if "learner_alone" in result:
+        print(f"[bench] learner alone: {result['learner_alone']['samples_per_s']:.2f} samples/s; "
+              f"async reaches {a['learner_alone_frac']:.0%} of it")
+    if "env_actor" in result:
+        e = result["env_actor"]
+        print(f"[bench] env actor: {e['zero_latency']['tool_calls_per_s']:.0f} tool calls/s with a zero-latency "
+              f"tool; {e['max_in_flight_ok']} trajectories in flight with a 1 s tool before its loop is the bottleneck")
+    if "sweep" in result:
+        print(sweep_table(result["sweep"]))
+    print(f"[bench] wrote {args.out}" + (f" and {args.timeline}" if args.timeline else ""))

@@ -27,7 +27,10 @@ def metrics(run_dir: Path) -> list[dict]:
 
 REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean", "staleness_max",
             "learner_idle_frac", "gen_tokens_per_s", "tool_latency_p50", "tool_latency_p99",
-            "weight_sync_s", "queue_depth", "groups_dropped_stale"]
+            "weight_sync_s", "queue_depth", "groups_dropped_stale",
+            # the time profile of every step (agentrl/profile.py)
+            "time/generation_s", "time/tools_s", "time/reward_s", "time/queue_wait_s", "time/learner_s",
+            "time/weight_sync_s"]
 
 
 SECRET = "sk-run-SECRET-c0ffee"
@@ -44,6 +47,7 @@ def test_the_demo_config_trains_a_few_steps_end_to_end(tmp_path):
     for row in rows:
         assert set(REQUIRED) <= set(row)
         assert row["samples"] == 4 * 4  # batch_groups * n: whole groups only
+        assert row["time/generation_s"] > 0 and row["time/learner_s"] > 0 and row["time/reward_s"] > 0
     assert (run_dir / "config.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["admitted"] == summary["trained"] + summary["dropped_stale"] + sum(summary["failed"].values())

@@ -1,0 +1,150 @@
+"""`agentrl bench async`: the latency model, the interval arithmetic behind busy fractions, the
+per-step time profile, and one short real run of the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+
+import pytest
+
+from agentrl.bench_report import RunTrace, busy_fraction, max_concurrency, mean_concurrency, summarize, union_length
+from agentrl.profile import TrajectoryTimer, step_profile
+from agentrl.records import GenerationResult, ToolCall, Trajectory
+from envs.latency_tool import LatencyModel, LatencyTool, lognormal_params
+from tests.conftest import ROOT, agentrl_cmd
+
+
+def test_tool_latency_is_log_normal_with_the_given_median_and_p99():
+    model = LatencyModel(median_s=1.0, p99_s=10.0, seed=3)
+    draws = sorted(model.draw()[0] for _ in range(40_000))
+    assert statistics.median(draws) == pytest.approx(1.0, rel=0.05)
+    assert draws[int(0.99 * len(draws))] == pytest.approx(10.0, rel=0.12)
+
+
+def test_lognormal_parameters_and_their_errors():
+    mu, sigma = lognormal_params(2.0, 2.0)
+    assert mu == pytest.approx(math.log(2.0)) and sigma == 0.0  # a fixed latency
+    assert lognormal_params(0.0, 0.0)[0] == -math.inf
+    with pytest.raises(ValueError, match="below its median"):
+        lognormal_params(2.0, 1.0)
+    with pytest.raises(ValueError, match="failure_rate"):
+        LatencyModel(failure_rate=1.5)
+
+
+def test_a_zero_median_tool_answers_at_once_and_the_failure_rate_is_honoured():
+    assert all(LatencyModel(0.0, 0.0, seed=1).draw()[0] == 0.0 for _ in range(100))
+    model = LatencyModel(0.0, 0.0, failure_rate=0.3, seed=2)
+    fails = sum(model.draw()[1] for _ in range(10_000))
+    assert fails / 10_000 == pytest.approx(0.3, abs=0.02)
+
+
+def test_the_latency_tool_answers_from_the_fact_table_with_a_page_of_filler():
+    from agentrl.data import lookup_table
+    from envs.tool import TrajectoryState
+
+    name, colour = next(iter(lookup_table(0).items()))
+    tool = LatencyTool(median_s=0.0, p99_s=0.0, filler_words=5)
+    obs = asyncio.run(tool.run({"query": name}, TrajectoryState(question="")))
+    assert obs.ok and obs.text.startswith(f"{name}: {colour} ") and len(obs.text.split()) == 2 + 5
+    failing = LatencyTool(median_s=0.0, p99_s=0.0, failure_rate=1.0)
+    with pytest.raises(RuntimeError, match="injected"):
+        asyncio.run(failing.run({"query": name}, TrajectoryState(question="")))
+
+
+def test_busy_fraction_counts_overlapping_intervals_once_and_clips_to_the_window():
+    intervals = [(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (9.0, 12.0)]
+    assert union_length(intervals, 0.0, 10.0) == pytest.approx(3.0 + 1.0 + 1.0)
+    assert busy_fraction(intervals, 0.0, 10.0) == pytest.approx(0.5)
+    assert busy_fraction([], 0.0, 10.0) == 0.0
+    assert busy_fraction([(0.0, 10.0)], 2.0, 4.0) == 1.0
+
+
+def test_concurrency_is_the_overlap_count_and_its_time_average():
+    intervals = [(0.0, 4.0), (1.0, 3.0), (2.0, 5.0), (5.0, 6.0)]
+    assert max_concurrency(intervals) == 3
+    assert max_concurrency([(0.0, 1.0), (1.0, 2.0)]) == 1  # back to back is not overlap
+    assert mean_concurrency(intervals, 0.0, 6.0) == pytest.approx((4 + 2 + 3 + 1) / 6)
+
+
+def test_summary_measures_the_steady_state_window_after_the_warm_up_step():
+    # three steps of 10 s each: 2 s waiting for data, 7 s training, 1 s weight sync; 8 samples each
+    marks = [(10.0 * k, 10.0 * k + 2, 10.0 * k + 9, 10.0 * (k + 1)) for k in range(3)]
+    rows = [{"samples": 8, "staleness_mean": 0.5, "staleness_max": k, "groups_dropped_stale": 0,
+             "tool_calls": 4, "tool_errors": 1, "tool_latency_p50": 1.0, "weight_sync_s": 1.0,
+             "time/learner_s": 7.0} for k in range(3)]
+    trace = RunTrace("async", rows, marks, spans=[("tool", 12.0, 22.0), ("tool", 12.0, 14.0)],
+                     gen_busy=[(0.0, 0.0), (30.0, 15.0)])
+    s = summarize(trace)
+    assert (s["window_s"], s["samples"]) == (20.0, 16)  # steps 2 and 3
+    assert s["samples_per_s"] == pytest.approx(s["samples"] / s["window_s"])
+    assert s["learner_busy_frac"] == pytest.approx(0.7)
+    assert s["learner_wait_frac"] == pytest.approx(0.2)
+    assert s["generator_busy_frac"] == pytest.approx(0.5)
+    assert s["staleness_max"] == 2 and s["tool_concurrency_max"] == 2
+    assert s["tool_concurrency_mean"] == pytest.approx(12.0 / 20.0)
+
+
+def test_a_trajectory_timer_records_turns_and_places_tool_calls_between_them():
+    traj = Trajectory("t", "g", 0, [1, 2])
+
+    async def generate(request):
+        await asyncio.sleep(0.01)
+        return GenerationResult([3], [0.0], [0], "stop", 0)
+
+    timer = TrajectoryTimer(traj, generate)
+
+    async def loop():
+        await timer.generate(None)
+        traj.tool_calls.append(ToolCall("latency", {}, 0.5, True))
+        await timer.generate(None)
+        timer.finish()
+
+    asyncio.run(loop())
+    kinds = [k for k, _, _ in traj.spans]
+    assert kinds == ["generation", "tool", "generation"]
+    (_, g1s, g1e), (_, ts, te), (_, g2s, _) = traj.spans
+    assert te == g2s and te - ts == pytest.approx(0.5)
+    assert traj.timings["generation_s"] == pytest.approx((g1e - g1s) + (traj.spans[2][2] - g2s))
+    assert traj.timings["tool_s"] == pytest.approx(0.5)
+
+
+def test_the_step_profile_splits_a_step_into_its_parts():
+    a, b = Trajectory("a", "g", 0, [1]), Trajectory("b", "g", 0, [1])
+    a.timings, b.timings = {"generation_s": 2.0, "reward_s": 0.1}, {"generation_s": 4.0, "reward_s": 0.3}
+    a.tool_calls = [ToolCall("latency", {}, 1.0, True), ToolCall("latency", {}, 3.0, False)]
+    p = step_profile([a, b], queue_wait_s=0.5, learner_s=3.0, weight_sync_s=0.2, step_s=4.0)
+    assert p == pytest.approx({"time/generation_s": 3.0, "time/tools_s": 2.0, "time/reward_s": 0.2,
+                               "time/queue_wait_s": 0.5, "time/learner_s": 3.0, "time/weight_sync_s": 0.2,
+                               "time/other_s": 0.3})
+
+
+@pytest.mark.slow
+def test_a_short_bench_run_writes_consistent_results(tmp_path):
+    out, png = tmp_path / "async.json", tmp_path / "timeline.png"
+    r = subprocess.run([*agentrl_cmd(), "bench", "async", "--steps", "3", "--quick", "--latency-median", "0.3",
+                        "--latency-p99", "1", "--out", str(out), "--timeline", str(png),
+                        "trainer.batch_groups=2", "rollout.n=2", f"trainer.output_dir={tmp_path}/runs",
+                        "tools.options.latency.filler_words=20"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "RAY_ADDRESS": ""})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    res = json.loads(out.read_text())
+    for mode in ("sync", "async", "async_continue"):
+        m = res[mode]
+        assert m["samples_per_s"] == pytest.approx(m["samples"] / m["window_s"])
+        assert m["samples"] == (m["steps"] - 1) * 2 * 2  # whole groups, warm-up step excluded
+        assert 0.0 < m["learner_busy_frac"] <= 1.0 and 0.0 <= m["generator_busy_frac"] <= 1.0
+    assert res["sync"]["staleness_max"] == 0
+    assert res["async"]["staleness_max"] <= 2  # the default bound of the async run
+    assert res["speedup"] == pytest.approx(res["async"]["samples_per_s"] / res["sync"]["samples_per_s"])
+    assert res["learner_alone"]["samples_per_s"] > 0
+    assert res["async"]["learner_alone_frac"] == pytest.approx(
+        res["async"]["samples_per_s"] / res["learner_alone"]["samples_per_s"])
+    assert set(res["staleness_by_on_weight_update"]) == {"pause_resume", "continue"}
+    assert res["env_actor"]["zero_latency"]["tool_calls_per_s"] > 0
+    assert png.stat().st_size > 10_000
+    assert "speedup" in r.stdout
