@@ -185,6 +185,13 @@ class TrainerConfig:
     save_final: bool = True
     progress: bool = True
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # every eval_every learner steps (0: never), `agentrl eval` of eval_data on the current policy, logged as
+    # eval/* in metrics.jsonl and wandb, with its results in RUN/eval/step_N/
+    eval_every: int = 0
+    eval_data: str = ""
+    eval_workflow: str = "on_demand"  # direct, rag or on_demand
+    eval_samples: int = 1  # 1: greedy; more: sampled at rollout.temperature
+    eval_limit: int = 0  # only the first N rows (0: all)
 
 
 @dataclass
@@ -282,6 +289,12 @@ def validate(cfg: Config) -> None:
     _require(t.max_staleness >= 0, "trainer.max_staleness", "must be >= 0")
     _require(t.queue_capacity >= t.batch_groups, "trainer.queue_capacity",
              "must hold at least one batch (>= trainer.batch_groups)")
+    _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")
+    if t.eval_every:
+        _require(os.path.isfile(t.eval_data), "trainer.eval_data", f"'{t.eval_data}' is not a file")
+        _require(t.eval_workflow in ("direct", "rag", "on_demand"), "trainer.eval_workflow",
+                 f"'{t.eval_workflow}' is not direct, rag or on_demand")
+        _require(t.eval_samples > 0, "trainer.eval_samples", "must be > 0")
     _require(r.n > 0, "rollout.n", "must be > 0")
     _require(r.num_engines > 0, "rollout.num_engines", "must be > 0")
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")

@@ -53,6 +53,20 @@ async def evaluate_rows(envs: list[Any], rows: list[DataRow], workflow: str, n: 
     return [it for items in per_row for it in items]
 
 
+async def periodic_eval(envs: list[Any], cfg: Config, out_dir: str) -> dict[str, float]:
+    """The eval during training (`trainer.eval_every`): `trainer.eval_data` in `trainer.eval_workflow` on the
+    training run's own environment actors; writes results to out_dir and returns the eval/* metrics."""
+    t = cfg.trainer
+    rows = load_rows(t.eval_data, t.eval_limit, cfg.data.on_bad_row)
+    temp = 0.0 if t.eval_samples == 1 else cfg.rollout.temperature
+    items = await evaluate_rows(envs, rows, t.eval_workflow, t.eval_samples, temp, tag=os.path.basename(out_dir))
+    summary = EvalSummary.of(items, label=_label(cfg, t.eval_workflow, ""), workflow=t.eval_workflow,
+                             model=cfg.model.path, data=os.path.abspath(t.eval_data), samples=t.eval_samples,
+                             temperature=temp)
+    write_results(out_dir, items, summary)
+    return summary.flat()
+
+
 class EvalRunner:
     """The rollout side of the system (engines, reward actors, environment actors), without a learner."""
 

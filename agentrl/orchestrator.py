@@ -242,8 +242,8 @@ class Orchestrator:
                 self._capacity_changed.set()
                 now = time.perf_counter()
                 tokens = sum(s["tokens_generated"] for s in await self.generators.stats())
-                writer.log(self._row(stats, batch, train_version, now - last, sync_s, tokens - last_tokens,
-                                     outcomes))
+                writer.log({**self._row(stats, batch, train_version, now - last, sync_s, tokens - last_tokens,
+                                     outcomes), **await self._eval_metrics(stats.step)})
                 last, last_tokens = now, tokens
             self.summary.steps = t.total_steps
             if t.save_final:
@@ -263,6 +263,16 @@ class Orchestrator:
         with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
             json.dump(dataclasses.asdict(self.summary), f, indent=1)
         return self.summary
+
+    async def _eval_metrics(self, step: int) -> dict[str, float]:
+        """Every trainer.eval_every steps, the eval of trainer.eval_data on the current policy (eval/*)."""
+        t = self.cfg.trainer
+        if not t.eval_every or step % t.eval_every:
+            return {}
+        from agentrl.evaluation import periodic_eval
+
+        out = os.path.join(self.run_dir, "eval", f"step_{step}")
+        return await self._guard(periodic_eval(self.envs, self.cfg, out))
 
     def _save_trainer_state(self, path: str) -> None:
         """What resuming needs besides the weights: step, version, and the data cursor."""

@@ -152,3 +152,13 @@ def test_compare_reads_the_written_summaries(three_workflows):
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ")][1:]
     assert [row.split("|")[1].strip() for row in rows] == [f"{MODEL} direct", f"{MODEL} rag", f"{MODEL} on_demand"]
     assert rows[1].split("|")[-2].strip() == "100.0"  # rag searches every item
+
+
+def test_eval_during_training_needs_a_validation_file():
+    from agentrl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="bad value for 'trainer.eval_data': '' is not a file"):
+        load_config("configs/demo.yaml", ["trainer.eval_every=5"])
+    cfg = load_config("configs/demo.yaml", ["trainer.eval_every=5", f"trainer.eval_data={MINI}",
+                                            "trainer.eval_workflow=direct"])
+    assert cfg.trainer.eval_every == 5 and cfg.trainer.eval_workflow == "direct"

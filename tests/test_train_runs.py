@@ -153,9 +153,14 @@ MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
 def test_training_on_the_release_parquet_with_the_search_tools_and_reward(tmp_path):
     r = train(tmp_path, "trainer.total_steps=2", "trainer.run_name=mini", f"data.source={MINI}",
               "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "reward.name=mmsearch_r1",
-              "trainer.batch_groups=2", "rollout.n=2", "env.max_total_tokens=400", "trainer.progress=false")
+              "trainer.batch_groups=2", "rollout.n=2", "env.max_total_tokens=400", "trainer.progress=false",
+              "trainer.eval_every=2", f"trainer.eval_data={MINI}", "trainer.eval_limit=3")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = metrics(tmp_path / "mini")
     assert [row["step"] for row in rows] == [1, 2] and all(row["samples"] == 4 for row in rows)
+    # trainer.eval_every=2: the eval of the validation file ran at step 2 only, logged as eval/*
+    assert "eval/accuracy" not in rows[0] and rows[1]["eval/items"] == 3
+    summary = json.loads((tmp_path / "mini" / "eval" / "step_2" / "summary.json").read_text())
+    assert summary["workflow"] == "on_demand" and rows[1]["eval/search_ratio"] == summary["overall"]["search_ratio"]
     state = json.loads((tmp_path / "mini" / "checkpoints" / "final" / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["policy_version"] == 2 and state["data_cursor"]["index"] >= 4
