@@ -36,6 +36,7 @@ class EnvironmentActor:
                  index: int = 0) -> None:
         from transformers import AutoTokenizer
 
+        from agentrl.models import get_adapter
         from envs.agent_loop import ChatFormat, RolloutContext
         from envs.protocol import get_protocol
         from envs.tool import load_tool
@@ -61,7 +62,7 @@ class EnvironmentActor:
             cache=cache, cache_mode=cfg.tools.cache.mode,
             sampling=SamplingConfig(max_tokens=cfg.env.max_tokens_per_turn,
                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p),
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id, adapter=get_adapter(model_path, cfg.model.vision),
         )
         self._slots = asyncio.Semaphore(cfg.env.max_concurrent_trajectories)
         self.in_flight = 0
@@ -91,9 +92,14 @@ class EnvironmentActor:
     async def _run_samples(self, row: DataRow, group_id: str, n: int,
                            ctx: Any) -> tuple[list[Trajectory], list[BaseException]]:
         """Run n samples of one prompt concurrently and score each; returns them and any errors."""
-        prompt_ids = ctx.chat.prompt_ids(ctx.protocol.system_prompt, row.question)
+        from envs.agent_loop import initial_prompt
+
+        try:
+            prompt_ids, images = initial_prompt(row, ctx)
+        except ValueError as e:  # unreadable or too many images: this row fails, the run goes on
+            return [], [e]
         trajs = [Trajectory(traj_id=f"{group_id}-{k}", group_id=group_id, data_row_id=row.row_id,
-                            prompt_ids=list(prompt_ids), ground_truth=row.ground_truth)
+                            prompt_ids=list(prompt_ids), ground_truth=row.ground_truth, images=list(images))
                  for k in range(n)]
         results = await asyncio.gather(*[self._run_one(row, t, ctx) for t in trajs], return_exceptions=True)
         return trajs, [r for r in results if isinstance(r, BaseException)]

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import ray
 
+from agentrl.config import VisionConfig
+from agentrl.models.base import decode_image
 from agentrl.records import GenerationRequest, GenerationResult, WeightSnapshot
 
 
@@ -30,15 +32,20 @@ class GeneratorActor:
     def __init__(self, model_path: str, engine_index: int, dtype: str = "float32",
                  gpu_memory_utilization: float = 0.1, kv_cache_gib: float = 0.25, enforce_eager: bool = True,
                  max_model_len: int = 1024, on_weight_update: str = "pause_resume",
-                 seed: int = 0) -> None:
+                 seed: int = 0, vision: VisionConfig | None = None) -> None:
+        from agentrl.models import get_adapter
+
         self.model_path = model_path
+        # Sequences arrive with image placeholders expanded (as the learner sees them); vLLM takes them
+        # collapsed and expands them itself, and every request checks that both expansions agree.
+        self.adapter = get_adapter(model_path, vision)
         self.engine_index = engine_index
         self.on_weight_update = on_weight_update
         self._engine_kwargs = dict(
             model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager, max_model_len=max_model_len, seed=seed + engine_index,
             # Log-probs after temperature scaling: the distribution the tokens were sampled from.
-            logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs", enable_prefix_caching=True, **self.adapter.engine_kwargs(),
         )
         import torch
 
@@ -97,14 +104,19 @@ class GeneratorActor:
                     output_kind=RequestOutputKind.DELTA, seed=s.seed, ignore_eos=s.ignore_eos,
                     structured_outputs=StructuredOutputsParams(regex=s.regex) if s.regex else None,
                 )
-                prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids + tokens}
+                expected = request.prompt_ids + tokens
+                prompt: dict[str, Any] = {"prompt_token_ids": self.adapter.collapse_placeholders(expected)}
                 if request.images:
-                    prompt["multi_modal_data"] = {"image": request.images}
+                    prompt["multi_modal_data"] = {"image": [decode_image(im) for im in request.images]}
                 rid = f"{request.request_id}-{resumed}-{uuid.uuid4().hex[:6]}"
                 self._inflight.add(rid)
                 finish = "abort"
                 try:
                     async for out in self.engine.generate(prompt, params, request_id=rid):
+                        if request.images and out.prompt_token_ids is not None and \
+                                list(out.prompt_token_ids) != expected:
+                            raise RuntimeError(f"request {request.request_id}: vLLM expanded the image "
+                                               "placeholders differently from the model adapter")
                         comp = out.outputs[0]
                         new = list(comp.token_ids)
                         tokens.extend(new)
@@ -182,7 +194,7 @@ class GeneratorPool:
 
     @classmethod
     def create(cls, num_engines: int, model_path: str, rollout: Any, dtype: str, seed: int,
-               runtime_env: dict | None = None) -> GeneratorPool:
+               runtime_env: dict | None = None, vision: VisionConfig | None = None) -> GeneratorPool:
         handles = []
         for i in range(num_engines):
             options: dict[str, Any] = {"num_cpus": 0, "num_gpus": rollout.num_gpus_per_engine,
@@ -194,7 +206,7 @@ class GeneratorPool:
                 model_path, i, dtype=dtype, gpu_memory_utilization=rollout.gpu_memory_utilization,
                 kv_cache_gib=rollout.kv_cache_gib, enforce_eager=rollout.enforce_eager,
                 max_model_len=rollout.max_model_len,
-                on_weight_update=rollout.on_weight_update, seed=seed)
+                on_weight_update=rollout.on_weight_update, seed=seed, vision=vision)
             handles.append(actor)
         return cls(handles)
 

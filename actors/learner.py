@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentrl.algorithms import PolicyLossConfig, group_advantages, lr_at, policy_loss
-from agentrl.config import LearnerConfig
+from agentrl.config import LearnerConfig, VisionConfig
 from agentrl.records import LearnerStepStats, TrainBatch, Trajectory, WeightSnapshot
 
 
@@ -24,6 +24,7 @@ class _Sequence:
     mask: list[int]  # per response token
     behaviour: list[float]
     advantage: float
+    images: list[bytes] = field(default_factory=list)  # every image of the sequence, in order
 
 
 def _free_port() -> int:
@@ -34,7 +35,8 @@ def _free_port() -> int:
 
 class LearnerActor:
     def __init__(self, model_path: str, cfg: LearnerConfig, total_steps: int, temperature: float = 1.0,
-                 dtype: str = "float32", seed: int = 0, group_size: int = 0) -> None:
+                 dtype: str = "float32", seed: int = 0, group_size: int = 0,
+                 vision: VisionConfig | None = None) -> None:
         import torch
 
         if not torch.cuda.is_available():
@@ -43,7 +45,8 @@ class LearnerActor:
                      "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
             os.environ.setdefault(k, v)
         import deepspeed
-        from transformers import AutoModelForCausalLM
+
+        from agentrl.models import get_adapter
 
         torch.manual_seed(seed)
         self.torch = torch
@@ -52,10 +55,12 @@ class LearnerActor:
         self.temperature = temperature
         self.dtype = getattr(torch, dtype)
         self.model_path = model_path
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+        # The same adapter as the environment's: placeholders, pixels and mrope positions agree.
+        self.adapter = get_adapter(model_path, vision)
+        model = self.adapter.load_model(self.dtype)
         self.ref_model = None
         if cfg.kl_coef > 0:
-            self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).eval()
+            self.ref_model = self.adapter.load_model(self.dtype).eval()
             self.ref_model.requires_grad_(False)
         ds_config: dict[str, Any] = {
             "train_micro_batch_size_per_gpu": 1,
@@ -104,7 +109,7 @@ class LearnerActor:
                 if self.cfg.overlong_filter and traj.truncated:
                     mask = [0] * len(mask)
                 seqs.append(_Sequence(traj.prompt_ids + traj.response_ids, len(traj.prompt_ids), mask,
-                                      list(traj.behaviour_logprobs), adv))
+                                      list(traj.behaviour_logprobs), adv, list(traj.images)))
         return seqs
 
     def _micro_batches(self, seqs: list[_Sequence]) -> list[list[_Sequence]]:
@@ -126,14 +131,9 @@ class LearnerActor:
     def _forward(self, model: Any, mb: list[_Sequence], need_entropy: bool = False) -> tuple[Any, Any]:
         """Log-probs (and entropies) of every response token of the micro-batch, flattened."""
         torch = self.torch
-        L = max(len(s.ids) for s in mb)
-        ids = torch.zeros(len(mb), L, dtype=torch.long)
-        attn = torch.zeros(len(mb), L, dtype=torch.long)
-        for i, s in enumerate(mb):
-            ids[i, : len(s.ids)] = torch.tensor(s.ids)
-            attn[i, : len(s.ids)] = 1
-        ids, attn = ids.to(self.device), attn.to(self.device)
-        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits.float()
+        inputs = self.adapter.forward_inputs([(s.ids, s.images) for s in mb], self.device)
+        ids = inputs["input_ids"]
+        logits = model(**inputs, use_cache=False).logits.float()
         logits = logits[:, :-1] / self.temperature
         logp_all = torch.log_softmax(logits, dim=-1)
         token_lp = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -206,7 +206,7 @@ class LearnerActor:
         with self.torch.no_grad():
             for t in trajectories:
                 s = _Sequence(t.prompt_ids + t.response_ids, len(t.prompt_ids), t.loss_mask,
-                              t.behaviour_logprobs, 0.0)
+                              t.behaviour_logprobs, 0.0, list(t.images))
                 lp, _ = self._forward(self.engine, [s])
                 out.append(lp.cpu().tolist())
         return out
@@ -232,8 +232,10 @@ class LearnerActor:
 
     def save_pretrained(self, path: str) -> str:
         """Write the current weights in Hugging Face format (loadable by transformers and vLLM)."""
-        from transformers import AutoTokenizer
+        from transformers import AutoProcessor, AutoTokenizer
 
         self.engine.module.save_pretrained(path, state_dict=self._state_dict(), safe_serialization=True)
-        AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
+        # A vision-language checkpoint needs its processor too (vLLM and transformers load it from here).
+        loader = AutoProcessor if self.adapter.is_multimodal else AutoTokenizer
+        loader.from_pretrained(self.model_path).save_pretrained(path)
         return path

@@ -15,8 +15,26 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 
+SYNTHETIC_SOURCES = ("synthetic", "synthetic_vl")  # generated data, no file
+
+
 class ConfigError(ValueError):
     """A one-line, user-facing configuration error."""
+
+
+@dataclass
+class VisionConfig:
+    """Images of a vision-language model (text-only models ignore this): one pixel budget per kind.
+
+    Every image is resized once, in the environment actor, to a size inside its budget that the
+    model's patching accepts as is; the generator and the learner then see the same pixels.
+    """
+
+    input_min_pixels: int = 512 * 512  # the seed: at least 512x512 ...
+    input_max_pixels: int = 672 * 672 * 2  # ... and at most 672x672x2
+    thumbnail_min_pixels: int = 56 * 56  # image-search thumbnails get a smaller budget
+    thumbnail_max_pixels: int = 224 * 224
+    max_images_per_trajectory: int = 8  # input images plus thumbnails; later thumbnails are left out
 
 
 @dataclass
@@ -24,11 +42,12 @@ class ModelConfig:
     path: str = "tiny-text"  # "tiny-text", "tiny-vl", or any Hugging Face model folder
     cache_dir: str = ""  # where tiny models are built; default $AGENTRL_CACHE or ~/.cache/agentrl
     dtype: str = "float32"
+    vision: VisionConfig = field(default_factory=VisionConfig)
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # "synthetic", or a veRL-format .parquet or a .jsonl file
+    source: str = "synthetic"  # "synthetic", "synthetic_vl" (with images), or a veRL .parquet / .jsonl file
     num_prompts: int = 512  # synthetic only
     seed: int = 0
     shuffle: bool = True
@@ -324,8 +343,14 @@ def validate(cfg: Config) -> None:
              "must be openai or none")
     if cfg.model.path not in ("tiny-text", "tiny-vl"):
         _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
+    v = cfg.model.vision
+    _require(0 < v.input_min_pixels <= v.input_max_pixels, "model.vision.input_min_pixels",
+             "must be > 0 and <= model.vision.input_max_pixels")
+    _require(0 < v.thumbnail_min_pixels <= v.thumbnail_max_pixels, "model.vision.thumbnail_min_pixels",
+             "must be > 0 and <= model.vision.thumbnail_max_pixels")
+    _require(v.max_images_per_trajectory > 0, "model.vision.max_images_per_trajectory", "must be > 0")
     _require(cfg.data.on_bad_row in ("fail", "skip"), "data.on_bad_row", "must be fail or skip")
-    if cfg.data.source != "synthetic":
+    if cfg.data.source not in SYNTHETIC_SOURCES:
         _require(os.path.exists(cfg.data.source), "data.source", f"'{cfg.data.source}' does not exist")
 
 
@@ -344,7 +369,7 @@ def check_plugins(cfg: Config) -> None:
             load_tool(spec, cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.data.source != "synthetic":
+    if cfg.data.source not in SYNTHETIC_SOURCES:
         from agentrl.datasets import PromptStream
 
         # the first usable row, before any actor starts: a wrong file or schema fails here, in one line

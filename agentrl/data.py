@@ -48,6 +48,26 @@ def synthetic_rows(num: int, seed: int = 0) -> list[DataRow]:
     return rows
 
 
+def synthetic_image_rows(num: int, seed: int = 0) -> list[DataRow]:
+    """The lookup task with an image: "What colour is this tile?" over the tiles of the demo image index;
+    image search finds the tile's page, whose title names the colour."""
+    import json
+
+    from agentrl.tiny_models import cache_root
+    from envs.image_search import demo_image_index
+
+    folder = demo_image_index(cache_root().parent)
+    entries = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines() if line.strip()]
+    rng = random.Random(seed + 2)
+    rows = []
+    for i in range(num):
+        e = rng.choice(entries)
+        name, colour = e["title"].split(", a ")[0], e["title"].split(", a ")[1].split()[0]
+        rows.append(DataRow(row_id=i, question="What colour is this tile?", ground_truth=[colour],
+                            images=[(folder / e["image"]).read_bytes()], data_id=f"tile-{name}-{i}"))
+    return rows
+
+
 def synthetic_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on, so prompts and answers tokenise compactly."""
     from envs.protocol import INVALID_ACTION_OBSERVATION, PROTOCOLS

@@ -106,7 +106,8 @@ class Orchestrator:
         for i, h in enumerate(self.rewards.handles):
             self._track(h, f"reward-{i}")
         self.generators = GeneratorPool.create(cfg.rollout.num_engines, self.model_path, cfg.rollout,
-                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv)
+                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv,
+                                               vision=cfg.model.vision)
         for i, h in enumerate(self.generators.handles):
             self._track(h, f"generator-{i}")
         lopts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
@@ -115,7 +116,7 @@ class Orchestrator:
             lopts["resources"] = dict(cfg.learner.resources)
         self.learner = self._track(ray.remote(LearnerActor).options(**lopts).remote(
             self.model_path, cfg.learner, cfg.trainer.total_steps, cfg.rollout.temperature,
-            cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n), "learner")
+            cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n, cfg.model.vision), "learner")
         eopts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
         if cfg.env.resources:
             eopts["resources"] = dict(cfg.env.resources)
@@ -152,12 +153,14 @@ class Orchestrator:
         return self.cfg.trainer.batch_groups * (self.max_staleness + 1)
 
     def _rows(self) -> Any:
-        from agentrl.data import synthetic_rows
+        from agentrl.data import synthetic_image_rows, synthetic_rows
         from agentrl.datasets import PromptStream
 
         d = self.cfg.data
         if d.source == "synthetic":
             return itertools.cycle(synthetic_rows(d.num_prompts, d.seed))
+        if d.source == "synthetic_vl":
+            return itertools.cycle(synthetic_image_rows(d.num_prompts, d.seed))
         self.stream = PromptStream(d.source, seed=d.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
                                    on_bad_row=d.on_bad_row)
         return iter(self.stream)
@@ -305,6 +308,7 @@ class Orchestrator:
             "tool_cache_hits": sum(c.cached for c in calls),
             "tool_cache_misses": sum(not c.cached for c in calls),
             "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
+            "images_per_traj_mean": sum(len(tr.images) for tr in trajs) / max(len(trajs), 1),
             **{f"loss/{k}": v for k, v in stats.extra.items()},
             # where this step's time went; `learner` is the train_step call as the driver saw it
             **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),

@@ -90,7 +90,9 @@ class Trajectory:
     reward: RewardResult | None = None
     ground_truth: Any = None
     invalid_actions: int = 0
-    observation_images: list[bytes] = field(default_factory=list)  # images tools returned, in order
+    # Every image of the sequence in order (prompt images, then tool thumbnails), as PNG bytes already
+    # resized to their budget: the generator and the learner decode the same pixels.
+    images: list[bytes] = field(default_factory=list)
     # where its time went (agentrl/profile.py): seconds per kind, and (kind, start, end) wall-clock spans
     timings: dict[str, float] = field(default_factory=dict)
     spans: list[tuple[str, float, float]] = field(default_factory=list)

@@ -19,7 +19,7 @@ ACTION_TAGS = [
 ]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-BUILD_VERSION = "v2"  # bump when the builders change; corpus changes rebuild by themselves (see build_key)
+BUILD_VERSION = "v3"  # bump when the builders change; corpus changes rebuild by themselves (see build_key)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -112,7 +112,8 @@ def _build_vl(out: Path) -> None:
         vocab_size=_padded(len(tok)), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
         rope_scaling={"type": "mrope", "mrope_section": [16, 8, 8]}, rope_theta=1000000.0,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, eos_token_id=ids["<|im_end|>"], bos_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=1, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=128, window_size=56,
@@ -121,11 +122,12 @@ def _build_vl(out: Path) -> None:
         text_config=text, vision_config=vision, **text,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        eos_token_id=ids["<|im_end|>"], pad_token_id=tok.pad_token_id, torch_dtype="float32",
+        torch_dtype="float32",
     )
     model = Qwen2_5_VLForConditionalGeneration(cfg)
     model.save_pretrained(out, safe_serialization=True)
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=224 * 224, patch_size=14,
+    # Qwen2.5-VL's own processor range; agentrl resizes every image into its budget inside this range.
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384, patch_size=14,
                                             merge_size=2, temporal_patch_size=2)
     try:
         from transformers import Qwen2VLVideoProcessor

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
 from agentrl.config import EnvConfig
 from agentrl.data import DataRow
 from agentrl.metrics import redact
+from agentrl.models.base import ImageError, ModelAdapter
 from agentrl.records import GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
 from envs.protocol import (
     IMAGE_SEARCH_TOOL,
@@ -46,8 +47,12 @@ class ChatFormat:
         self.user_open, self.user_close_and_reply = head, tail
         self.eos_text = tokenizer.eos_token or ""
 
-    def prompt_ids(self, system: str, question: str) -> list[int]:
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    def prompt_ids(self, system: str, question: str, num_images: int = 0) -> list[int]:
+        """The chat prompt; images (placeholders, not yet expanded) come before the question, as in the seed."""
+        content: Any = question
+        if num_images:
+            content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": content}]
         return list(self.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
                                                        return_dict=False))
 
@@ -77,7 +82,61 @@ class RolloutContext:
     eos_token_id: int | None
     cache: ToolCache | None = None
     cache_mode: str = "on"
-    supports_images: bool = False  # a text-only model sees titles, not thumbnails
+    adapter: ModelAdapter = field(default_factory=lambda: ModelAdapter(""))  # text-only unless set
+
+    @property
+    def supports_images(self) -> bool:
+        """A vision-language model sees images; a text-only one sees titles, not thumbnails."""
+        return self.adapter.is_multimodal
+
+
+def initial_prompt(row: DataRow, ctx: RolloutContext) -> tuple[list[int], list[bytes]]:
+    """Prompt ids (image placeholders expanded) and the row's images resized to the input budget.
+
+    Raises ImageError for unreadable image bytes and ValueError for too many images, naming the row.
+    """
+    question = ctx.adapter.strip_image_tokens(row.question)
+    if not ctx.supports_images or not row.images:
+        return ctx.chat.prompt_ids(ctx.protocol.system_prompt, question), []
+    cap = ctx.adapter.vision.max_images_per_trajectory
+    if len(row.images) > cap:
+        raise ValueError(f"row {row.row_id}: {len(row.images)} images exceed "
+                         f"model.vision.max_images_per_trajectory={cap}")
+    images = []
+    for k, data in enumerate(row.images):
+        try:
+            images.append(ctx.adapter.prepare_image(data, "input"))
+        except ImageError as e:
+            raise ImageError(f"row {row.row_id}: images[{k}]: {e}") from None
+    ids = ctx.chat.prompt_ids(ctx.protocol.system_prompt, question, len(images))
+    return ctx.adapter.expand_placeholders(ids, images), images
+
+
+def observation_images(text: str, images: list[bytes], ctx: RolloutContext,
+                       held: int) -> tuple[str, list[bytes], str | None]:
+    """Place a tool's images in its observation: each IMAGE_MARKER becomes the model's image placeholder.
+
+    Thumbnails are resized to their budget; past `max_images_per_trajectory` (counting `held`, the
+    images the trajectory already has) they are left out with a note. Returns the text, the images to
+    append, and an error when an image is unreadable (the caller then shows an error observation).
+    """
+    text = ctx.adapter.strip_image_tokens(text)
+    if not ctx.supports_images:
+        return text.replace(IMAGE_MARKER, "").replace("image: \n", ""), [], None
+    room = ctx.adapter.vision.max_images_per_trajectory - held
+    pieces = text.split(IMAGE_MARKER)
+    out, kept = [pieces[0]], []
+    for k, piece in enumerate(pieces[1:]):
+        if k < len(images) and len(kept) < room:
+            try:
+                kept.append(ctx.adapter.prepare_image(images[k], "thumbnail"))
+            except ImageError as e:
+                return "", [], f"image {k + 1} of the result: {e}"
+            out.append(ctx.adapter.image_placeholder)
+        else:
+            out.append("[image left out: image limit reached]" if k < len(images) else "")
+        out.append(piece)
+    return "".join(out), kept, None
 
 
 async def _run_tool(tool: Tool, args: dict[str, Any], state: TrajectoryState, timeout_s: float,
@@ -127,7 +186,6 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
     """Run one trajectory to its end and return it, filled in (reward excluded)."""
     env = ctx.env
     question = row.question
-    images = list(row.images) if ctx.supports_images else []
     state = TrajectoryState(question=question, images=list(row.images), image_urls=list(row.image_urls),
                             data_id=row.data_id)
     for turn in range(env.max_turns):
@@ -142,7 +200,7 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
             sampling=SamplingConfig(max_tokens=budget, temperature=s.temperature, top_p=s.top_p,
                                     stop=ctx.protocol.stop, seed=s.seed,
                                     regex=(env.turn_regex[turn] or None) if turn < len(env.turn_regex) else None),
-            images=list(images),
+            images=list(traj.images),
         )
         result = await generate(request)
         traj.append(result.token_ids, trainable=True, logprobs=result.logprobs, versions=result.policy_versions)
@@ -164,10 +222,10 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
                                           ctx.cache, ctx.cache_mode)
             traj.tool_calls.append(record)
             obs_text = ctx.chat.truncate(obs.text, env.max_observation_tokens)
-            if ctx.supports_images:
-                traj.observation_images.extend(obs.images)
-            else:
-                obs_text = obs_text.replace(IMAGE_MARKER, "").replace("image: \n", "")
+            obs_text, new_images, image_error = observation_images(obs_text, obs.images, ctx, len(traj.images))
+            if image_error is not None:  # a corrupt image from a tool: the model is told, the run goes on
+                record.ok, record.error = False, image_error
+                obs_text = f"The {action.tool} call returned an unreadable image."
         else:
             traj.invalid_actions += 1
             if env.on_invalid_action == "end":
@@ -175,8 +233,10 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
                 return traj
             over = action.kind == "tool" and action.tool in ctx.tools
             obs_text = OVER_LIMIT_OBSERVATION.format(tool=action.tool) if over else INVALID_ACTION_OBSERVATION
+            new_images = []
         ended = bool(result.token_ids) and result.token_ids[-1] == ctx.eos_token_id
-        traj.append(ctx.chat.observation_ids(ctx.protocol.observation(obs_text, question), ended),
-                    trainable=False)
+        obs_ids = ctx.chat.observation_ids(ctx.protocol.observation(obs_text, question), ended)
+        traj.append(ctx.adapter.expand_placeholders(obs_ids, new_images), trainable=False)
+        traj.images.extend(new_images)
     traj.finish_reason = "max_turns"
     return traj

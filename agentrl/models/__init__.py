@@ -1,0 +1,12 @@
+"""Model adapters: everything that differs between model families, behind one interface.
+
+`get_adapter(model_path)` picks the adapter by the checkpoint's `model_type`; adding a family is one
+file that subclasses `ModelAdapter` and calls `register_adapter`.
+"""
+
+from agentrl.models.base import ImageError, ModelAdapter, get_adapter, register_adapter
+
+# The built-in families register themselves on import.
+from agentrl.models import causal_lm, qwen2_vl, qwen2_5_vl  # noqa: E402,F401  isort: skip
+
+__all__ = ["ImageError", "ModelAdapter", "get_adapter", "register_adapter"]

