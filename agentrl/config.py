@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-
 SYNTHETIC_SOURCES = ("synthetic", "synthetic_vl")  # generated data, no file
 
 
