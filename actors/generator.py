@@ -112,7 +112,7 @@ class GeneratorActor:
                 self._inflight.add(rid)
                 finish = "abort"
                 try:
-                    async for out in self.engine.generate(prompt, params, request_id=rid):
+                    async for out in self._outputs(prompt, params, rid):
                         if request.images and out.prompt_token_ids is not None and \
                                 list(out.prompt_token_ids) != expected:
                             raise RuntimeError(f"request {request.request_id}: vLLM expanded the image "
@@ -139,6 +139,20 @@ class GeneratorActor:
         finally:
             self._mark(-1)
 
+    async def _outputs(self, prompt: dict[str, Any], params: Any, rid: str) -> Any:
+        """The engine's output stream; a dead engine takes this actor down, so the run fails naming it
+        instead of failing every later prompt one by one."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            async for out in self.engine.generate(prompt, params, request_id=rid):
+                yield out
+        except EngineDeadError:
+            import traceback
+
+            traceback.print_exc()
+            os._exit(1)
+
     async def update_weights(self, snapshot: WeightSnapshot) -> float:
         """Load a new policy version in place; no request starts until it is fully loaded."""
         assert self._open is not None
@@ -152,6 +166,12 @@ class GeneratorActor:
             await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
             # Cached prefixes hold keys/values computed by the old weights.
             await self.engine.reset_prefix_cache()
+            if self.adapter.is_multimodal:
+                # The worker dropped its encoder outputs and processed-input cache on reload; the
+                # scheduler's and the front end's records of them must go too, or the next request
+                # that reuses an image fails with "Encoder cache miss".
+                await self.engine.reset_mm_cache()
+                await self.engine.reset_encoder_cache()
             self.policy_version = snapshot.version
             for old in os.listdir(self._weights_dir):
                 if old != f"v{snapshot.version}":
