@@ -18,12 +18,14 @@ import asyncio
 import dataclasses
 import os
 import sys
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar  # noqa: UP035
 
 from agentrl.config import Config
 from agentrl.data import DataRow
 from agentrl.eval_metrics import EvalItem, EvalSummary, compare_table, summary_table, write_results
 from envs.workflows import WORKFLOWS
+
+T = TypeVar("T")
 
 
 def load_rows(path: str, limit: int = 0, on_bad_row: str = "fail") -> list[DataRow]:
@@ -108,37 +110,19 @@ def _label(cfg: Config, workflow: str, given: str) -> str:
     return given or f"{os.path.basename(cfg.model.path.rstrip('/'))} {workflow}"
 
 
-def run_eval(cfg: Config, data: str, workflows: list[str], out_dir: str, n: int = 1,
-             temperature: float | None = None, limit: int = 0, label: str = "") -> list[EvalSummary]:
-    """Evaluate one model on one file in each workflow (one set of actors for all); writes and returns the
-    summaries. Joins RAY_ADDRESS or starts a local cluster."""
-    from agentrl.metrics import MetricsWriter
+def run_with_actors(cfg: Config, work: Callable[[EvalRunner], Awaitable[T]]) -> T:
+    """Start the rollout actors, run `work` with them, stop them. Joins RAY_ADDRESS or starts a local cluster."""
     from agentrl.orchestrator import connect_ray
 
-    rows = load_rows(data, limit, cfg.data.on_bad_row)
-    temp = (0.0 if n == 1 else cfg.rollout.temperature) if temperature is None else temperature
     started_here = connect_ray()
     runner = EvalRunner(cfg)
 
-    async def main() -> list[EvalSummary]:
-        summaries = []
+    async def main() -> T:
         try:
             await runner.start()
-            for wf in workflows:
-                items = await evaluate_rows(runner.envs, rows, wf, n, temp)
-                summary = EvalSummary.of(items, label=_label(cfg, wf, label if len(workflows) == 1 else ""),
-                                         workflow=wf, model=cfg.model.path, data=os.path.abspath(data), samples=n,
-                                         temperature=temp)
-                wf_dir = out_dir if len(workflows) == 1 else os.path.join(out_dir, wf)
-                write_results(wf_dir, items, summary)
-                writer = MetricsWriter(wf_dir, {**dataclasses.asdict(cfg), "eval": dataclasses.asdict(summary)},
-                                       cfg.trainer.wandb, 1, progress=False)
-                writer.log({"step": 0, **summary.flat()})
-                writer.close()
-                summaries.append(summary)
+            return await work(runner)
         finally:
             await runner.shutdown()
-        return summaries
 
     try:
         return asyncio.run(main())
@@ -147,6 +131,33 @@ def run_eval(cfg: Config, data: str, workflows: list[str], out_dir: str, n: int 
             import ray  # after the orchestrator module: torch loads before Ray connects
 
             ray.shutdown()
+
+
+def run_eval(cfg: Config, rows: list[DataRow], data: str, workflows: list[str], out_dir: str, n: int = 1,
+             temperature: float | None = None, label: str = "") -> list[EvalSummary]:
+    """Evaluate one model on the rows of one file in each workflow (one set of actors for all); writes and
+    returns the summaries."""
+    from agentrl.metrics import MetricsWriter
+
+    temp = (0.0 if n == 1 else cfg.rollout.temperature) if temperature is None else temperature
+
+    async def work(runner: EvalRunner) -> list[EvalSummary]:
+        summaries = []
+        for wf in workflows:
+            items = await evaluate_rows(runner.envs, rows, wf, n, temp)
+            summary = EvalSummary.of(items, label=_label(cfg, wf, label if len(workflows) == 1 else ""),
+                                     workflow=wf, model=cfg.model.path, data=os.path.abspath(data), samples=n,
+                                     temperature=temp)
+            wf_dir = out_dir if len(workflows) == 1 else os.path.join(out_dir, wf)
+            write_results(wf_dir, items, summary)
+            writer = MetricsWriter(wf_dir, {**dataclasses.asdict(cfg), "eval": dataclasses.asdict(summary)},
+                                   cfg.trainer.wandb, 1, progress=False)
+            writer.log({"step": 0, **summary.flat()})
+            writer.close()
+            summaries.append(summary)
+        return summaries
+
+    return run_with_actors(cfg, work)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,9 +179,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    from agentrl.config import ConfigError, check_plugins, load_config
-    from agentrl.datasets import DataError
-
     if args.compare:
         try:
             print(compare_table([EvalSummary.load(p) for p in args.compare]))
@@ -182,25 +190,18 @@ def run(args: argparse.Namespace) -> int:
     bad = [w for w in workflows if w not in WORKFLOWS]
     problems = ([f"--workflow: '{bad[0]}' is not one of {', '.join(WORKFLOWS)}"] if bad or not workflows else [])
     problems += ["eval needs a CONFIG"] if not args.config else []
-    problems += [f"--data: '{args.data}' does not exist"] if not os.path.isfile(args.data) else []
     problems += ["-n/--samples must be >= 1"] if args.samples < 1 else []
     if problems:
         print(f"agentrl: {problems[0]}", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(args.config, args.overrides)
-        check_plugins(cfg)
-        load_rows(args.data, 1, cfg.data.on_bad_row)  # a wrong file fails here, before any actor starts
-        _check_workflows(cfg, workflows)
-    except (ConfigError, DataError, ValueError) as e:
+        cfg, rows = prepare(args.config, args.overrides, args.data, workflows, args.limit)
+    except ValueError as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", "eval", "-".join(workflows))
     try:
-        summaries = run_eval(cfg, args.data, workflows, out, args.samples, args.temperature, args.limit, args.label)
-    except DataError as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
+        summaries = run_eval(cfg, rows, args.data, workflows, out, args.samples, args.temperature, args.label)
     except Exception as e:  # an actor crash: one line naming it, then the remote traceback
         from agentrl.metrics import redact
 
@@ -214,12 +215,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_workflows(cfg: Config, workflows: list[str]) -> None:
-    """The rag workflow needs both search tools and a protocol with their actions: fail before starting."""
-    if "rag" in workflows:
+def prepare(config: str, overrides: list[str], data: str, workflows: list[str],
+            limit: int = 0) -> tuple[Config, list[DataRow]]:
+    """The config and the rows, checked before any actor starts: ValueError with one line naming the bad
+    thing (config key, file, row, field, workflow)."""
+    from agentrl.config import check_plugins, load_config
+
+    if not os.path.isfile(data):
+        raise ValueError(f"--data: '{data}' does not exist")
+    cfg = load_config(config, overrides)
+    check_plugins(cfg)
+    if "rag" in workflows:  # needs both search tools and a protocol with their actions
         from envs.workflows import rag_turn_regex
 
         rag_turn_regex(cfg.env.protocol, cfg.env.max_tokens_per_turn)
         missing = [t for t in ("image_search", "text_search") if t not in cfg.env.tools]
         if missing:
             raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")
+    return cfg, load_rows(data, limit, cfg.data.on_bad_row)

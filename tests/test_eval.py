@@ -87,7 +87,7 @@ def three_workflows(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow",
                         "direct,rag,on_demand", "--out", str(out), "-n", "2", "--temperature", "1.0",
-                        f"model.path={MODEL}", "trainer.wandb.mode=disabled"],
+                        f"model.path={MODEL}", "env.max_tokens_per_turn=32", "trainer.wandb.mode=disabled"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stdout
