@@ -134,6 +134,8 @@ class GeneratorActor:
                 if s.regex:  # a constrained turn cannot resume mid-pattern: regenerate it whole
                     tokens, logprobs, versions = [], [], []
             self.tokens_generated += len(tokens)
+            if s.regex:  # log-probs of the constrained distribution: not the policy's (see policy_loss)
+                logprobs = [float("nan")] * len(tokens)
             return GenerationResult(token_ids=tokens, logprobs=logprobs, policy_versions=versions,
                                     finish_reason=finish, engine_index=self.engine_index, resumed=resumed)
         finally:

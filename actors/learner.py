@@ -27,6 +27,24 @@ class _Sequence:
     images: list[bytes] = field(default_factory=list)  # every image of the sequence, in order
 
 
+def pack_by_tokens(seqs: list[Any], max_tokens: int) -> list[list[Any]]:
+    """Dynamic micro-batching: sort by length and pack so that the padded size of each micro-batch
+    (longest x count, image tokens included) stays within max_tokens; a longer sequence goes alone."""
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    longest = 0
+    for s in sorted(seqs, key=lambda s: len(s.ids)):
+        new_longest = max(longest, len(s.ids))
+        if cur and new_longest * (len(cur) + 1) > max_tokens:
+            out.append(cur)
+            cur, new_longest = [], len(s.ids)
+        cur.append(s)
+        longest = new_longest
+    if cur:
+        out.append(cur)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,20 +131,7 @@ class LearnerActor:
         return seqs
 
     def _micro_batches(self, seqs: list[_Sequence]) -> list[list[_Sequence]]:
-        """Pack sequences so that padded tokens per micro-batch stay within micro_batch_tokens."""
-        out: list[list[_Sequence]] = []
-        cur: list[_Sequence] = []
-        longest = 0
-        for s in sorted(seqs, key=lambda s: len(s.ids)):
-            new_longest = max(longest, len(s.ids))
-            if cur and new_longest * (len(cur) + 1) > self.cfg.micro_batch_tokens:
-                out.append(cur)
-                cur, new_longest = [], len(s.ids)
-            cur.append(s)
-            longest = new_longest
-        if cur:
-            out.append(cur)
-        return out
+        return pack_by_tokens(seqs, self.cfg.micro_batch_tokens)
 
     def _forward(self, model: Any, mb: list[_Sequence], need_entropy: bool = False) -> tuple[Any, Any]:
         """Log-probs (and entropies) of every response token of the micro-batch, flattened."""

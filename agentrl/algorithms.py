@@ -49,6 +49,9 @@ def policy_loss(
     token-level mean.
     """
     mask = mask.to(logprobs.dtype)
+    # NaN marks tokens sampled under a decoding constraint (env.turn_regex): vLLM's log-probs there are
+    # of the constrained distribution, which the learner cannot recompute, so they count as on-policy.
+    behaviour_logprobs = torch.where(torch.isnan(behaviour_logprobs), proximal_logprobs.detach(), behaviour_logprobs)
     ratio = torch.exp(logprobs - proximal_logprobs.detach())
     clipped = torch.clamp(ratio, 1.0 - cfg.clip_low, 1.0 + cfg.clip_high)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)

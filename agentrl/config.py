@@ -70,6 +70,8 @@ class EnvConfig:
     tool_timeout_s: float = 30.0
     # per turn, a regex the turn must match (constrained decoding); "" leaves a turn free. Scripted
     # workflows (the `rag` baseline) and tests use it.
+    # Tokens of a constrained turn record NaN behaviour log-probs (vLLM reports the constrained
+    # distribution's); the learner treats them as on-policy.
     turn_regex: list[str] = field(default_factory=list)
     on_invalid_action: str = "observe"  # "observe" (explain and continue) or "end"
     resources: dict[str, float] = field(default_factory=dict)

@@ -61,3 +61,14 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert all(b >= a for a, b in zip(lrs[:59], lrs[1:60], strict=True))
     assert all(b <= a + 1e-18 for a, b in zip(lrs[60:-1], lrs[61:], strict=True))
     assert lrs[-1] == pytest.approx(1.8e-6, rel=1e-2)
+
+
+def test_tokens_sampled_under_a_constraint_count_as_on_policy():
+    """NaN behaviour log-probs (constrained turns) give importance weight 1, not a NaN loss."""
+    logp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    behaviour = torch.tensor([float("nan"), -2.5])
+    loss, stats = policy_loss(logp, logp.detach(), behaviour, torch.tensor([1.0, 1.0]), torch.ones(2),
+                              PolicyLossConfig(), total_tokens=2)
+    assert torch.isfinite(loss)
+    expected = -(1.0 + min(float(torch.exp(torch.tensor(0.5))), 2.0)) / 2
+    assert float(loss) == pytest.approx(expected)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -99,6 +100,35 @@ def test_position_ids_equal_the_models_own_rope_index_over_a_multi_turn_sequence
     assert ours[0, -1].item() < len(ids) - 1
 
 
+def test_qwen2_vl_goes_through_the_same_interface_and_matches_its_rope_index(tmp_path, vl_path):
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from agentrl.models.qwen2_vl import Qwen2VLAdapter
+
+    with open(f"{vl_path}/config.json") as f:
+        vl_cfg = json.load(f)
+    text = {k: vl_cfg["text_config"][k] for k in ("vocab_size", "hidden_size", "intermediate_size",
+                                                   "num_hidden_layers", "num_attention_heads",
+                                                   "num_key_value_heads", "rope_parameters")}
+    cfg = Qwen2VLConfig(text_config=text, vision_config=dict(depth=1, embed_dim=64, hidden_size=128, num_heads=1,
+                                                             patch_size=14, spatial_merge_size=2),
+                        image_token_id=vl_cfg["image_token_id"], video_token_id=vl_cfg["video_token_id"],
+                        vision_start_token_id=vl_cfg["vision_start_token_id"])
+    Qwen2VLForConditionalGeneration(cfg).save_pretrained(tmp_path)
+    ad = get_adapter(str(tmp_path), VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
+                                                 thumbnail_min_pixels=3136, thumbnail_max_pixels=3136))
+    assert type(ad) is Qwen2VLAdapter
+    images = [ad.prepare_image(png(112, 56, 1), "input"), ad.prepare_image(png(30, 30, 2), "thumbnail")]
+    ph = [ad.image_token_id]
+    ids = ad.expand_placeholders([100, 101] + ph + [102, 103, 104] + ph + [105, 106], images)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tmp_path)
+    grid = torch.tensor([ad.grid_thw(im) for im in images])
+    mm_types = torch.tensor([[1 if ad.is_image_token(t) else 0 for t in ids]])
+    theirs, _ = model.model.get_rope_index(torch.tensor([ids]), mm_types, image_grid_thw=grid)
+    assert torch.equal(ad.position_ids(ids, images), theirs[:, 0])
+
+
 def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_path):
     from agentrl.config import EnvConfig
     from envs.agent_loop import RolloutContext, observation_images
@@ -160,6 +190,22 @@ def vl_group(vl):
     return _rollout(vl, "vl0")
 
 
+@pytest.fixture(scope="module")
+def vl_free_group(vl):
+    """Turn 1 is held to an image search; the later turns are free (sampled from the policy as it is),
+    so their behaviour log-probs are the policy's, conditioned on the input image and two thumbnails."""
+    first_turn = "env.turn_regex=['<reason>[a-z ]{1,12}</reason><search><img></search>']"
+    cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2", "env.max_turns=2",
+                                               "env.max_tokens_per_turn=24", first_turn])
+    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=100).remote(
+        cfg, vl.path, vl.pool, vl.rewards, vl.queue)
+    outcome = ray.get(env.run_group.remote(synthetic_image_rows(1)[0], "vl-free", 0))
+    assert outcome.status == "queued", outcome.reason
+    group = ray.get(vl.queue.get_batch.remote(1, 0)).groups[0]
+    ray.kill(env)
+    return group
+
+
 def test_an_input_image_and_two_later_thumbnails_are_in_the_sequence_with_loss_mask_0(vl, vl_group):
     ad = vl.adapter
     for t in vl_group.trajectories:
@@ -172,11 +218,20 @@ def test_an_input_image_and_two_later_thumbnails_are_in_the_sequence_with_loss_m
         assert set(in_response) == {0}
 
 
-def test_learner_logprobs_match_vllm_with_an_input_image_and_two_later_thumbnails(vl, vl_group):
-    trajs = vl_group.trajectories
+def _free_turn_diffs(trajs, recomputed) -> list[float]:
+    """|learner - vLLM| over the tokens of the unconstrained turns (after the thumbnails arrived)."""
+    diffs = []
+    for t, lps in zip(trajs, recomputed, strict=True):
+        assert len(t.images) == 3
+        for start, end in t.turn_boundaries[1:]:
+            diffs += [abs(a - b) for a, b in zip(lps[start:end], t.behaviour_logprobs[start:end], strict=True)]
+    return diffs
+
+
+def test_learner_logprobs_match_vllm_with_an_input_image_and_two_later_thumbnails(vl, vl_free_group):
+    trajs = vl_free_group.trajectories
     recomputed = ray.get(vl.learner.compute_logprobs.remote(trajs))
-    diffs = [abs(a - b) for t, lps in zip(trajs, recomputed, strict=True)
-             for a, b, m in zip(lps, t.behaviour_logprobs, t.loss_mask, strict=True) if m]
+    diffs = _free_turn_diffs(trajs, recomputed)
     # linear positions for the thumbnails (the original code's bug) give ~2e-3 on this model
     assert diffs and max(diffs) < 1e-4, f"max |diff| {max(diffs):.2e}"
 
@@ -192,25 +247,26 @@ def test_a_deepspeed_step_on_a_multimodal_batch_reduces_the_loss_and_the_push_re
                                                         "<|im_end|>\n<|im_start|>assistant\n",
                                                         add_special_tokens=False), [image])
 
-    def greedy(rid: str):
-        req = GenerationRequest(rid, prompt, SamplingConfig(max_tokens=12, temperature=0.0), images=[image])
+    def sample(rid: str):  # temperature 1 as in training, so vLLM's log-probs are the learner's
+        req = GenerationRequest(rid, prompt, SamplingConfig(max_tokens=12, temperature=1.0, seed=3), images=[image])
         return run(vl.pool.generate(rid, req))
 
-    before_out = greedy("g-before")
+    before_out = sample("g-before")
     before = ray.get(vl.learner.compute_loss.remote(batch))
     stats = ray.get(vl.learner.train_step.remote(batch))
     after = ray.get(vl.learner.compute_loss.remote(batch))
     assert stats.loss != 0.0 and after < before
     run(vl.pool.update_weights(vl.learner.get_weights.remote()))
-    after_out = greedy("g-after")
+    after_out = sample("g-after")
     assert after_out.policy_versions == [1] * len(after_out.token_ids)
-    # the engine now samples from the learner's new weights: behaviour log-probs of a new rollout match
-    new = _rollout(vl, "vl1", version=1)
-    recomputed = ray.get(vl.learner.compute_logprobs.remote(new.trajectories))
-    diffs = [abs(a - b) for t, lps in zip(new.trajectories, recomputed, strict=True)
-             for a, b, m in zip(lps, t.behaviour_logprobs, t.loss_mask, strict=True) if m]
-    assert max(diffs) < 1e-4
-    assert after_out.token_ids != before_out.token_ids or after_out.logprobs != before_out.logprobs
+    # the engine now gives the learner's new weights: its log-probs of a fixed multimodal sequence match
+    t = copy.deepcopy(vl_group.trajectories[0])
+    t.response_ids, t.loss_mask = list(after_out.token_ids), [1] * len(after_out.token_ids)
+    t.behaviour_logprobs, t.images = list(after_out.logprobs), [image]
+    t.prompt_ids = prompt
+    recomputed = ray.get(vl.learner.compute_logprobs.remote([t]))[0]
+    assert max(abs(a - b) for a, b in zip(recomputed, after_out.logprobs, strict=True)) < 1e-4
+    assert after_out.logprobs != before_out.logprobs
 
 
 def test_a_weight_push_changes_the_vl_engines_output(vl):
@@ -257,3 +313,14 @@ def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
     assert "The image_search call returned an unreadable image." in observations
     assert len(t.images) == 1 and t.finish_reason == "answer"
     ray.kill(env)
+
+
+def test_long_multi_image_sequences_are_micro_batched_by_token_count():
+    from actors.learner import pack_by_tokens
+
+    seqs = [SimpleNamespace(ids=[0] * n) for n in (100, 120, 900, 80, 2000, 300)]
+    batches = pack_by_tokens(seqs, max_tokens=1024)
+    assert sorted(len(s.ids) for mb in batches for s in mb) == sorted(len(s.ids) for s in seqs)
+    for mb in batches:
+        assert len(mb) == 1 or max(len(s.ids) for s in mb) * len(mb) <= 1024
+    assert [len(s.ids) for s in batches[-1]] == [2000]  # longer than the bound: alone
