@@ -4,8 +4,9 @@ context, so they run through the same agent loop, generator and tools as trainin
 - `direct`: no tools; the model is told to answer at once (one turn).
 - `rag`: the seed's fixed baseline: an image search, then the model writes a text query, a text search,
   then the answer. The three turns are scripted with per-turn regex constraints (structured outputs), so
-  every item makes exactly these two searches; the reason and the query are capped at
-  `max_tokens_per_turn // 4` characters each, so a constrained turn always ends within its token budget.
+  every item makes exactly these two searches. The reason and the query are printable ASCII capped at
+  `max_tokens_per_turn // 4` characters each, and the turn's token budget is raised to the longest text the
+  pattern allows (an ASCII character is at most one token), so a constrained turn always completes.
 - `on_demand`: the configured protocol and tools; the policy decides whether and how to search.
 """
 
@@ -25,11 +26,22 @@ DIRECT_PROMPT = (
 )
 
 
+def rag_field_chars(max_tokens_per_turn: int) -> int:
+    """How many characters the reason, the query and the answer of a scripted rag turn may have."""
+    return max(8, max_tokens_per_turn // 4)
+
+
+def rag_turn_tokens(max_tokens_per_turn: int) -> int:
+    """A token budget no scripted rag turn can exceed: its longest match, one token per character."""
+    return max(max_tokens_per_turn, len("<reason></reason><text_search></text_search>")
+               + 2 * rag_field_chars(max_tokens_per_turn))
+
+
 def rag_turn_regex(protocol: str, max_tokens_per_turn: int) -> list[str]:
     """The three scripted turns of the `rag` workflow, as regexes in the protocol's action tags."""
-    c = max(8, max_tokens_per_turn // 4)
-    reason = f"<reason>[^<]{{0,{c}}}</reason>"
-    text = f"[^<\\s][^<]{{0,{c - 1}}}"
+    c = rag_field_chars(max_tokens_per_turn)
+    reason = f"<reason>[ -;=-~]{{0,{c}}}</reason>"  # printable ASCII but '<'
+    text = f"[!-;=-~][ -;=-~]{{0,{c - 1}}}"
     if protocol == "mmsearch_r1":
         return [f"{reason}<search><img></search>", f"{reason}<text_search>{text}</text_search>",
                 f"{reason}<answer>{text}</answer>"]
@@ -55,7 +67,9 @@ def workflow_context(ctx: RolloutContext, workflow: str, temperature: float | No
         missing = [t for t in (IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL) if t not in ctx.tools]
         if missing:
             raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")
+        budget = rag_turn_tokens(ctx.env.max_tokens_per_turn)
         env = dataclasses.replace(ctx.env, max_turns=3, max_image_searches=1, max_text_searches=1,
-                                  turn_regex=rag_turn_regex(ctx.protocol.name, ctx.env.max_tokens_per_turn))
-        return dataclasses.replace(ctx, env=env, sampling=sampling)
+                                  turn_regex=rag_turn_regex(ctx.protocol.name, ctx.env.max_tokens_per_turn),
+                                  max_tokens_per_turn=budget, max_total_tokens=max(ctx.env.max_total_tokens, budget))
+        return dataclasses.replace(ctx, env=env, sampling=dataclasses.replace(sampling, max_tokens=budget))
     raise ValueError(f"--workflow: '{workflow}' is not one of {', '.join(WORKFLOWS)}")

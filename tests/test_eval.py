@@ -15,9 +15,14 @@ from agentrl.eval_metrics import EvalItem, EvalMetrics, EvalSummary, compare_tab
 from tests.conftest import ROOT, agentrl_cmd
 
 MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
-# The policy under evaluation. Switch to "tiny-vl" once the multimodal model (issue #4) lands: the eval
-# goes through the same actors, so nothing else changes.
-MODEL = "tiny-text"
+# The policy under evaluation: the tiny Qwen2.5-VL model (images in its prompts, thumbnails back from image
+# search). "tiny-text" runs the same tests with the text model; the eval goes through the same actors.
+MODEL = "tiny-vl"
+# on_demand: every turn held to the protocol's action grammar (as configs/demo_vl.yaml), so the random policy
+# picks among valid actions and the search metrics see all kinds of items
+ACTION = ("<reason>[a-z ]{1,16}</reason>(<search><img></search>|<text_search>[a-z ]{1,16}</text_search>|"
+          "<answer>[a-z]{1,8}</answer>)")
+TURN_REGEX = f"env.turn_regex=['{ACTION}', '{ACTION}', '<reason>[a-z ]{{1,16}}</reason><answer>[a-z]{{1,8}}</answer>']"
 
 
 def item(source="a", correct=False, tools=(), failed=(), turns=1, tokens=10, sample=0) -> EvalItem:
@@ -87,7 +92,8 @@ def three_workflows(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow",
                         "direct,rag,on_demand", "--out", str(out), "-n", "2", "--temperature", "1.0",
-                        f"model.path={MODEL}", "env.max_tokens_per_turn=32", "trainer.wandb.mode=disabled"],
+                        f"model.path={MODEL}", "env.max_tokens_per_turn=40", "trainer.wandb.mode=disabled",
+                        TURN_REGEX],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stdout
@@ -137,7 +143,9 @@ def test_each_workflow_behaves_as_the_seed_defines_it(three_workflows):
         assert r["finish_reason"] == "answer" and r["components"]["format"] == 1.0  # mmsearch_r1's 3-turn shape
     assert summary["overall"]["search_both_ratio"] == 1.0
     on_demand, _ = _results(out, "on_demand")
-    assert all(len(r["turns"]) <= 3 for r in on_demand)
+    assert all(len(r["turns"]) <= 3 and r["finish_reason"] == "answer" for r in on_demand)  # the grammar ends it
+    # every turn but the last asked for a search; one past its limit (a second image search) is not run
+    assert all(len(r["tool_calls"]) <= len(r["turns"]) - 1 for r in on_demand)
     # the printed tables: one per workflow, then the three side by side
     assert stdout.count("| overall ") == 3 and "| model / workflow " in stdout
 
