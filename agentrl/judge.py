@@ -41,6 +41,7 @@ JUDGE_PROMPT = (
     "Reply with one short sentence of reasoning, then a last line that is exactly `Verdict: correct` or "
     "`Verdict: incorrect`."
 )
+MAX_MATH_CHARS = 200
 _WORDS = {"correct": True, "incorrect": False, "yes": True, "no": False, "true": True, "false": False,
           "1": True, "0": False, "right": True, "wrong": False}
 _VERDICT = re.compile(r"verdict\W{0,3}\s*(incorrect|correct|yes|no|true|false|1|0|right|wrong)\b", re.I)
@@ -67,13 +68,19 @@ def static_verify(prediction: str | None, golds: list[str]) -> bool:
     pred = normalize_answer(prediction)
     if pred and any(pred == normalize_answer(g) for g in golds):
         return True
+    if len(prediction) > MAX_MATH_CHARS:  # sympy on a huge expression can run for minutes
+        return False
+    import threading
+
     from math_verify import parse, verify
 
-    # no signal-based timeouts: reward actors run this off the main thread, where signals cannot be used
-    target = parse(prediction, parsing_timeout=None)
+    # math-verify's timeouts are signals, which work on the main thread only (reward actors may run this on
+    # another); there the length cap above is the guard
+    t = 5 if threading.current_thread() is threading.main_thread() else None
+    target = parse(prediction, parsing_timeout=t)
     if not target:
         return False
-    return any(verify(parse(g, parsing_timeout=None), target, timeout_seconds=None) for g in golds)
+    return any(verify(parse(g, parsing_timeout=t), target, timeout_seconds=t) for g in golds)
 
 
 @dataclass(frozen=True)
