@@ -90,7 +90,8 @@ class EvalRunner:
         renv = {"env_vars": _actor_env()}
         self.rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
         self.generators = GeneratorPool.create(cfg.rollout.num_engines, self.model_path, cfg.rollout,
-                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv)
+                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv,
+                                               vision=cfg.model.vision)
         opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
         if cfg.env.resources:
             opts["resources"] = dict(cfg.env.resources)
