@@ -148,3 +148,16 @@ def test_a_short_bench_run_writes_consistent_results(tmp_path):
     assert res["env_actor"]["zero_latency"]["tool_calls_per_s"] > 0
     assert png.stat().st_size > 10_000
     assert "speedup" in r.stdout
+
+
+def test_the_sweep_table_has_one_row_per_point_and_dashes_where_sync_was_not_run():
+    from agentrl.bench_report import sweep_table
+
+    mode = {"samples_per_s": 2.0, "learner_busy_frac": 0.95, "staleness_mean": 1.5, "staleness_max": 2,
+            "tool_concurrency_mean": 12.0, "groups_dropped_stale": 3}
+    table = sweep_table([{"setting": "tool median 4 s", "sync": {**mode, "samples_per_s": 0.5}, "async": mode,
+                          "speedup": 4.0},
+                         {"setting": "max staleness 0", "async": mode}]).splitlines()
+    assert len(table) == 4
+    assert table[2].startswith("| tool median 4 s | 0.50 | 2.00 | 4.00× | 95% | 1.50 / 2 | 12.0 | 3 |")
+    assert table[3].startswith("| max staleness 0 | – | 2.00 | – | 95% |")
