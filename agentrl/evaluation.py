@@ -77,26 +77,13 @@ class EvalRunner:
         self.actors: list[Any] = []
 
     async def start(self) -> None:
-        import ray
-
-        from actors.environment import EnvironmentActor
-        from actors.generator import GeneratorPool
-        from actors.reward import RewardPool
-        from agentrl.orchestrator import _actor_env
+        from agentrl.orchestrator import _actor_env, create_rollout_actors
         from agentrl.tiny_models import ensure_model
 
         cfg = self.cfg
         self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
-        renv = {"env_vars": _actor_env()}
-        self.rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
-        self.generators = GeneratorPool.create(cfg.rollout.num_engines, self.model_path, cfg.rollout,
-                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv,
-                                               vision=cfg.model.vision)
-        opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
-        if cfg.env.resources:
-            opts["resources"] = dict(cfg.env.resources)
-        self.envs = [ray.remote(EnvironmentActor).options(name=f"eval-env-{i}", **opts).remote(
-            cfg, self.model_path, self.generators, self.rewards, None, i) for i in range(cfg.env.num_actors)]
+        self.rewards, self.generators, self.envs = create_rollout_actors(
+            cfg, self.model_path, {"env_vars": _actor_env()}, None, env_prefix="eval-env")
         self.actors = [*self.rewards.handles, *self.generators.handles, *self.envs]
         await self.generators.start()
         await asyncio.gather(*[e.stats.remote() for e in self.envs])

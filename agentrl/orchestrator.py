@@ -63,6 +63,25 @@ def _actor_env() -> dict[str, str]:
     return env
 
 
+def create_rollout_actors(cfg: Config, model_path: str, runtime_env: dict[str, Any], queue: Any,
+                          env_prefix: str = "env") -> tuple[Any, Any, list[Any]]:
+    """The rollout side that training and eval share: the reward pool, the generator pool (not yet
+    started) and the environment actors, which put groups into `queue` (None for eval)."""
+    from actors.environment import EnvironmentActor
+    from actors.generator import GeneratorPool
+    from actors.reward import RewardPool
+
+    rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
+    generators = GeneratorPool.create(cfg.rollout.num_engines, model_path, cfg.rollout, cfg.model.dtype,
+                                      cfg.trainer.seed, runtime_env=runtime_env, vision=cfg.model.vision)
+    opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": runtime_env}
+    if cfg.env.resources:
+        opts["resources"] = dict(cfg.env.resources)
+    envs = [ray.remote(EnvironmentActor).options(name=f"{env_prefix}-{i}", **opts).remote(
+        cfg, model_path, generators, rewards, queue, i) for i in range(cfg.env.num_actors)]
+    return rewards, generators, envs
+
+
 def _node_id(actor: Any) -> str:
     return ray.get_runtime_context().get_node_id()
 
@@ -89,11 +108,8 @@ class Orchestrator:
         return handle
 
     async def start(self) -> None:
-        from actors.environment import EnvironmentActor
-        from actors.generator import GeneratorPool
         from actors.learner import LearnerActor
         from actors.replay_queue import ReplayQueue
-        from actors.reward import RewardPool
         from agentrl.tiny_models import ensure_model
 
         cfg = self.cfg
@@ -102,14 +118,11 @@ class Orchestrator:
         self.queue = self._track(ray.remote(ReplayQueue).options(
             num_cpus=0, name="replay-queue", max_concurrency=1000, runtime_env=renv).remote(
             cfg.trainer.queue_capacity, self.max_staleness), "replay-queue")
-        self.rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
-        for i, h in enumerate(self.rewards.handles):
-            self._track(h, f"reward-{i}")
-        self.generators = GeneratorPool.create(cfg.rollout.num_engines, self.model_path, cfg.rollout,
-                                               cfg.model.dtype, cfg.trainer.seed, runtime_env=renv,
-                                               vision=cfg.model.vision)
-        for i, h in enumerate(self.generators.handles):
-            self._track(h, f"generator-{i}")
+        self.rewards, self.generators, self.envs = create_rollout_actors(cfg, self.model_path, renv, self.queue)
+        for kind, handles in (("reward", self.rewards.handles), ("generator", self.generators.handles),
+                              ("env", self.envs)):
+            for i, h in enumerate(handles):
+                self._track(h, f"{kind}-{i}")
         lopts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
                                  "runtime_env": renv}
         if cfg.learner.resources:
@@ -117,12 +130,6 @@ class Orchestrator:
         self.learner = self._track(ray.remote(LearnerActor).options(**lopts).remote(
             self.model_path, cfg.learner, cfg.trainer.total_steps, cfg.rollout.temperature,
             cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n, cfg.model.vision), "learner")
-        eopts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": renv}
-        if cfg.env.resources:
-            eopts["resources"] = dict(cfg.env.resources)
-        self.envs = [self._track(ray.remote(EnvironmentActor).options(name=f"env-{i}", **eopts).remote(
-            cfg, self.model_path, self.generators, self.rewards, self.queue, i), f"env-{i}")
-            for i in range(cfg.env.num_actors)]
         await self._guard(self.generators.start())
         await self._guard(self.learner.get_weights.remote())  # waits for DeepSpeed to be up
         await self._guard(asyncio.gather(*[e.stats.remote() for e in self.envs]))
@@ -233,11 +240,10 @@ class Orchestrator:
                 train_version = self.policy_version
                 t_train = time.time()
                 stats = await self._guard(self.learner.train_step.remote(batch))
-                t_sync = time.perf_counter()
-                t_sync_wall = time.time()
+                t_sync = time.time()
                 await self._guard(self.generators.update_weights(self.learner.get_weights.remote()))
-                sync_s = time.perf_counter() - t_sync
-                self.step_marks.append((t_ask, t_train, t_sync_wall, time.time()))
+                self.step_marks.append((t_ask, t_train, t_sync, time.time()))
+                sync_s = self.step_marks[-1][3] - t_sync
                 self.policy_version = stats.policy_version
                 self.summary.trained += len(batch.groups)
                 self._live -= len(batch.groups)

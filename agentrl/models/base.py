@@ -32,6 +32,13 @@ def decode_image(data: bytes) -> Any:
         raise ImageError(f"unreadable image ({type(e).__name__}: {e})") from None
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding the pixels."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
 def encode_png(img: Any) -> bytes:
     out = io.BytesIO()
     img.save(out, format="PNG")  # lossless: both sides decode the same pixels

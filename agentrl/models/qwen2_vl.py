@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from agentrl.config import VisionConfig
-from agentrl.models.base import ModelAdapter, decode_image, encode_png, register_adapter
+from agentrl.models.base import ModelAdapter, decode_image, encode_png, image_size, register_adapter
 
 
 @register_adapter
@@ -45,8 +45,7 @@ class Qwen2VLAdapter(ModelAdapter):
     def _check_budgets(self) -> None:
         """The processor (in vLLM and here) must keep our sizes as they are: budgets inside its range."""
         size = self._processor.size
-        lo = size.get("shortest_edge") if hasattr(size, "get") else getattr(size, "shortest_edge", None)
-        hi = size.get("longest_edge") if hasattr(size, "get") else getattr(size, "longest_edge", None)
+        lo, hi = size.get("shortest_edge"), size.get("longest_edge")  # min / max pixels
         v = self.vision
         for key in ("input_min_pixels", "input_max_pixels", "thumbnail_min_pixels", "thumbnail_max_pixels"):
             value = getattr(v, key)
@@ -80,8 +79,8 @@ class Qwen2VLAdapter(ModelAdapter):
         return encode_png(img)
 
     def grid_thw(self, image: bytes) -> tuple[int, int, int]:
-        """(t, h, w) in patches of a prepared image."""
-        w, h = decode_image(image).size
+        """(t, h, w) in patches of a prepared image (called per placeholder and per forward: header only)."""
+        w, h = image_size(image)
         return 1, h // self.patch_size, w // self.patch_size
 
     def num_image_tokens(self, image: bytes) -> int:
