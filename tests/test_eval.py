@@ -19,10 +19,11 @@ MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
 # search). "tiny-text" runs the same tests with the text model; the eval goes through the same actors.
 MODEL = "tiny-vl"
 # on_demand: every turn held to the protocol's action grammar (as configs/demo_vl.yaml), so the random policy
-# picks among valid actions and the search metrics see all kinds of items
-ACTION = ("<reason>[a-z ]{1,16}</reason>(<search><img></search>|<text_search>[a-z ]{1,16}</text_search>|"
-          "<answer>[a-z]{1,8}</answer>)")
-TURN_REGEX = f"env.turn_regex=['{ACTION}', '{ACTION}', '<reason>[a-z ]{{1,16}}</reason><answer>[a-z]{{1,8}}</answer>']"
+# picks among valid actions and the search metrics see all kinds of items. Guided decoding may spell a tag one
+# character per token, so the turn budget (64) covers the longest such spelling (56).
+ACTION = ("<reason>[a-z ]{1,6}</reason>(<search><img></search>|<text_search>[a-z ]{1,6}</text_search>|"
+          "<answer>[a-z]{1,6}</answer>)")
+TURN_REGEX = f"env.turn_regex=['{ACTION}', '{ACTION}', '<reason>[a-z ]{{1,6}}</reason><answer>[a-z]{{1,6}}</answer>']"
 
 
 def item(source="a", correct=False, tools=(), failed=(), turns=1, tokens=10, sample=0) -> EvalItem:
@@ -92,7 +93,7 @@ def three_workflows(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow",
                         "direct,rag,on_demand", "--out", str(out), "-n", "2", "--temperature", "1.0",
-                        f"model.path={MODEL}", "env.max_tokens_per_turn=40", "trainer.wandb.mode=disabled",
+                        f"model.path={MODEL}", "env.max_tokens_per_turn=64", "trainer.wandb.mode=disabled",
                         TURN_REGEX],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -33,9 +33,12 @@ from agentrl.tiny_models import ensure_model
 run = asyncio.run
 
 # Turn 1 searches with the image, turn 2 searches text, turn 3 answers (structured outputs).
-SCRIPT = ("env.turn_regex=['<reason>[a-z ]{1,12}</reason><search><img></search>', "
-          "'<reason>[a-z ]{1,12}</reason><text_search>kasazo colour</text_search>', "
-          "'<reason>[a-z ]{1,12}</reason><answer>lilac</answer>']")
+# Guided decoding may spell a tag one character per token (a random model has no preference for the
+# canonical tokens), so a turn's budget must cover the regex's longest character-level spelling:
+# 8 + 6 + 9 + 39 = 62 tokens for the text search turn.
+SCRIPT = ("env.turn_regex=['<reason>[a-z ]{1,6}</reason><search><img></search>', "
+          "'<reason>[a-z ]{1,6}</reason><text_search>kasazo colour</text_search>', "
+          "'<reason>[a-z ]{1,6}</reason><answer>lilac</answer>']")
 
 
 def png(w: int, h: int, seed: int) -> bytes:
@@ -162,7 +165,7 @@ def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
 def vl(vl_path):
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2",
-                                               "env.max_tokens_per_turn=48", "env.max_total_tokens=900",
+                                               "env.max_tokens_per_turn=64", "env.max_total_tokens=900",
                                                "learner.lr=1e-3", SCRIPT])
     pool = GeneratorPool.create(1, vl_path, cfg.rollout, "float32", 0, vision=cfg.model.vision)
     run(pool.start())
@@ -195,9 +198,9 @@ def vl_group(vl):
 def vl_free_group(vl):
     """Turn 1 is held to an image search; the later turns are free (sampled from the policy as it is),
     so their behaviour log-probs are the policy's, conditioned on the input image and two thumbnails."""
-    first_turn = "env.turn_regex=['<reason>[a-z ]{1,12}</reason><search><img></search>']"
+    first_turn = "env.turn_regex=['<reason>[a-z ]{1,6}</reason><search><img></search>']"  # <= 45 tokens
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2", "env.max_turns=2",
-                                               "env.max_tokens_per_turn=24", first_turn])
+                                               "env.max_tokens_per_turn=48", first_turn])
     env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=100).remote(
         cfg, vl.path, vl.pool, vl.rewards, vl.queue)
     outcome = ray.get(env.run_group.remote(synthetic_image_rows(1)[0], "vl-free", 0))
@@ -306,7 +309,8 @@ def test_a_row_with_corrupt_image_bytes_fails_alone_with_a_reason_naming_the_row
 
 def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=1", "env.tools=[tests.plugins.corrupt_image_tool:"
-                                               "CorruptImageSearch, text_search]", SCRIPT])
+                                               "CorruptImageSearch, text_search]", "env.max_tokens_per_turn=64",
+                                               "env.max_total_tokens=900", SCRIPT])
     env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=100).remote(
         cfg, vl.path, vl.pool, vl.rewards, vl.queue)
     outcome = ray.get(env.run_group.remote(synthetic_image_rows(1)[0], "bad-tool", 0))

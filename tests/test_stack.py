@@ -190,10 +190,11 @@ def test_a_multi_turn_trajectory_uses_both_search_tools_through_the_real_generat
     image = (demo_image_index(cache_root().parent) / "003.png").read_bytes()
     cfg = load_config("configs/demo.yaml", [
         "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "rollout.n=2",
-        "env.max_tokens_per_turn=48", "env.max_total_tokens=900", "reward.name=mmsearch_r1",
-        "env.turn_regex=['<reason>[a-z ]{1,20}</reason><search><img></search>', "
-        "'<reason>[a-z ]{1,20}</reason><text_search>kasazo colour</text_search>', "
-        "'<reason>[a-z ]{1,20}</reason><answer>lilac</answer>']"])
+        # 64 tokens cover each turn even spelt one character per token (guided decoding allows that)
+        "env.max_tokens_per_turn=64", "env.max_total_tokens=900", "reward.name=mmsearch_r1",
+        "env.turn_regex=['<reason>[a-z ]{1,6}</reason><search><img></search>', "
+        "'<reason>[a-z ]{1,6}</reason><text_search>kasazo colour</text_search>', "
+        "'<reason>[a-z ]{1,6}</reason><answer>lilac</answer>']"])
     from actors.reward import RewardActor
 
     rewards = RewardPool([ray.remote(RewardActor).options(num_cpus=0).remote("mmsearch_r1", {})])
