@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Ray-distributed asynchronous agentic RL for search-augmented (multimodal) LMs",
     packages=find_packages(include=["agentrl*", "actors*", "envs*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     install_requires=[
         "ray[default]==2.60.0",
         "deepspeed==0.19.8",

@@ -1,7 +1,8 @@
 """Environment actors: each runs many trajectories at once on one asyncio loop.
 
 A call to `run_group` runs the n samples of one prompt concurrently (each with its own state), scores
-each as it finishes in the reward pool, and puts the whole group into the replay queue.
+them in the reward pool (one call per group: an actor carrying thousands of trajectories spends its
+loop on RPCs otherwise), and puts the whole group into the replay queue.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class EnvironmentActor:
         self.in_flight = 0
 
     async def _run_one(self, row: DataRow, traj: Trajectory, ctx: Any) -> Trajectory:
-        from agentrl.profile import REWARD, TrajectoryTimer, add_span
+        from agentrl.profile import TrajectoryTimer
         from envs.agent_loop import run_trajectory
 
         timer = TrajectoryTimer(traj, lambda req: self.generators.generate(traj.traj_id, req))
@@ -80,18 +81,25 @@ class EnvironmentActor:
                 timer.finish()
                 self.in_flight -= 1
                 self.generators.release(traj.traj_id)
-        t_reward = time.time()
-        traj.reward = await self.rewards.score(RewardInput(
-            question=row.question, turns=traj.turn_texts, answer=traj.answer,
-            ground_truth=row.ground_truth, candidate_answers=row.candidate_answers,
-            tool_calls=[c.tool for c in traj.tool_calls], finish_reason=traj.finish_reason,
-            images=list(row.images)))
-        add_span(traj, REWARD, t_reward, time.time())
         return traj
+
+    async def _score(self, row: DataRow, trajs: list[Trajectory]) -> None:
+        from agentrl.profile import REWARD, add_span
+
+        t_reward = time.time()
+        results = await self.rewards.score_group([RewardInput(
+            question=row.question, turns=t.turn_texts, answer=t.answer,
+            ground_truth=row.ground_truth, candidate_answers=row.candidate_answers,
+            tool_calls=[c.tool for c in t.tool_calls], finish_reason=t.finish_reason,
+            images=list(row.images)) for t in trajs])
+        t_end = time.time()
+        for t, r in zip(trajs, results, strict=True):
+            t.reward = r
+            add_span(t, REWARD, t_reward, t_end)
 
     async def _run_samples(self, row: DataRow, group_id: str, n: int,
                            ctx: Any) -> tuple[list[Trajectory], list[BaseException]]:
-        """Run n samples of one prompt concurrently and score each; returns them and any errors."""
+        """Run n samples of one prompt concurrently, then score them; returns them and any errors."""
         from envs.agent_loop import initial_prompt
 
         try:
@@ -102,7 +110,13 @@ class EnvironmentActor:
                             prompt_ids=list(prompt_ids), ground_truth=row.ground_truth, images=list(images))
                  for k in range(n)]
         results = await asyncio.gather(*[self._run_one(row, t, ctx) for t in trajs], return_exceptions=True)
-        return trajs, [r for r in results if isinstance(r, BaseException)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            try:
+                await self._score(row, trajs)
+            except Exception as e:  # a failing reward fails this group, with its reason, not the actor
+                errors.append(e)
+        return trajs, errors
 
     async def evaluate(self, row: DataRow, group_id: str, workflow: str, n: int = 1,
                        temperature: float = 0.0) -> list[Trajectory]:

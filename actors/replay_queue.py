@@ -51,7 +51,7 @@ class ReplayQueue:
         return dropped
 
     async def get_batch(self, batch_groups: int, learner_version: int) -> TrainBatch:
-        """Wait for B fresh groups and hand them over, oldest first."""
+        """Wait for B fresh groups and hand over the B with the oldest policy versions."""
         t0 = time.perf_counter()
         dropped = 0
         async with self._changed:
@@ -60,7 +60,12 @@ class ReplayQueue:
                 if len(self._groups) >= batch_groups:
                     break
                 await self._changed.wait()
-            groups = [self._groups.popleft() for _ in range(batch_groups)]
+            # Oldest policy first (stable: FIFO among equals): a group that finished late because of a
+            # slow tool call is trained before it goes stale, instead of waiting behind fresher groups.
+            order = sorted(range(len(self._groups)), key=lambda i: self._groups[i].min_policy_version)
+            groups = [self._groups[i] for i in order[:batch_groups]]
+            taken = set(order[:batch_groups])
+            self._groups = deque(g for i, g in enumerate(self._groups) if i not in taken)
             self.groups_out += batch_groups
             self.groups_dropped_stale += dropped
             self._changed.notify_all()

@@ -1,7 +1,8 @@
-"""Reward actors: a pool that scores finished trajectories while the rest are still running."""
+"""Reward actors: a pool that scores finished groups while other trajectories are still running."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -21,6 +22,10 @@ class RewardActor:
     async def score(self, inp: RewardInput) -> RewardResult:
         return await score_async(self.fn, inp, self.options)
 
+    async def score_group(self, inps: list[RewardInput]) -> list[RewardResult]:
+        """Score a group's trajectories concurrently: one call (one RPC) per group, not per trajectory."""
+        return list(await asyncio.gather(*[score_async(self.fn, inp, self.options) for inp in inps]))
+
 
 class RewardPool:
     """Round-robin over reward actors; picklable so environment actors hold it."""
@@ -38,6 +43,10 @@ class RewardPool:
 
     async def score(self, inp: RewardInput) -> RewardResult:
         return await self.handles[next(self._next)].score.remote(inp)
+
+    async def score_group(self, inps: list[RewardInput]) -> list[RewardResult]:
+        """Score all samples of one prompt in one call to one reward actor."""
+        return await self.handles[next(self._next)].score_group.remote(inps)
 
     def __getstate__(self) -> dict:
         return {"handles": self.handles}

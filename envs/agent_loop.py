@@ -46,6 +46,16 @@ class ChatFormat:
         head, tail = two[len(base):].split("\x00")
         self.user_open, self.user_close_and_reply = head, tail
         self.eos_text = tokenizer.eos_token or ""
+        # the Rust tokenizer directly: the Python wrapper's per-call overhead is most of an observation's
+        # cost in an environment actor running thousands of trajectories (docs/benchmarks.md)
+        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        self._backend = backend
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of text, no special tokens added (the same ids as `tokenizer.encode`)."""
+        if self._backend is not None:
+            return self._backend.encode(text, add_special_tokens=False).ids
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def prompt_ids(self, system: str, question: str, num_images: int = 0) -> list[int]:
         """The chat prompt; images (placeholders, not yet expanded) come before the question, as in the seed."""
@@ -58,7 +68,7 @@ class ChatFormat:
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """Cut text to at most max_tokens tokens of this tokenizer."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        ids = self.encode(text)
         return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]) + " ..."
 
     def observation_ids(self, text: str, model_ended_turn: bool) -> list[int]:
@@ -66,8 +76,7 @@ class ChatFormat:
         close = self.turn_close
         if model_ended_turn and self.eos_text and close.startswith(self.eos_text):
             close = close[len(self.eos_text):]
-        return self.tokenizer.encode(close + self.user_open + text + self.user_close_and_reply,
-                                     add_special_tokens=False)
+        return self.encode(close + self.user_open + text + self.user_close_and_reply)
 
 
 @dataclass
@@ -151,7 +160,8 @@ async def _run_tool(tool: Tool, args: dict[str, Any], state: TrajectoryState, ti
         if cache_mode == "replay_only":
             return Observation(f"No cached {tool.name} result (replay-only run).", ok=False,
                                error="not in cache (replay_only)")
-    obs = await asyncio.wait_for(tool.run(args, state), timeout_s)
+    async with asyncio.timeout(timeout_s):  # unlike wait_for, no extra task per call
+        obs = await tool.run(args, state)
     if key is not None and obs.ok:
         await cache.put(key, tool.name, obs)
     return obs

@@ -136,3 +136,17 @@ def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted()
     assert [c.tool for c in t.tool_calls] == ["image_search"]  # the second image search is over the limit
     assert OVER_LIMIT_OBSERVATION.format(tool="image_search") in text
     assert t.invalid_actions == 2 and t.answer == "x" and t.finish_reason == "answer"
+
+
+def test_observations_are_tokenised_as_the_tokenizer_itself_would(tiny_text_path):
+    from transformers import AutoTokenizer
+
+    from envs.agent_loop import ChatFormat
+
+    tok = AutoTokenizer.from_pretrained(tiny_text_path)
+    chat = ChatFormat(tok)
+    assert chat._backend is not None  # the fast path: the Rust tokenizer, without the Python wrapper
+    for text in ["kasazo: lilac", "<information>1. a <|im_end|> b\n\n  c</information>", "ünïcödé 東京 ☃", ""]:
+        assert chat.encode(text) == tok.encode(text, add_special_tokens=False)
+        assert chat.observation_ids(text, model_ended_turn=False) == tok.encode(
+            chat.turn_close + chat.user_open + text + chat.user_close_and_reply, add_special_tokens=False)

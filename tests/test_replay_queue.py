@@ -35,6 +35,15 @@ def test_batches_hold_whole_groups_in_arrival_order(ray_local):
     assert batch.queue_depth == 3
 
 
+def test_a_batch_takes_the_oldest_policy_versions_first_so_late_groups_are_trained_before_going_stale(ray_local):
+    q = ray.remote(ReplayQueue).options(max_concurrency=100).remote(capacity=8, max_staleness=2)
+    for g in (group("new1", 2), group("new2", 2), group("late", 0), group("new3", 2)):
+        ray.get(q.put.remote(g))
+    batch = ray.get(q.get_batch.remote(2, 2))
+    assert [g.group_id for g in batch.groups] == ["late", "new1"]  # then arrival order among equals
+    assert [g.group_id for g in ray.get(q.get_batch.remote(2, 3)).groups] == ["new2", "new3"]
+
+
 def test_stale_groups_are_dropped_and_counted(ray_local):
     q = ray.remote(ReplayQueue).options(max_concurrency=100).remote(capacity=8, max_staleness=1)
     for g in (group("old", 0), group("new1", 2), group("new2", 3)):
