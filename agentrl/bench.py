@@ -162,7 +162,7 @@ def compare(args: argparse.Namespace, steps: int, extra: list[str], label: str =
     return out, traces, batches
 
 
-SWEEP = [  # (setting, overrides, modes); the default point (1 s, s=2, unbounded slots) is the main run
+SWEEP = [  # (setting, overrides, modes); the default point (1 s, s=2, 8 spares, no slot limit) is the main run
     ("tool median 0 s", ["tools.options.latency.median_s=0", "tools.options.latency.p99_s=0"], ("sync", "async")),
     ("tool median 0.25 s", ["tools.options.latency.median_s=0.25", "tools.options.latency.p99_s=2.5"],
      ("sync", "async")),
@@ -171,6 +171,7 @@ SWEEP = [  # (setting, overrides, modes); the default point (1 s, s=2, unbounded
     ("max staleness 0", ["trainer.max_staleness=0"], ("async",)),
     ("max staleness 1", ["trainer.max_staleness=1"], ("async",)),
     ("max staleness 4", ["trainer.max_staleness=4", "trainer.queue_capacity=128"], ("async",)),
+    ("no spare groups", ["trainer.spare_groups=0"], ("async",)),
     ("16 trajectories per env actor", ["env.max_concurrent_trajectories=16"], ("async",)),
     ("64 trajectories per env actor", ["env.max_concurrent_trajectories=64"], ("async",)),
 ]
@@ -239,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
                        "machine": _machine(), "latency_median_s": args.latency_median,
                        "latency_p99_s": args.latency_p99, "failure_rate": args.failure_rate,
                        "max_staleness": args.max_staleness, "batch_groups": base.trainer.batch_groups,
+                       "spare_groups": base.trainer.spare_groups,
                        "n": base.rollout.n, "max_turns": base.env.max_turns,
                        "bench_wall_s": time.perf_counter() - t_start, "config": dataclasses.asdict(base)}
     _write(args, result, traces)

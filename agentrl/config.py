@@ -198,6 +198,9 @@ class TrainerConfig:
     total_steps: int = 20
     batch_groups: int = 4  # B: groups per learner step
     max_staleness: int = 1
+    # async only: groups started beyond B * (max_staleness + 1), so a group held up by a slow tool call has
+    # a stand-in and the learner does not wait; a spare that goes stale is dropped and counted
+    spare_groups: int = 0
     queue_capacity: int = 16  # groups
     run_name: str = "demo"
     output_dir: str = "runs"
@@ -307,6 +310,7 @@ def validate(cfg: Config) -> None:
     _require(t.total_steps > 0, "trainer.total_steps", "must be > 0")
     _require(t.batch_groups > 0, "trainer.batch_groups", "batch size must be > 0")
     _require(t.max_staleness >= 0, "trainer.max_staleness", "must be >= 0")
+    _require(t.spare_groups >= 0, "trainer.spare_groups", "must be >= 0")
     _require(t.queue_capacity >= t.batch_groups, "trainer.queue_capacity",
              "must hold at least one batch (>= trainer.batch_groups)")
     _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")

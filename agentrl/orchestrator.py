@@ -5,7 +5,9 @@ Capacity control (AReaL-style): with B groups per step and bound s, a new group 
 `started - dropped - failed < B * (policy_version + s + 1)`; since B * policy_version groups have been
 trained, that is `live groups < B * (s + 1)` (live: started, not yet trained, dropped or failed).
 Groups are consumed oldest-first, so a group started at version v is trained by version v + s; a
-group that still arrives late is dropped by the replay queue and counted. `trainer.mode=sync`
+group that still arrives late is dropped by the replay queue and counted. In async mode
+`trainer.spare_groups` more may be live: stand-ins for groups held up in a tool's tail (the queue's
+drop keeps the bound; spares trade some dropped work for a learner that does not wait). `trainer.mode=sync`
 is the same loop with s = 0: generate a batch, train, push, repeat.
 """
 
@@ -157,7 +159,8 @@ class Orchestrator:
     # ---- the loops ----------------------------------------------------------------------------
     def _capacity(self) -> int:
         """How many groups may be live at once (see the module docstring)."""
-        return self.cfg.trainer.batch_groups * (self.max_staleness + 1)
+        t = self.cfg.trainer
+        return t.batch_groups * (self.max_staleness + 1) + (t.spare_groups if t.mode == "async" else 0)
 
     def _rows(self) -> Any:
         from agentrl.data import synthetic_image_rows, synthetic_rows

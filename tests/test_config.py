@@ -30,6 +30,7 @@ def test_unknown_key_in_the_yaml_file_is_reported(tmp_path):
 @pytest.mark.parametrize("override,key", [
     ("trainer.batch_groups=-1", "trainer.batch_groups"),
     ("trainer.max_staleness=-1", "trainer.max_staleness"),
+    ("trainer.spare_groups=-2", "trainer.spare_groups"),
     ("model.path=/no/such/model", "model.path"),
     ("rollout.n=abc", "rollout.n"),
     ("trainer.mode=fast", "trainer.mode"),

@@ -68,9 +68,11 @@ def test_an_unknown_config_key_fails_with_one_line():
     assert r.stderr.strip() == "agentrl: unknown config key 'learner.lrr'; did you mean 'learner.lr'?"
 
 
-def test_with_a_slow_learner_no_trained_token_is_older_than_max_staleness(tmp_path):
+@pytest.mark.parametrize("spare_groups", [0, 3])  # spares: more groups in flight, the same bound
+def test_with_a_slow_learner_no_trained_token_is_older_than_max_staleness(tmp_path, spare_groups):
     r = train(tmp_path, "trainer.total_steps=4", "trainer.run_name=slow", "learner.slowdown_s=2",
-              "trainer.max_staleness=1", "trainer.batch_groups=2", "rollout.n=2")
+              "trainer.max_staleness=1", "trainer.batch_groups=2", "rollout.n=2",
+              f"trainer.spare_groups={spare_groups}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = metrics(tmp_path / "slow")
     assert len(rows) == 4
@@ -79,6 +81,8 @@ def test_with_a_slow_learner_no_trained_token_is_older_than_max_staleness(tmp_pa
         assert row["staleness_max"] <= 1
         assert row["samples"] == 2 * 2
     assert max(row["loss/token_staleness_max"] for row in rows) == 1  # the bound was actually used
+    summary = json.loads((tmp_path / "slow" / "summary.json").read_text())  # every started group accounted for
+    assert summary["admitted"] == summary["trained"] + summary["dropped_stale"] + sum(summary["failed"].values())
 
 
 def _ray_processes() -> set[int]:
