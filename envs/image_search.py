@@ -40,7 +40,7 @@ def _signature(data: bytes) -> list[float]:
     from PIL import Image
 
     img = Image.open(io.BytesIO(data)).convert("RGB").resize((8, 8))
-    return [c / 255.0 for px in img.getdata() for c in px]
+    return [c / 255.0 for c in img.tobytes()]  # row-major RGB, as getdata() (deprecated) gave
 
 
 def demo_image_index(root: Path) -> Path:
