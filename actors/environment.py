@@ -91,7 +91,7 @@ class EnvironmentActor:
             question=row.question, turns=t.turn_texts, answer=t.answer,
             ground_truth=row.ground_truth, candidate_answers=row.candidate_answers,
             tool_calls=[c.tool for c in t.tool_calls], finish_reason=t.finish_reason,
-            images=list(row.images)) for t in trajs])
+            images=row.images) for t in trajs])
         t_end = time.time()
         for t, r in zip(trajs, results, strict=True):
             t.reward = r

@@ -93,6 +93,8 @@ class GeneratorActor:
         versions: list[int] = []
         finish = "length"
         resumed = 0
+        # decoded once per turn, not once per resume (PIL images; vLLM re-processes them itself)
+        images = {"image": [decode_image(im) for im in request.images]} if request.images else None
         self._mark(+1)
         try:
             while len(tokens) < s.max_tokens:
@@ -106,17 +108,19 @@ class GeneratorActor:
                 )
                 expected = request.prompt_ids + tokens
                 prompt: dict[str, Any] = {"prompt_token_ids": self.adapter.collapse_placeholders(expected)}
-                if request.images:
-                    prompt["multi_modal_data"] = {"image": [decode_image(im) for im in request.images]}
+                if images:
+                    prompt["multi_modal_data"] = images
                 rid = f"{request.request_id}-{resumed}-{uuid.uuid4().hex[:6]}"
                 self._inflight.add(rid)
                 finish = "abort"
+                checked = not images  # vLLM's expansion, compared once per request (every output carries it)
                 try:
                     async for out in self._outputs(prompt, params, rid):
-                        if request.images and out.prompt_token_ids is not None and \
-                                list(out.prompt_token_ids) != expected:
-                            raise RuntimeError(f"request {request.request_id}: vLLM expanded the image "
-                                               "placeholders differently from the model adapter")
+                        if not checked and out.prompt_token_ids is not None:
+                            if list(out.prompt_token_ids) != expected:
+                                raise RuntimeError(f"request {request.request_id}: vLLM expanded the image "
+                                                   "placeholders differently from the model adapter")
+                            checked = True
                         comp = out.outputs[0]
                         new = list(comp.token_ids)
                         tokens.extend(new)

@@ -130,9 +130,6 @@ class LearnerActor:
                                       list(traj.behaviour_logprobs), adv, list(traj.images)))
         return seqs
 
-    def _micro_batches(self, seqs: list[_Sequence]) -> list[list[_Sequence]]:
-        return pack_by_tokens(seqs, self.cfg.micro_batch_tokens)
-
     def _forward(self, model: Any, mb: list[_Sequence], need_entropy: bool = False) -> tuple[Any, Any]:
         """Log-probs (and entropies) of every response token of the micro-batch, flattened."""
         torch = self.torch
@@ -179,7 +176,7 @@ class LearnerActor:
         lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps, self.cfg.min_lr_ratio)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        mbs = self._micro_batches(seqs)
+        mbs = pack_by_tokens(seqs, self.cfg.micro_batch_tokens)
         loss_sum, stats_acc = 0.0, {}
         self.engine.train()
         for i, mb in enumerate(mbs):
@@ -203,7 +200,7 @@ class LearnerActor:
         seqs = self._sequences(batch)
         total = sum(sum(s.mask) for s in seqs)
         with self.torch.no_grad():
-            return sum(float(self._loss(mb, total)[0]) for mb in self._micro_batches(seqs))
+            return sum(float(self._loss(mb, total)[0]) for mb in pack_by_tokens(seqs, self.cfg.micro_batch_tokens))
 
     def compute_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
         """The learner's log-probs of each response token (to compare with the behaviour ones)."""

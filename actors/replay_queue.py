@@ -62,10 +62,8 @@ class ReplayQueue:
                 await self._changed.wait()
             # Oldest policy first (stable: FIFO among equals): a group that finished late because of a
             # slow tool call is trained before it goes stale, instead of waiting behind fresher groups.
-            order = sorted(range(len(self._groups)), key=lambda i: self._groups[i].min_policy_version)
-            groups = [self._groups[i] for i in order[:batch_groups]]
-            taken = set(order[:batch_groups])
-            self._groups = deque(g for i, g in enumerate(self._groups) if i not in taken)
+            self._groups = deque(sorted(self._groups, key=lambda g: g.min_policy_version))
+            groups = [self._groups.popleft() for _ in range(batch_groups)]
             self.groups_out += batch_groups
             self.groups_dropped_stale += dropped
             self._changed.notify_all()

@@ -13,14 +13,11 @@ from agentrl.rewards import RewardInput, get_reward_fn, score_async
 
 
 class RewardActor:
-    """Scores one trajectory at a time per call; async, so many calls overlap (LLM judges wait)."""
+    """Scores a group of trajectories per call; async, so many calls overlap (LLM judges wait)."""
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.fn = get_reward_fn(name)
         self.options = dict(options)
-
-    async def score(self, inp: RewardInput) -> RewardResult:
-        return await score_async(self.fn, inp, self.options)
 
     async def score_group(self, inps: list[RewardInput]) -> list[RewardResult]:
         """Score a group's trajectories concurrently: one call (one RPC) per group, not per trajectory."""
@@ -40,9 +37,6 @@ class RewardPool:
         handles = [ray.remote(RewardActor).options(num_cpus=0, name=f"reward-{i}", max_concurrency=256)
                    .remote(name, options) for i in range(num_actors)]
         return cls(handles)
-
-    async def score(self, inp: RewardInput) -> RewardResult:
-        return await self.handles[next(self._next)].score.remote(inp)
 
     async def score_group(self, inps: list[RewardInput]) -> list[RewardResult]:
         """Score all samples of one prompt in one call to one reward actor."""

@@ -52,15 +52,14 @@ def _make_orchestrator(cfg: Any, keep_batches: int) -> Any:
     from agentrl.orchestrator import Orchestrator
 
     class BenchOrchestrator(Orchestrator):
-        """The training orchestrator, unchanged, that also keeps each step's trajectory spans, a few
-        batches (for the learner-alone phase) and samples of the engines' busy time."""
+        """The training orchestrator, unchanged, that also keeps each step's trajectory spans and a few
+        batches (for the learner-alone phase)."""
 
         def __init__(self) -> None:
             super().__init__(cfg)
             self.rows: list[dict[str, Any]] = []
             self.spans: list[tuple[str, float, float]] = []
             self.batches: list[Any] = []
-            self.gen_busy: list[tuple[float, float]] = []
 
         def _row(self, stats: Any, batch: Any, *rest: Any) -> dict[str, Any]:
             row = super()._row(stats, batch, *rest)
@@ -69,23 +68,6 @@ def _make_orchestrator(cfg: Any, keep_batches: int) -> Any:
             if len(self.batches) < keep_batches:
                 self.batches.append(batch)
             return row
-
-        async def _sample_engines(self) -> None:
-            while True:
-                if hasattr(self, "generators"):
-                    try:
-                        stats = await self.generators.stats()
-                        self.gen_busy.append((time.time(), sum(s["busy_s"] for s in stats)))
-                    except Exception:  # the run reports actor failures itself
-                        pass
-                await asyncio.sleep(0.25)
-
-        async def run(self) -> Any:
-            sampler = asyncio.ensure_future(self._sample_engines())
-            try:
-                return await super().run()
-            finally:
-                sampler.cancel()
 
     return BenchOrchestrator()
 
@@ -114,13 +96,11 @@ def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
     """A fresh learner trains on pre-generated batches with nothing else running."""
     import ray
 
-    from actors.learner import LearnerActor
-    from agentrl.orchestrator import _actor_env
+    from agentrl.orchestrator import _actor_env, create_learner
     from agentrl.tiny_models import ensure_model
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
-    learner = ray.remote(LearnerActor).options(num_cpus=0, runtime_env={"env_vars": _actor_env()}).remote(
-        path, cfg.learner, steps + 1, cfg.rollout.temperature, cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n)
+    learner = create_learner(cfg, path, {"env_vars": _actor_env()}, steps + 1)
     try:
         ray.get(learner.train_step.remote(batches[0]))  # warm-up, as the runs' first step
         samples, t0 = 0, time.perf_counter()
@@ -187,34 +167,33 @@ def _machine() -> str:
     except (OSError, StopIteration):
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, no GPU"
+    import torch
+
+    gpus = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, {gpus}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; returns the exit code."""
-    from agentrl.config import ConfigError
+    from agentrl.config import ConfigError, check_plugins
 
     steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     skip = {s for s in args.skip.split(",") if s}
     try:
         base = _config(args, [])
-        from envs.latency_tool import lognormal_params
-
-        lognormal_params(args.latency_median, args.latency_p99)
-    except (ConfigError, ValueError) as e:
+        check_plugins(base)  # the latency tool's options, as `agentrl train` checks them
+    except ConfigError as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
     if steps < 2:
         print("agentrl: --steps must be >= 2 (the first step is warm-up)", file=sys.stderr)
         return 2
     # torch before Ray, as `agentrl train` does
-    import agentrl.orchestrator  # noqa: F401  isort: skip
+    from agentrl.orchestrator import connect_ray  # isort: skip
     import ray
 
     t_start = time.perf_counter()
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    started_here = connect_ray(log_to_driver=False)
     try:
         modes = ("sync", "async") + (() if "continue" in skip else ("continue",))
         result, traces, batches = compare(args, steps, [], modes=modes, keep_batches=4)
@@ -226,11 +205,10 @@ def run(args: argparse.Namespace) -> int:
             from agentrl.env_overhead import measure
 
             result["env_actor"] = measure(base, quick=args.quick)
+        keys = ("staleness_mean", "staleness_max", "token_staleness_max")
         result["staleness_by_on_weight_update"] = {
-            "pause_resume": {k: result["async"][k] for k in ("staleness_mean", "staleness_max", "token_staleness_max")},
-            **({"continue": {k: result["async_continue"][k] for k in ("staleness_mean", "staleness_max",
-                                                                      "token_staleness_max")}}
-               if "async_continue" in result else {})}
+            label: {k: result[mode][k] for k in keys}
+            for label, mode in (("pause_resume", "async"), ("continue", "async_continue")) if mode in result}
         if args.sweep:
             result["sweep"] = _sweep(args)
     finally:

@@ -35,13 +35,7 @@ def mean_concurrency(intervals: list[Interval], lo: float, hi: float) -> float:
 
 def max_concurrency(intervals: list[Interval], lo: float = float("-inf"), hi: float = float("inf")) -> int:
     """The most intervals running at one instant (an interval ending at t does not overlap one starting at t)."""
-    events = sorted([(a, 1) for a, _ in _clip(intervals, lo, hi)] + [(b, -1) for _, b in _clip(intervals, lo, hi)],
-                    key=lambda e: (e[0], e[1]))
-    best = cur = 0
-    for _, delta in events:
-        cur += delta
-        best = max(best, cur)
-    return best
+    return max(_concurrency_curve(_clip(intervals, lo, hi), 0.0)[1], default=0)
 
 
 @dataclass
@@ -152,8 +146,8 @@ def plot_timeline(traces: list[RunTrace], path: str) -> None:
             ivs = tr.kind(kind)
             if not ivs:
                 continue
-            peak = max(max_concurrency(ivs), 1)
             xs, ys = _concurrency_curve(ivs, t0)
+            peak = max(ys, default=0) or 1
             ax.fill_between(xs, y + 0.1, [y + 0.1 + 0.8 * v / peak for v in ys], step="post", color=colour,
                             label=f"{'generation turns' if kind == 'generation' else 'tool calls'} in flight "
                                   f"(height: 0 to {peak})")
@@ -186,6 +180,7 @@ def load_traces(path: str) -> list[RunTrace]:
 
 
 def _concurrency_curve(intervals: list[Interval], t0: float) -> tuple[list[float], list[int]]:
+    """The number in flight after each start (+1) or end (-1), in time order; at one instant ends come first."""
     events = sorted([(a - t0, 1) for a, _ in intervals] + [(b - t0, -1) for _, b in intervals])
     xs, ys, cur = [], [], 0
     for t, d in events:

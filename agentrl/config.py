@@ -316,8 +316,12 @@ def validate(cfg: Config) -> None:
     _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")
     if t.eval_every:
         _require(os.path.isfile(t.eval_data), "trainer.eval_data", f"'{t.eval_data}' is not a file")
-        _require(t.eval_workflow in ("direct", "rag", "on_demand"), "trainer.eval_workflow",
-                 f"'{t.eval_workflow}' is not direct, rag or on_demand")
+        from envs.workflows import check_workflow
+
+        try:
+            check_workflow(t.eval_workflow, e.protocol, e.tools)
+        except ValueError as err:
+            _require(False, "trainer.eval_workflow", str(err))
         _require(t.eval_samples > 0, "trainer.eval_samples", "must be > 0")
     _require(r.n > 0, "rollout.n", "must be > 0")
     _require(r.num_engines > 0, "rollout.num_engines", "must be > 0")

@@ -21,7 +21,11 @@ from agentrl.data import DataRow
 
 
 class DataError(ValueError):
-    """A bad row: names the file, the row index and the field."""
+    """A bad row: names the file, the row index and the field (`field`, where one is at fault)."""
+
+    def __init__(self, message: str, field_name: str = "") -> None:
+        super().__init__(message)
+        self.field = field_name
 
 
 @dataclass
@@ -58,7 +62,7 @@ def parse_row(raw: dict[str, Any], index: int, file: str) -> DataRow:
     """One veRL-format record -> DataRow, or DataError naming the row and the field."""
 
     def bad(fieldname: str, why: str) -> DataError:
-        return DataError(f"{file} row {index}: field '{fieldname}': {why}")
+        return DataError(f"{file} row {index}: field '{fieldname}': {why}", fieldname)
 
     prompt = raw.get("prompt")
     if not isinstance(prompt, (list, tuple)) or not prompt:
@@ -136,7 +140,7 @@ class PromptStream:
                 if self.on_bad_row == "fail":
                     raise
                 if epoch == 0:  # count each bad row once, not once per epoch
-                    self.skipped[str(e).split("field '")[-1].split("'")[0]] += 1
+                    self.skipped[e.field] += 1
                 continue
             if not self.shuffle:
                 yield row

@@ -44,29 +44,25 @@ def _tool_cfg(cfg: Any, median_s: float, p99_s: float, filler_words: int | None 
     if filler_words is not None:
         latency["filler_words"] = filler_words
     tools = dataclasses.replace(cfg.tools, options={**cfg.tools.options, "latency": latency})
-    env = dataclasses.replace(cfg.env, max_concurrent_trajectories=1_000_000, turn_regex=[])
+    env = dataclasses.replace(cfg.env, max_concurrent_trajectories=1_000_000, turn_regex=[], num_actors=1)
     return dataclasses.replace(cfg, tools=tools, env=env)
 
 
 def _start(cfg: Any, model_path: str) -> tuple[Any, list[Any]]:
     import ray
+    from transformers import AutoTokenizer
 
-    from actors.environment import EnvironmentActor
     from actors.replay_queue import ReplayQueue
-    from actors.reward import RewardPool
-    from agentrl.orchestrator import _actor_env
+    from agentrl.orchestrator import _actor_env, create_rollout_actors
 
     renv = {"env_vars": _actor_env()}
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     gens = ScriptedGenerators(tok.encode("<search>kasazo</search>"), tok.encode("<answer>lilac</answer>"),
                               cfg.env.max_turns)
     queue = ray.remote(ReplayQueue).options(num_cpus=0, max_concurrency=100000, runtime_env=renv).remote(
         10**9, 10**9)
-    rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
-    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1_000_000, runtime_env=renv).remote(
-        cfg, model_path, gens, rewards, queue, 0)
+    rewards, _, (env,) = create_rollout_actors(cfg, model_path, renv, queue, "overhead-env", generators=gens)
     ray.get(env.stats.remote())
     return env, [env, queue, *rewards.handles]
 
@@ -92,8 +88,7 @@ def measure(cfg: Any, quick: bool = False) -> dict[str, Any]:
     """Tool calls/s with a zero-latency tool, and trajectories in flight per actor with a 1 s tool."""
     import os
 
-    import ray
-
+    from agentrl.orchestrator import stop_actors
     from agentrl.tiny_models import ensure_model
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
@@ -111,8 +106,7 @@ def measure(cfg: Any, quick: bool = False) -> dict[str, Any]:
             out[key] = {"trajectories": trajs, "wall_s": wall, "trajectories_per_s": trajs / wall,
                         "tool_calls_per_s": trajs * calls_per_traj / wall}
         finally:
-            for a in actors:
-                ray.kill(a)
+            asyncio.run(stop_actors([], actors))
     # Little's law: the most trajectories the loop can keep in flight is its rate times their tool time
     out["in_flight_capacity_1s_tool"] = out["zero_latency"]["trajectories_per_s"] * calls_per_traj * 1.0
     slow = _tool_cfg(cfg, 1.0, 1.0)
@@ -127,8 +121,7 @@ def measure(cfg: Any, quick: bool = False) -> dict[str, Any]:
             if wall <= SLACK * ideal:
                 ok = c
     finally:
-        for a in actors:
-            ray.kill(a)
+        asyncio.run(stop_actors([], actors))
     out["one_second_tool"] = levels
     out["max_in_flight_ok"] = ok
     out["slack"] = SLACK

@@ -18,12 +18,14 @@ import asyncio
 import dataclasses
 import os
 import sys
-from typing import Any, Awaitable, Callable, TypeVar  # noqa: UP035
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar  # noqa: UP035
 
-from agentrl.config import Config
 from agentrl.data import DataRow
 from agentrl.eval_metrics import EvalItem, EvalSummary, compare_table, summary_table, write_results
 from envs.workflows import WORKFLOWS
+
+if TYPE_CHECKING:  # omegaconf loads with the config, not with every CLI command
+    from agentrl.config import Config
 
 T = TypeVar("T")
 
@@ -213,11 +215,8 @@ def prepare(config: str, overrides: list[str], data: str, workflows: list[str],
         raise ValueError(f"--data: '{data}' does not exist")
     cfg = load_config(config, overrides)
     check_plugins(cfg)
-    if "rag" in workflows:  # needs both search tools and a protocol with their actions
-        from envs.workflows import rag_turn_regex
+    from envs.workflows import check_workflow
 
-        rag_turn_regex(cfg.env.protocol, cfg.env.max_tokens_per_turn)
-        missing = [t for t in ("image_search", "text_search") if t not in cfg.env.tools]
-        if missing:
-            raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")
+    for wf in workflows:
+        check_workflow(wf, cfg.env.protocol, cfg.env.tools)
     return cfg, load_rows(data, limit, cfg.data.on_bad_row)

@@ -162,7 +162,6 @@ class LLMJudge:
         from envs.tool import Observation
         from envs.tool_cache import cache_key
 
-        messages = self.messages(question, golds, prediction, images)
         key = cache_key("llm_judge", f"{self.cfg.url}|{self.cfg.model}",
                         {"prompt": JUDGE_PROMPT, "question": question, "golds": golds, "prediction": prediction,
                          "images": self.cfg.images}, images if self.cfg.images else [])
@@ -170,6 +169,7 @@ class LLMJudge:
             hit = await self.cache.get(key)
             if hit is not None:
                 return Judgment(parse_verdict(hit.text), hit.text, cached=True)
+        messages = self.messages(question, golds, prediction, images)  # base64 images: only when asking
         headers = {}
         if self.cfg.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(self.cfg.api_key_env, '')}"
@@ -202,10 +202,6 @@ def get_judge(cfg: JudgeConfig) -> LLMJudge:
     return _JUDGES[cfg]
 
 
-def _check_options(options: dict[str, Any]) -> None:
-    JudgeConfig.from_options(options)
-
-
 @register_reward("hierarchical")
 async def hierarchical_reward(inp: RewardInput, options: dict[str, Any]) -> RewardResult:
     """Static verifier, then the LLM judge where it gives 0; the search penalty and format of the presets."""
@@ -232,4 +228,4 @@ async def hierarchical_reward(inp: RewardInput, options: dict[str, Any]) -> Rewa
     return result
 
 
-hierarchical_reward.check_options = _check_options  # type: ignore[attr-defined]
+hierarchical_reward.check_options = JudgeConfig.from_options  # type: ignore[attr-defined]

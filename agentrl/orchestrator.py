@@ -65,17 +65,32 @@ def _actor_env() -> dict[str, str]:
     return env
 
 
+def create_learner(cfg: Config, model_path: str, runtime_env: dict[str, Any], total_steps: int) -> Any:
+    """The DeepSpeed learner actor, placed by `learner.num_gpus` and `learner.resources`."""
+    from actors.learner import LearnerActor
+
+    opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
+                            "runtime_env": runtime_env}
+    if cfg.learner.resources:
+        opts["resources"] = dict(cfg.learner.resources)
+    return ray.remote(LearnerActor).options(**opts).remote(
+        model_path, cfg.learner, total_steps, cfg.rollout.temperature, cfg.model.dtype, cfg.trainer.seed,
+        cfg.rollout.n, cfg.model.vision)
+
+
 def create_rollout_actors(cfg: Config, model_path: str, runtime_env: dict[str, Any], queue: Any,
-                          env_prefix: str = "env") -> tuple[Any, Any, list[Any]]:
+                          env_prefix: str = "env", generators: Any = None) -> tuple[Any, Any, list[Any]]:
     """The rollout side that training and eval share: the reward pool, the generator pool (not yet
-    started) and the environment actors, which put groups into `queue` (None for eval)."""
+    started; or `generators`, any object with its interface) and the environment actors, which put
+    groups into `queue` (None for eval)."""
     from actors.environment import EnvironmentActor
     from actors.generator import GeneratorPool
     from actors.reward import RewardPool
 
     rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
-    generators = GeneratorPool.create(cfg.rollout.num_engines, model_path, cfg.rollout, cfg.model.dtype,
-                                      cfg.trainer.seed, runtime_env=runtime_env, vision=cfg.model.vision)
+    if generators is None:
+        generators = GeneratorPool.create(cfg.rollout.num_engines, model_path, cfg.rollout, cfg.model.dtype,
+                                          cfg.trainer.seed, runtime_env=runtime_env, vision=cfg.model.vision)
     opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": runtime_env}
     if cfg.env.resources:
         opts["resources"] = dict(cfg.env.resources)
@@ -93,6 +108,9 @@ class Orchestrator:
         self.cfg = cfg
         t = cfg.trainer
         self.max_staleness = 0 if t.mode == "sync" else t.max_staleness
+        # how many groups may be live at once (see the module docstring)
+        self.capacity = t.batch_groups * (self.max_staleness + 1) + (t.spare_groups if t.mode == "async" else 0)
+        self.stream: Any = None  # the prompt stream of a file source (its cursor and skipped rows)
         self.run_dir = os.path.join(t.output_dir, t.run_name)
         self.names: dict[str, str] = {}  # actor id -> name, for crash reports
         self.actors: list[Any] = []  # every actor started, for shutdown
@@ -102,6 +120,7 @@ class Orchestrator:
         self._capacity_changed = asyncio.Event()
         # per step, wall-clock (time.time()) marks: batch requested, training started, sync started, sync ended
         self.step_marks: list[tuple[float, float, float, float]] = []
+        self.gen_busy: list[tuple[float, float]] = []  # (time.time(), engines' busy seconds so far) per step
 
     # ---- actors -------------------------------------------------------------------------------
     def _track(self, handle: Any, name: str) -> Any:
@@ -110,7 +129,6 @@ class Orchestrator:
         return handle
 
     async def start(self) -> None:
-        from actors.learner import LearnerActor
         from actors.replay_queue import ReplayQueue
         from agentrl.tiny_models import ensure_model
 
@@ -125,13 +143,7 @@ class Orchestrator:
                               ("env", self.envs)):
             for i, h in enumerate(handles):
                 self._track(h, f"{kind}-{i}")
-        lopts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
-                                 "runtime_env": renv}
-        if cfg.learner.resources:
-            lopts["resources"] = dict(cfg.learner.resources)
-        self.learner = self._track(ray.remote(LearnerActor).options(**lopts).remote(
-            self.model_path, cfg.learner, cfg.trainer.total_steps, cfg.rollout.temperature,
-            cfg.model.dtype, cfg.trainer.seed, cfg.rollout.n, cfg.model.vision), "learner")
+        self.learner = self._track(create_learner(cfg, self.model_path, renv, cfg.trainer.total_steps), "learner")
         await self._guard(self.generators.start())
         await self._guard(self.learner.get_weights.remote())  # waits for DeepSpeed to be up
         await self._guard(asyncio.gather(*[e.stats.remote() for e in self.envs]))
@@ -157,11 +169,6 @@ class Orchestrator:
                 f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None
 
     # ---- the loops ----------------------------------------------------------------------------
-    def _capacity(self) -> int:
-        """How many groups may be live at once (see the module docstring)."""
-        t = self.cfg.trainer
-        return t.batch_groups * (self.max_staleness + 1) + (t.spare_groups if t.mode == "async" else 0)
-
     def _rows(self) -> Any:
         from agentrl.data import synthetic_image_rows, synthetic_rows
         from agentrl.datasets import PromptStream
@@ -178,7 +185,7 @@ class Orchestrator:
     async def _feed(self, pending: dict[Any, Any]) -> None:
         envs = itertools.cycle(self.envs)
         for k, row in enumerate(self._rows()):
-            while self._live >= self._capacity():
+            while self._live >= self.capacity:
                 self._capacity_changed.clear()
                 try:
                     await asyncio.wait_for(self._capacity_changed.wait(), 0.5)
@@ -200,8 +207,8 @@ class Orchestrator:
             self.summary.dropped_stale += new
             self._live -= new
 
-    async def _collect(self, pending: dict[Any, Any], outcomes: list[Any]) -> None:
-        """Watch running groups: record outcomes, turn an actor crash into a run failure."""
+    async def _collect(self, pending: dict[Any, Any]) -> None:
+        """Watch running groups: count failures, turn an actor crash into a run failure."""
         while True:
             if not pending:
                 await asyncio.sleep(0.05)
@@ -210,7 +217,6 @@ class Orchestrator:
             for task in done:
                 pending.pop(task)
                 outcome = task.result()  # re-raises an actor crash
-                outcomes.append(outcome)
                 if outcome.status == "failed":
                     self.summary.failed[outcome.reason] = self.summary.failed.get(outcome.reason, 0) + 1
                     self._live -= 1
@@ -225,12 +231,11 @@ class Orchestrator:
         await self.start()
         writer = MetricsWriter(self.run_dir, dataclasses.asdict(cfg), t.wandb, t.total_steps, t.progress)
         pending: dict[Any, Any] = {}
-        outcomes: list[Any] = []
         feeder = asyncio.ensure_future(self._feed(pending))
-        collector = asyncio.ensure_future(self._collect(pending, outcomes))
+        collector = asyncio.ensure_future(self._collect(pending))
         try:
             last = time.perf_counter()
-            last_tokens = sum(s["tokens_generated"] for s in await self.generators.stats())
+            last_tokens = await self._engine_counters()
             for _ in range(t.total_steps):
                 t_ask = time.time()
                 batch_task = asyncio.ensure_future(self._guard(
@@ -246,16 +251,15 @@ class Orchestrator:
                 t_sync = time.time()
                 await self._guard(self.generators.update_weights(self.learner.get_weights.remote()))
                 self.step_marks.append((t_ask, t_train, t_sync, time.time()))
-                sync_s = self.step_marks[-1][3] - t_sync
                 self.policy_version = stats.policy_version
                 self.summary.trained += len(batch.groups)
                 self._live -= len(batch.groups)
                 await self._sync_drops()
                 self._capacity_changed.set()
                 now = time.perf_counter()
-                tokens = sum(s["tokens_generated"] for s in await self.generators.stats())
-                writer.log({**self._row(stats, batch, train_version, now - last, sync_s, tokens - last_tokens,
-                                     outcomes), **await self._eval_metrics(stats.step)})
+                tokens = await self._engine_counters()
+                writer.log({**self._row(stats, batch, train_version, now - last, tokens - last_tokens),
+                            **await self._eval_metrics(stats.step)})
                 last, last_tokens = now, tokens
             self.summary.steps = t.total_steps
             if t.save_final:
@@ -266,7 +270,7 @@ class Orchestrator:
             feeder.cancel()
             collector.cancel()
             writer.close()
-        if getattr(self, "stream", None) is not None:
+        if self.stream is not None:
             self.summary.rows_skipped = dict(self.stream.skipped)
         unfinished = self._live
         if unfinished > 0:
@@ -275,6 +279,12 @@ class Orchestrator:
         with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
             json.dump(dataclasses.asdict(self.summary), f, indent=1)
         return self.summary
+
+    async def _engine_counters(self) -> float:
+        """Tokens the engines have generated so far; also samples their busy time (`gen_busy`)."""
+        stats = await self.generators.stats()
+        self.gen_busy.append((time.time(), sum(s["busy_s"] for s in stats)))
+        return sum(s["tokens_generated"] for s in stats)
 
     async def _eval_metrics(self, step: int) -> dict[str, float]:
         """Every trainer.eval_every steps, the eval of trainer.eval_data on the current policy (eval/*)."""
@@ -288,20 +298,21 @@ class Orchestrator:
 
     def _save_trainer_state(self, path: str) -> None:
         """What resuming needs besides the weights: step, version, and the data cursor."""
-        stream = getattr(self, "stream", None)
+        stream = self.stream
         state = {"step": self.summary.steps, "policy_version": self.policy_version,
                  "data_cursor": dataclasses.asdict(stream.cursor) if stream else None}
         with open(os.path.join(path, "trainer_state.json"), "w") as f:
             json.dump(state, f, indent=1)
 
-    def _row(self, stats: Any, batch: TrainBatch, train_version: int, step_s: float, sync_s: float,
-             new_tokens: float, outcomes: list[Any]) -> dict[str, Any]:
+    def _row(self, stats: Any, batch: TrainBatch, train_version: int, step_s: float,
+             new_tokens: float) -> dict[str, Any]:
         trajs = [tr for g in batch.groups for tr in g.trajectories]
         stale = [train_version - tr.min_policy_version for tr in trajs if tr.min_policy_version >= 0]
         calls = [c for tr in trajs for c in tr.tool_calls]
         lat = [c.latency_s for c in calls]
         rewards = [tr.reward.total if tr.reward else 0.0 for tr in trajs]
-        _, t_train, t_sync, _ = self.step_marks[-1]
+        _, t_train, t_sync, t_synced = self.step_marks[-1]
+        sync_s = t_synced - t_sync
         return {
             "step": stats.step, "policy_version": stats.policy_version,
             "reward_mean": sum(rewards) / max(len(rewards), 1), "samples": stats.samples,
@@ -342,14 +353,14 @@ async def stop_actors(engines: list[Any], actors: list[Any]) -> None:
             pass
 
 
-def connect_ray() -> bool:
+def connect_ray(log_to_driver: bool = True) -> bool:
     """Join RAY_ADDRESS or start a local cluster; True when this process started it (and must shut it down)."""
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=log_to_driver)
     return True
 
 

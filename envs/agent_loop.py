@@ -195,7 +195,8 @@ def tool_limit(env: EnvConfig, tool: str) -> int | None:
 async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, generate: GenerateFn) -> Trajectory:
     """Run one trajectory to its end and return it, filled in (reward excluded)."""
     env = ctx.env
-    question = row.question
+    # as in the prompt: image tokens typed into a question must not reach the observations (which repeat it)
+    question = ctx.adapter.strip_image_tokens(row.question)
     state = TrajectoryState(question=question, images=list(row.images), image_urls=list(row.image_urls),
                             data_id=row.data_id)
     for turn in range(env.max_turns):

@@ -12,11 +12,13 @@ context, so they run through the same agent loop, generator and tools as trainin
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+from typing import TYPE_CHECKING
 
-from envs.agent_loop import RolloutContext
 from envs.protocol import IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL
+
+if TYPE_CHECKING:  # the agent loop (numpy, the tokenizer glue) loads where rollouts run, not in every CLI command
+    from envs.agent_loop import RolloutContext
 
 WORKFLOWS = ("direct", "rag", "on_demand")
 
@@ -52,21 +54,29 @@ def rag_turn_regex(protocol: str, max_tokens_per_turn: int) -> list[str]:
                      "(use mmsearch_r1 or react)")
 
 
+def check_workflow(workflow: str, protocol: str, tools: list[str]) -> None:
+    """ValueError (one line) when `workflow` is unknown or cannot run with this protocol and these tools."""
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"--workflow: '{workflow}' is not one of {', '.join(WORKFLOWS)}")
+    if workflow == "rag":  # needs both search tools and a protocol with their actions
+        rag_turn_regex(protocol, 0)
+        missing = [t for t in (IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL) if t not in tools]
+        if missing:
+            raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")
+
+
 def workflow_context(ctx: RolloutContext, workflow: str, temperature: float | None = None) -> RolloutContext:
     """The rollout context of one workflow; `temperature` overrides sampling (0: greedy)."""
     sampling = ctx.sampling if temperature is None else dataclasses.replace(ctx.sampling, temperature=temperature)
     if workflow == "on_demand":
         return dataclasses.replace(ctx, sampling=sampling)
     if workflow == "direct":
-        protocol = copy.copy(ctx.protocol)
-        if ctx.tools:  # a protocol without tools (reasoning) keeps its own prompt
-            protocol.system_prompt = DIRECT_PROMPT
+        # a protocol without tools (reasoning) keeps its own prompt
+        protocol = dataclasses.replace(ctx.protocol, system_prompt=DIRECT_PROMPT) if ctx.tools else ctx.protocol
         env = dataclasses.replace(ctx.env, max_turns=1, turn_regex=[])
         return dataclasses.replace(ctx, protocol=protocol, tools={}, env=env, sampling=sampling)
     if workflow == "rag":
-        missing = [t for t in (IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL) if t not in ctx.tools]
-        if missing:
-            raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")
+        check_workflow(workflow, ctx.protocol.name, list(ctx.tools))
         budget = rag_turn_tokens(ctx.env.max_tokens_per_turn)
         env = dataclasses.replace(ctx.env, max_turns=3, max_image_searches=1, max_text_searches=1,
                                   turn_regex=rag_turn_regex(ctx.protocol.name, ctx.env.max_tokens_per_turn),

@@ -103,10 +103,6 @@ class ModelAdapter:
         return False
 
     # ---- learner inputs ----------------------------------------------------------------------------
-    def position_ids(self, ids: list[int], images: list[bytes]) -> Any:
-        """Position ids of one whole sequence; None lets the model use 0..L-1."""
-        return None
-
     def forward_inputs(self, sequences: list[tuple[list[int], list[bytes]]], device: Any) -> dict[str, Any]:
         """Model keyword arguments for a right-padded micro-batch of (ids, images) sequences."""
         import torch
