@@ -25,11 +25,7 @@ class GroupOutcome:
     group_id: str
     data_row_id: int
     status: str  # "queued" | "failed"
-    reason: str = ""
-    tool_latencies: list[float] | None = None
-    tool_calls: int = 0
-    tool_errors: int = 0
-    generated_tokens: int = 0
+    reason: str = ""  # why it failed (the tool and token counts travel with the trajectories)
 
 
 class EnvironmentActor:
@@ -140,11 +136,8 @@ class EnvironmentActor:
                 if isinstance(e, RayActorError):
                     raise e
             return GroupOutcome(group_id, row.row_id, "failed", reason=f"{type(errors[0]).__name__}: {errors[0]}")
-        calls = [c for t in trajs for c in t.tool_calls]
         await self.queue.put.remote(TrajectoryGroup(group_id, row.row_id, start_version, trajs))
-        return GroupOutcome(group_id, row.row_id, "queued", tool_latencies=[c.latency_s for c in calls],
-                            tool_calls=len(calls), tool_errors=sum(not c.ok for c in calls),
-                            generated_tokens=sum(t.num_model_tokens for t in trajs))
+        return GroupOutcome(group_id, row.row_id, "queued")
 
     def stats(self) -> dict[str, float]:
         return {"in_flight": float(self.in_flight)}
