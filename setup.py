@@ -1,10 +1,16 @@
 from setuptools import find_packages, setup
 
+# One top-level package: the folders actors/ and envs/ install as agentrl.actors and agentrl.envs
+# (both bare names belong to other projects on PyPI).
+PACKAGES = find_packages(include=["agentrl", "agentrl.*"])
+PACKAGES += ["agentrl.actors", "agentrl.envs"]
+
 setup(
     name="agentrl",
     version="0.1.0",
     description="Ray-distributed asynchronous agentic RL for search-augmented (multimodal) LMs",
-    packages=find_packages(include=["agentrl*", "actors*", "envs*"]),
+    packages=PACKAGES,
+    package_dir={"agentrl.actors": "actors", "agentrl.envs": "envs"},
     python_requires=">=3.11",
     install_requires=[
         "ray[default]==2.60.0",
@@ -26,6 +32,6 @@ setup(
         "math-verify",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff"]},
+    extras_require={"dev": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff", "import-linter"]},
     entry_points={"console_scripts": ["agentrl=agentrl.cli:main"]},
 )

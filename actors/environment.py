@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from agentrl.config import Config
-from agentrl.data import DataRow
-from agentrl.records import SamplingConfig, Trajectory, TrajectoryGroup
-from agentrl.rewards import RewardInput
-
-
-@dataclass
-class GroupOutcome:
-    """How one admitted prompt ended in its environment actor."""
-
-    group_id: str
-    data_row_id: int
-    status: str  # "queued" | "failed"
-    reason: str = ""  # why it failed (the tool and token counts travel with the trajectories)
+from agentrl.records import DataRow, GroupOutcome, RewardInput, SamplingConfig, Trajectory, TrajectoryGroup
 
 
 class EnvironmentActor:
     def __init__(self, cfg: Config, model_path: str, generators: Any, rewards: Any, queue: Any,
                  index: int = 0) -> None:
+        from agentrl.envs.agent_loop import ChatFormat, RolloutContext
+        from agentrl.envs.protocol import get_protocol
+        from agentrl.envs.tool import load_tool
         from transformers import AutoTokenizer
 
         from agentrl.models import get_adapter
-        from envs.agent_loop import ChatFormat, RolloutContext
-        from envs.protocol import get_protocol
-        from envs.tool import load_tool
 
         self.cfg = cfg
         self.index = index
@@ -51,7 +38,7 @@ class EnvironmentActor:
             tools[t.name] = t
         cache = None
         if cfg.tools.cache.mode != "off":
-            from envs.tool_cache import ToolCache
+            from agentrl.web.cache import ToolCache
 
             cache = ToolCache(cfg.tools.cache.path)
         self.ctx = RolloutContext(
@@ -65,8 +52,9 @@ class EnvironmentActor:
         self.in_flight = 0
 
     async def _run_one(self, row: DataRow, traj: Trajectory, ctx: Any) -> Trajectory:
-        from agentrl.profile import TrajectoryTimer
-        from envs.agent_loop import run_trajectory
+        from agentrl.envs.agent_loop import run_trajectory
+
+        from agentrl.timing import TrajectoryTimer
 
         timer = TrajectoryTimer(traj, lambda req: self.generators.generate(traj.traj_id, req))
         async with self._slots:
@@ -80,7 +68,7 @@ class EnvironmentActor:
         return traj
 
     async def _score(self, row: DataRow, trajs: list[Trajectory]) -> None:
-        from agentrl.profile import REWARD, add_span
+        from agentrl.timing import REWARD, add_span
 
         t_reward = time.time()
         results = await self.rewards.score_group([RewardInput(
@@ -96,7 +84,7 @@ class EnvironmentActor:
     async def _run_samples(self, row: DataRow, group_id: str, n: int,
                            ctx: Any) -> tuple[list[Trajectory], list[BaseException]]:
         """Run n samples of one prompt concurrently, then score them; returns them and any errors."""
-        from envs.agent_loop import initial_prompt
+        from agentrl.envs.agent_loop import initial_prompt
 
         try:
             prompt_ids, images = initial_prompt(row, ctx)
@@ -118,7 +106,7 @@ class EnvironmentActor:
                        temperature: float = 0.0) -> list[Trajectory]:
         """Run one row's n samples under an eval workflow (envs/workflows.py) and return them scored,
         instead of queueing them; a failed sample raises."""
-        from envs.workflows import workflow_context
+        from agentrl.envs.workflows import workflow_context
 
         trajs, errors = await self._run_samples(row, group_id, n, workflow_context(self.ctx, workflow, temperature))
         if errors:

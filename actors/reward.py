@@ -8,8 +8,8 @@ from typing import Any
 
 import ray
 
-from agentrl.records import RewardResult
-from agentrl.rewards import RewardInput, get_reward_fn, score_async
+from agentrl.records import RewardInput, RewardResult
+from agentrl.rewards import get_reward_fn, score_async
 
 
 class RewardActor:

@@ -10,7 +10,7 @@ import sys
 
 def _train(args: argparse.Namespace) -> int:
     from agentrl.config import ConfigError, check_plugins, load_config
-    from agentrl.datasets import DataError
+    from agentrl.data.prompts import DataError
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -18,7 +18,7 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as e:
         print(f"agentrl: {e}", file=sys.stderr)
         return 2
-    from agentrl.orchestrator import ActorFailure, train
+    from agentrl.training.orchestrator import ActorFailure, train
 
     try:
         summary = train(cfg)
@@ -36,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _build_models(args: argparse.Namespace) -> int:
-    from agentrl.tiny_models import TINY_NAMES, ensure_model
+    from agentrl.models.tiny import TINY_NAMES, ensure_model
 
     for name in args.names or TINY_NAMES:
         print(ensure_model(name, args.cache_dir))
@@ -47,7 +47,8 @@ def _score(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from agentrl.rewards import RewardInput, get_reward_fn, score_async
+    from agentrl.records import RewardInput
+    from agentrl.rewards import get_reward_fn, score_async
 
     try:
         fn = get_reward_fn(args.preset)
@@ -86,7 +87,7 @@ def _tool(args: argparse.Namespace) -> int:
     import asyncio
 
     from agentrl.config import ConfigError, load_config
-    from envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
+    from agentrl.envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
 
     if args.list or not args.name:
         load_tool("lookup")  # registers the built-in tools
@@ -111,7 +112,7 @@ def _tool(args: argparse.Namespace) -> int:
         try:
             obs = await tool.run(tool.parse_args(kv.get("query", "")), state)
         except Exception as e:
-            from agentrl.metrics import redact
+            from agentrl.redaction import redact
 
             print(f"agentrl: {tool.name} failed: {redact(str(e))}", file=sys.stderr)
             return 1
@@ -126,7 +127,7 @@ def _tool(args: argparse.Namespace) -> int:
 
 
 def _import_cache(args: argparse.Namespace) -> int:
-    from envs.cache_import import UntrustedPickle, import_pickle
+    from agentrl.envs.cache_import import UntrustedPickle, import_pickle
 
     try:
         n = import_pickle(args.file, args.out, trusted=args.trust_pickle)
@@ -138,16 +139,16 @@ def _import_cache(args: argparse.Namespace) -> int:
 
 
 def _serve_retriever(args: argparse.Namespace) -> int:
-    from envs.retriever import serve
+    from agentrl.envs.retriever import serve
 
     serve(args.corpus, args.host, args.port, args.retrieval)
     return 0
 
 
 _MODULE_COMMANDS: list[tuple[str, str, str]] = [
-    ("bench", "agentrl.bench", "benchmarks: agentrl bench async [--quick | --sweep]"),
-    ("eval", "agentrl.evaluation", "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
-    ("build-balanced", "agentrl.balanced", "label search_free / search_required and write a balanced parquet"),
+    ("bench", "agentrl.bench.async_bench", "benchmarks: agentrl bench async [--quick | --sweep]"),
+    ("eval", "agentrl.evaluation.evaluate", "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
+    ("build-balanced", "agentrl.evaluation.balanced", "label search_free / search_required and write a balanced parquet"),
 ]
 
 

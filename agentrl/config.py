@@ -316,7 +316,7 @@ def validate(cfg: Config) -> None:
     _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")
     if t.eval_every:
         _require(os.path.isfile(t.eval_data), "trainer.eval_data", f"'{t.eval_data}' is not a file")
-        from envs.workflows import check_workflow
+        from agentrl.envs.workflows import check_workflow
 
         try:
             check_workflow(t.eval_workflow, e.protocol, e.tools)
@@ -369,8 +369,8 @@ def to_yaml(cfg: Config) -> str:
 
 def check_plugins(cfg: Config) -> None:
     """Resolve the configured tools and reward now, so a bad name fails before any actor starts."""
-    from agentrl.rewards import check_reward_options, get_reward_fn
-    from envs.tool import load_tool
+    from agentrl.envs.tool import load_tool
+    from agentrl.rewards.registry import check_reward_options, get_reward_fn
 
     try:
         check_reward_options(get_reward_fn(cfg.reward.name), cfg.reward.options)
@@ -379,7 +379,7 @@ def check_plugins(cfg: Config) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.data.source not in SYNTHETIC_SOURCES:
-        from agentrl.datasets import PromptStream
+        from agentrl.data.prompts import PromptStream
 
         # the first usable row, before any actor starts: a wrong file or schema fails here, in one line
         next(iter(PromptStream(cfg.data.source, shuffle=False, on_bad_row=cfg.data.on_bad_row)))

@@ -168,3 +168,55 @@ class WeightSnapshot:
 
     version: int
     tensors: dict[str, Any]  # name -> numpy array
+
+
+@dataclass
+class DataRow:
+    """One prompt as the orchestrator feeds it to an environment actor."""
+
+    row_id: int
+    question: str
+    ground_truth: list[str]
+    candidate_answers: list[str] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # encoded image bytes
+    image_urls: list[str] = field(default_factory=list)
+    data_source: str = "synthetic"
+    data_id: str = ""
+    category: str = ""
+
+
+@dataclass
+class Observation:
+    """What a tool returns to the conversation: text, and images as encoded bytes (PNG/JPEG), each
+    placed in the text by an IMAGE_MARKER."""
+
+    text: str
+    images: list[bytes] = field(default_factory=list)
+    ok: bool = True
+    error: str | None = None
+    cached: bool = False
+
+
+@dataclass
+class RewardInput:
+    """What a reward function sees of a finished trajectory (text, not tokens)."""
+
+    question: str
+    turns: list[str]
+    answer: str | None
+    ground_truth: list[str] | str
+    candidate_answers: list[str] = field(default_factory=list)
+    tool_calls: list[str] = field(default_factory=list)  # tool names, in order
+    finish_reason: str = ""
+    images: list[bytes] = field(default_factory=list)  # the question's images (for judges that see them)
+
+
+
+@dataclass
+class GroupOutcome:
+    """How one admitted prompt ended in its environment actor."""
+
+    group_id: str
+    data_row_id: int
+    status: str  # "queued" | "failed"
+    reason: str = ""  # why it failed (the tool and token counts travel with the trajectories)

@@ -12,20 +12,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
-from agentrl.config import EnvConfig
-from agentrl.data import DataRow
-from agentrl.metrics import redact
-from agentrl.models.base import ImageError, ModelAdapter
-from agentrl.records import GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
-from envs.protocol import (
+from agentrl.envs.protocol import (
     IMAGE_SEARCH_TOOL,
     INVALID_ACTION_OBSERVATION,
     OVER_LIMIT_OBSERVATION,
     TEXT_SEARCH_TOOL,
     Protocol,
 )
-from envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
-from envs.tool_cache import ToolCache, cache_key
+from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
+
+from agentrl.config import EnvConfig
+from agentrl.models.base import ImageError, ModelAdapter
+from agentrl.records import DataRow, GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
+from agentrl.redaction import redact
+from agentrl.web.cache import ToolCache, cache_key
 
 GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 

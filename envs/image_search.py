@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState, register_tool
+
 from agentrl.config import ImageSearchConfig, ToolsConfig
-from envs.http import Backend, BackendError
-from envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState, register_tool
+from agentrl.data.synthetic import demo_image_index
+from agentrl.web.http import Backend, BackendError
 
 HEADER = ("[Image Search Results] Web pages related to the image in the question, most relevant first; "
           "each with its main image and title:")
@@ -41,29 +43,6 @@ def _signature(data: bytes) -> list[float]:
 
     img = Image.open(io.BytesIO(data)).convert("RGB").resize((8, 8))
     return [c / 255.0 for c in img.tobytes()]  # row-major RGB, as getdata() (deprecated) gave
-
-
-def demo_image_index(root: Path) -> Path:
-    """Generate the demo's local index once: one coloured tile per made-up name of the lookup table."""
-    from PIL import Image
-
-    from agentrl.data import lookup_table
-
-    folder = root / "demo-image-index-v1"
-    if (folder / "index.jsonl").exists():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    palette = {"amber": (255, 191, 0), "azure": (0, 127, 255), "coral": (255, 127, 80), "crimson": (220, 20, 60),
-               "ivory": (255, 255, 240), "jade": (0, 168, 107), "lilac": (200, 162, 200), "olive": (128, 128, 0),
-               "scarlet": (255, 36, 0), "teal": (0, 128, 128)}
-    lines = []
-    for i, (name, colour) in enumerate(sorted(lookup_table().items())[:16]):
-        img = Image.new("RGB", (56, 56), palette[colour])
-        img.paste((i * 15 % 256, 0, 0), (0, 0, 8 + i, 8))  # a mark, so tiles differ
-        img.save(folder / f"{i:03d}.png")
-        lines.append(json.dumps({"image": f"{i:03d}.png", "title": f"{name}, a {colour} tile"}))
-    (folder / "index.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 class LocalImageIndex:
@@ -113,9 +92,7 @@ class ImageSearchTool(Tool):
             if not state.images:
                 raise BackendError("image search needs an input image")
             if self._index is None:
-                from agentrl.tiny_models import cache_root
-
-                folder = Path(c.local_dir) if c.local_dir else demo_image_index(cache_root().parent)
+                folder = Path(c.local_dir) if c.local_dir else demo_image_index()
                 self._index = LocalImageIndex(folder)
             return list(self._index.search(state.images[0], c.top_k))
         if c.backend == "cache":
@@ -143,7 +120,7 @@ class ImageSearchTool(Tool):
         raise BackendError(f"unknown image search backend '{c.backend}'")
 
     async def _thumbnail(self, url: str) -> bytes | None:
-        from envs.safe_fetch import check_url
+        from agentrl.web.safe_fetch import check_url
 
         if not url:
             return None

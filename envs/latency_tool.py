@@ -12,8 +12,9 @@ import math
 import random
 from typing import Any
 
-from agentrl.data import COLOURS, lookup_table
-from envs.tool import Observation, Tool, TrajectoryState, register_tool
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
+
+from agentrl.data.synthetic import COLOURS, lookup_table
 
 Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agentrl.data import lookup_table
-from envs.tool import Observation, Tool, TrajectoryState, register_tool
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
+
+from agentrl.data.synthetic import lookup_table
 
 
 @register_tool

@@ -22,7 +22,7 @@ class Document:
 
 def demo_corpus() -> list[Document]:
     """A small corpus about the demo's made-up names (the lookup facts, written as passages)."""
-    from agentrl.data import lookup_table
+    from agentrl.data.synthetic import lookup_table
 
     docs = [Document(f"fact-{i}", name, f"{name} is a made-up name whose colour is {colour}.")
             for i, (name, colour) in enumerate(sorted(lookup_table().items()))]

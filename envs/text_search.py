@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
+
 from agentrl.config import TextSearchConfig, ToolsConfig
-from envs.http import Backend, BackendError
-from envs.tool import Observation, Tool, TrajectoryState, register_tool
+from agentrl.web.http import Backend, BackendError
 
 DEFAULT_URLS = {"serpapi": "https://serpapi.com/search", "searxng": "http://127.0.0.1:8888",
                 "retriever": "http://127.0.0.1:8000"}
@@ -57,7 +58,7 @@ class TextSearchTool(Tool):
         self._index: Any = None
         self._fetcher: Any = None
         if cfg.reader == "direct":
-            from envs.safe_fetch import SafeFetcher
+            from agentrl.web.safe_fetch import SafeFetcher
 
             self._fetcher = SafeFetcher(cfg.http, (tools or ToolsConfig()).fetch)
 
@@ -77,7 +78,7 @@ class TextSearchTool(Tool):
         c, k = self.cfg, self.cfg.top_k
         if c.backend == "local":
             if self._index is None:
-                from envs.retriever import load_corpus, make_index
+                from agentrl.envs.retriever import load_corpus, make_index
 
                 self._index = make_index(load_corpus(c.corpus), c.retrieval)
             return [SearchHit(d.title, f"local://{d.id}", d.contents) for d, _ in self._index.search(query, k)]
@@ -92,7 +93,7 @@ class TextSearchTool(Tool):
             return [SearchHit(r.get("title", ""), r.get("url", ""), r.get("content", ""))
                     for r in (data.get("results") or [])[:k]]
         if c.backend == "retriever":
-            from envs.retriever import parse_retriever_hit
+            from agentrl.envs.retriever import parse_retriever_hit
 
             data = await self.search_http.request("POST", f"{self.base_url}/retrieve",
                                                   json={"queries": [query], "topk": k, "return_scores": True})

@@ -12,21 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar
 
+from agentrl.records import Observation
+
 # Marks where each returned image sits in an observation's text: a vision model's adapter replaces it
 # with the model's image tokens; for a text-only model it is removed.
 IMAGE_MARKER = "<image>"
-
-
-@dataclass
-class Observation:
-    """What a tool returns to the conversation: text, and images as encoded bytes (PNG/JPEG), each
-    placed in the text by an IMAGE_MARKER."""
-
-    text: str
-    images: list[bytes] = field(default_factory=list)
-    ok: bool = True
-    error: str | None = None
-    cached: bool = False
 
 
 @dataclass
@@ -97,10 +87,10 @@ def tool(name: str) -> Callable[[Callable[..., Awaitable[Observation]]], type[To
 
 def load_tool(spec: str, cfg: Any = None) -> Tool:
     """Instantiate a tool by registered name or by `package.module:attr` import path."""
-    import envs.image_search  # noqa: F401  (registers the built-in tools)
-    import envs.latency_tool  # noqa: F401
-    import envs.lookup_tool  # noqa: F401
-    import envs.text_search  # noqa: F401
+    import agentrl.envs.image_search  # noqa: F401  (registers the built-in tools)
+    import agentrl.envs.latency_tool  # noqa: F401
+    import agentrl.envs.lookup_tool  # noqa: F401
+    import agentrl.envs.text_search  # noqa: F401
 
     if ":" in spec:
         module, attr = spec.split(":", 1)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from envs.protocol import IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL
+from agentrl.envs.protocol import IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL
 
 if TYPE_CHECKING:  # the agent loop (numpy, the tokenizer glue) loads where rollouts run, not in every CLI command
-    from envs.agent_loop import RolloutContext
+    from agentrl.envs.agent_loop import RolloutContext
 
 WORKFLOWS = ("direct", "rag", "on_demand")
 

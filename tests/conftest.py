@@ -23,6 +23,6 @@ def agentrl_cmd() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_text_path() -> str:
-    from agentrl.tiny_models import ensure_model
+    from agentrl.models.tiny import ensure_model
 
     return ensure_model("tiny-text")

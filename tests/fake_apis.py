@@ -145,7 +145,7 @@ class BackendCaller:
     """A Ray actor that calls one backend, as tools inside environment actors do."""
 
     def __init__(self, cfg) -> None:
-        from envs.http import Backend
+        from agentrl.web.http import Backend
 
         self.backend = Backend("shared-test", cfg)
 

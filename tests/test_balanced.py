@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from agentrl.balanced import SEARCH_FREE, SEARCH_REQUIRED, UNSOLVED, RowLabel, label, select_balanced
+from agentrl.evaluation.balanced import SEARCH_FREE, SEARCH_REQUIRED, UNSOLVED, RowLabel, label, select_balanced
 from tests.conftest import ROOT, agentrl_cmd
 
 MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
@@ -55,7 +55,7 @@ def test_build_balanced_labels_the_mini_parquet_and_writes_loadable_veRL_data(tm
         "row-4": UNSOLVED}
     assert found["row-0"]["direct_correct"] == 2 and found["row-2"] == {**found["row-2"], "direct_correct": 0,
                                                                         "search_correct": 2}
-    from agentrl.datasets import PromptStream
+    from agentrl.data.prompts import PromptStream
 
     rows = list(PromptStream(str(out), shuffle=False).once())
     assert sorted((row.data_id, row.category) for row in rows) == [

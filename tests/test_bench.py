@@ -11,11 +11,11 @@ import statistics
 import subprocess
 
 import pytest
+from agentrl.envs.latency_tool import LatencyModel, LatencyTool, lognormal_params
 
-from agentrl.bench_report import RunTrace, busy_fraction, max_concurrency, mean_concurrency, summarize, union_length
-from agentrl.profile import TrajectoryTimer, step_profile
+from agentrl.bench.report import RunTrace, busy_fraction, max_concurrency, mean_concurrency, summarize, union_length
 from agentrl.records import GenerationResult, ToolCall, Trajectory
-from envs.latency_tool import LatencyModel, LatencyTool, lognormal_params
+from agentrl.timing import TrajectoryTimer, step_profile
 from tests.conftest import ROOT, agentrl_cmd
 
 
@@ -44,8 +44,9 @@ def test_a_zero_median_tool_answers_at_once_and_the_failure_rate_is_honoured():
 
 
 def test_the_latency_tool_answers_from_the_fact_table_with_a_page_of_filler():
-    from agentrl.data import lookup_table
-    from envs.tool import TrajectoryState
+    from agentrl.envs.tool import TrajectoryState
+
+    from agentrl.data.synthetic import lookup_table
 
     name, colour = next(iter(lookup_table(0).items()))
     tool = LatencyTool(median_s=0.0, p99_s=0.0, filler_words=5)
@@ -151,7 +152,7 @@ def test_a_short_bench_run_writes_consistent_results(tmp_path):
 
 
 def test_the_sweep_table_has_one_row_per_point_and_dashes_where_sync_was_not_run():
-    from agentrl.bench_report import sweep_table
+    from agentrl.bench.report import sweep_table
 
     mode = {"samples_per_s": 2.0, "learner_busy_frac": 0.95, "staleness_mean": 1.5, "staleness_max": 2,
             "tool_concurrency_mean": 12.0, "groups_dropped_stale": 3}

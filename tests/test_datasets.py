@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from agentrl.datasets import DataCursor, DataError, PromptStream, parse_row
+from agentrl.data.prompts import DataCursor, DataError, PromptStream, parse_row
 from tests.conftest import ROOT
 
 MINI = str(ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq")  # shared/ sits beside the checkout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentrl.eval_metrics import EvalItem, EvalMetrics, EvalSummary, compare_table
+from agentrl.evaluation.summary import EvalItem, EvalMetrics, EvalSummary, compare_table
 from tests.conftest import ROOT, agentrl_cmd
 
 MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
@@ -48,7 +48,7 @@ def test_metrics_are_shares_of_items_and_means_per_item():
 
 
 def test_summary_is_per_data_source_and_overall_and_loads_back(tmp_path):
-    from agentrl.eval_metrics import write_results
+    from agentrl.evaluation.summary import write_results
 
     items = [item("fvqa", correct=True), item("fvqa"), item("infoseek", tools=["text_search"])]
     s = EvalSummary.of(items, label="base direct", workflow="direct", model="m", data="d", samples=1,

@@ -9,8 +9,9 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from agentrl.judge import JudgeConfig, get_judge, parse_verdict
-from agentrl.rewards import RewardInput, get_reward_fn, score_async
+from agentrl.records import RewardInput
+from agentrl.rewards import get_reward_fn, score_async
+from agentrl.rewards.hierarchical import JudgeConfig, get_judge, parse_verdict
 from tests.fake_apis import FakeAPIs
 
 R = "<reason>I think.</reason>"

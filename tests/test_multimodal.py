@@ -17,18 +17,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
+from agentrl.actors.environment import EnvironmentActor
+from agentrl.actors.generator import GeneratorPool
+from agentrl.actors.learner import LearnerActor
+from agentrl.actors.replay_queue import ReplayQueue
+from agentrl.actors.reward import RewardPool
 
-from actors.environment import EnvironmentActor
-from actors.generator import GeneratorPool
-from actors.learner import LearnerActor
-from actors.replay_queue import ReplayQueue
-from actors.reward import RewardPool
 from agentrl.config import VisionConfig, load_config
-from agentrl.data import DataRow, synthetic_image_rows
+from agentrl.data.synthetic import synthetic_image_rows
 from agentrl.models import get_adapter
 from agentrl.models.base import ModelAdapter, decode_image
-from agentrl.records import GenerationRequest, RewardResult, SamplingConfig, TrainBatch, WeightSnapshot
-from agentrl.tiny_models import ensure_model
+from agentrl.models.tiny import ensure_model
+from agentrl.records import DataRow, GenerationRequest, RewardResult, SamplingConfig, TrainBatch, WeightSnapshot
 
 run = asyncio.run
 
@@ -133,8 +133,9 @@ def test_qwen2_vl_goes_through_the_same_interface_and_matches_its_rope_index(tmp
 
 
 def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_path):
+    from agentrl.envs.agent_loop import RolloutContext, observation_images
+
     from agentrl.config import EnvConfig
-    from envs.agent_loop import RolloutContext, observation_images
 
     ad = get_adapter(tiny_text_path)
     assert type(ad) is not ModelAdapter or not ad.is_multimodal
@@ -145,8 +146,9 @@ def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_p
 
 
 def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
+    from agentrl.envs.agent_loop import RolloutContext, observation_images
+
     from agentrl.config import EnvConfig
-    from envs.agent_loop import RolloutContext, observation_images
 
     ad = get_adapter(vl_path, VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
                                            thumbnail_min_pixels=3136, thumbnail_max_pixels=3136,
@@ -324,7 +326,7 @@ def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
 
 
 def test_long_multi_image_sequences_are_micro_batched_by_token_count():
-    from actors.learner import pack_by_tokens
+    from agentrl.actors.learner import pack_by_tokens
 
     seqs = [SimpleNamespace(ids=[0] * n) for n in (100, 120, 900, 80, 2000, 300)]
     batches = pack_by_tokens(seqs, max_tokens=1024)

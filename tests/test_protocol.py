@@ -2,9 +2,9 @@
 
 import asyncio
 
-from envs.agent_loop import call_tool
-from envs.protocol import get_protocol
-from envs.tool import Observation, Tool, TrajectoryState, load_tool
+from agentrl.envs.agent_loop import call_tool
+from agentrl.envs.protocol import get_protocol
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, load_tool
 
 
 def test_parse_tolerates_whitespace_and_takes_the_first_action():
@@ -23,7 +23,7 @@ def test_queries_are_length_limited():
 
 
 def test_lookup_tool_answers_from_its_table():
-    from agentrl.data import lookup_table
+    from agentrl.data.synthetic import lookup_table
 
     name, colour = next(iter(lookup_table().items()))
     tool = load_tool("lookup")
@@ -90,11 +90,11 @@ def test_reasoning_protocol_has_no_tools():
 def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted():
     from types import SimpleNamespace
 
+    from agentrl.envs.agent_loop import ChatFormat, RolloutContext, run_trajectory
+    from agentrl.envs.protocol import OVER_LIMIT_OBSERVATION
+
     from agentrl.config import load_config
-    from agentrl.data import DataRow
-    from agentrl.records import GenerationResult, Trajectory
-    from envs.agent_loop import ChatFormat, RolloutContext, run_trajectory
-    from envs.protocol import OVER_LIMIT_OBSERVATION
+    from agentrl.records import DataRow, GenerationResult, Trajectory
 
     class Tok:  # a minimal tokenizer: one id per character
         eos_token = "#"
@@ -117,7 +117,7 @@ def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted()
 
     class OneResult:
         async def run(self, args, state):
-            from envs.tool import Observation
+            from agentrl.envs.tool import Observation
 
             return Observation("found it")
 
@@ -139,9 +139,8 @@ def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted()
 
 
 def test_observations_are_tokenised_as_the_tokenizer_itself_would(tiny_text_path):
+    from agentrl.envs.agent_loop import ChatFormat
     from transformers import AutoTokenizer
-
-    from envs.agent_loop import ChatFormat
 
     tok = AutoTokenizer.from_pretrained(tiny_text_path)
     chat = ChatFormat(tok)

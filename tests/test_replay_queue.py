@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 import ray
+from agentrl.actors.replay_queue import ReplayQueue
 
-from actors.replay_queue import ReplayQueue
 from agentrl.records import Trajectory, TrajectoryGroup
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from agentrl.rewards import RewardInput, get_reward_fn
+from agentrl.records import RewardInput
+from agentrl.rewards import get_reward_fn
 
 R, A = "<reason>I think.</reason>", "<answer>Eiffel Tower</answer>"
 IMG, TXT = "<search><img></search>", "<text_search>tallest tower in paris</text_search>"

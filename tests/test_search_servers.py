@@ -14,9 +14,9 @@ import time
 import urllib.request
 
 import pytest
+from agentrl.envs.tool import TrajectoryState, load_tool
 
 from agentrl.config import load_config
-from envs.tool import TrajectoryState, load_tool
 from tests.conftest import ROOT, VENV_BIN, agentrl_cmd
 
 pytestmark = pytest.mark.slow

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from agentrl.envs.agent_loop import call_tool
+from agentrl.envs.tool import TrajectoryState, load_tool
 
 from agentrl.config import BackendConfig, FetchConfig, load_config
-from envs.agent_loop import call_tool
-from envs.http import Backend, BackendError
-from envs.safe_fetch import PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
-from envs.tool import TrajectoryState, load_tool
-from envs.tool_cache import ToolCache
+from agentrl.web.cache import ToolCache
+from agentrl.web.http import Backend, BackendError
+from agentrl.web.safe_fetch import PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
 from tests.fake_apis import FakeAPIs, png_bytes
 
 SECRET = "sk-test-SECRET-9f8e7d"
@@ -175,10 +175,9 @@ def test_cache_hits_on_repeat_and_replay_only_makes_no_network_call(apis, keys, 
 
 
 def test_local_backends_work_offline():
-    from agentrl.tiny_models import cache_root
-    from envs.image_search import demo_image_index
+    from agentrl.data.synthetic import demo_image_index
 
-    img = (demo_image_index(cache_root().parent) / "003.png").read_bytes()
+    img = (demo_image_index() / "003.png").read_bytes()
     obs = run(tool("image_search").run({}, TrajectoryState("q", images=[img])))
     assert len(obs.images) == 5 and "title:" in obs.text
     obs = run(tool("text_search").run({"query": "kasazo colour"}, TrajectoryState("q")))
@@ -191,7 +190,7 @@ def test_image_search_without_an_image_is_an_error_observation():
 
 
 def _write_entries(path: str, worker: int) -> None:
-    from envs.tool import Observation
+    from agentrl.envs.tool import Observation
 
     cache = ToolCache(path)
     for i in range(40):

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
+from agentrl.actors.environment import EnvironmentActor
+from agentrl.actors.generator import GeneratorPool
+from agentrl.actors.learner import LearnerActor
+from agentrl.actors.replay_queue import ReplayQueue
+from agentrl.actors.reward import RewardPool
 
-from actors.environment import EnvironmentActor
-from actors.generator import GeneratorPool
-from actors.learner import LearnerActor
-from actors.replay_queue import ReplayQueue
-from actors.reward import RewardPool
 from agentrl.config import load_config
-from agentrl.data import synthetic_rows
+from agentrl.data.synthetic import synthetic_rows
 from agentrl.records import (
     GenerationRequest,
     RewardResult,
@@ -183,11 +183,10 @@ def test_sync_and_async_modes_give_the_same_loss_on_a_fixed_batch(stack, rolled_
 def test_a_multi_turn_trajectory_uses_both_search_tools_through_the_real_generator(stack):
     """mmsearch_r1 protocol; the turns are constrained (structured outputs) to: image search, text
     search, answer, so the real engine produces a known action sequence."""
-    from agentrl.data import DataRow
-    from agentrl.tiny_models import cache_root
-    from envs.image_search import demo_image_index
+    from agentrl.data.synthetic import demo_image_index
+    from agentrl.records import DataRow
 
-    image = (demo_image_index(cache_root().parent) / "003.png").read_bytes()
+    image = (demo_image_index() / "003.png").read_bytes()
     cfg = load_config("configs/demo.yaml", [
         "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "rollout.n=2",
         # 64 tokens cover each turn even spelt one character per token (guided decoding allows that)
@@ -195,7 +194,7 @@ def test_a_multi_turn_trajectory_uses_both_search_tools_through_the_real_generat
         "env.turn_regex=['<reason>[a-z ]{1,6}</reason><search><img></search>', "
         "'<reason>[a-z ]{1,6}</reason><text_search>kasazo colour</text_search>', "
         "'<reason>[a-z ]{1,6}</reason><answer>lilac</answer>']"])
-    from actors.reward import RewardActor
+    from agentrl.actors.reward import RewardActor
 
     rewards = RewardPool([ray.remote(RewardActor).options(num_cpus=0).remote("mmsearch_r1", {})])
     env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1000).remote(

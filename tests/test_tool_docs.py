@@ -4,10 +4,11 @@ import asyncio
 import re
 import sys
 
+from agentrl.envs.agent_loop import call_tool
+from agentrl.envs.protocol import get_protocol
+from agentrl.envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
+
 from agentrl.config import load_config
-from envs.agent_loop import call_tool
-from envs.protocol import get_protocol
-from envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
 from tests.conftest import ROOT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
+from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
 
 
 class CorruptImageSearch(Tool):

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+
+from agentrl.paths import cache_root
+from agentrl.records import DataRow
 
 COLOURS = ["amber", "azure", "coral", "crimson", "ivory", "jade", "lilac", "olive", "scarlet", "teal"]
 SYLLABLES = ["ka", "lo", "mi", "nu", "po", "ri", "sa", "te", "vu", "zo"]
-
-
-@dataclass
-class DataRow:
-    """One prompt as the orchestrator feeds it to an environment actor."""
-
-    row_id: int
-    question: str
-    ground_truth: list[str]
-    candidate_answers: list[str] = field(default_factory=list)
-    images: list[Any] = field(default_factory=list)  # encoded image bytes
-    image_urls: list[str] = field(default_factory=list)
-    data_source: str = "synthetic"
-    data_id: str = ""
-    category: str = ""
 
 
 def lookup_table(seed: int = 0, size: int = 64) -> dict[str, str]:
@@ -48,15 +36,31 @@ def synthetic_rows(num: int, seed: int = 0) -> list[DataRow]:
     return rows
 
 
+def demo_image_index() -> Path:
+    """Generate the demo's local index once: one coloured tile per made-up name of the lookup table."""
+    from PIL import Image
+
+    folder = cache_root() / "demo-image-index-v1"
+    if (folder / "index.jsonl").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    palette = {"amber": (255, 191, 0), "azure": (0, 127, 255), "coral": (255, 127, 80), "crimson": (220, 20, 60),
+               "ivory": (255, 255, 240), "jade": (0, 168, 107), "lilac": (200, 162, 200), "olive": (128, 128, 0),
+               "scarlet": (255, 36, 0), "teal": (0, 128, 128)}
+    lines = []
+    for i, (name, colour) in enumerate(sorted(lookup_table().items())[:16]):
+        img = Image.new("RGB", (56, 56), palette[colour])
+        img.paste((i * 15 % 256, 0, 0), (0, 0, 8 + i, 8))  # a mark, so tiles differ
+        img.save(folder / f"{i:03d}.png")
+        lines.append(json.dumps({"image": f"{i:03d}.png", "title": f"{name}, a {colour} tile"}))
+    (folder / "index.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def synthetic_image_rows(num: int, seed: int = 0) -> list[DataRow]:
     """The lookup task with an image: "What colour is this tile?" over the tiles of the demo image index;
     image search finds the tile's page, whose title names the colour."""
-    import json
-
-    from agentrl.tiny_models import cache_root
-    from envs.image_search import demo_image_index
-
-    folder = demo_image_index(cache_root().parent)
+    folder = demo_image_index()
     entries = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines() if line.strip()]
     rng = random.Random(seed + 2)
     rows = []
@@ -70,7 +74,7 @@ def synthetic_image_rows(num: int, seed: int = 0) -> list[DataRow]:
 
 def synthetic_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on, so prompts and answers tokenise compactly."""
-    from envs.protocol import INVALID_ACTION_OBSERVATION, PROTOCOLS
+    from agentrl.envs.protocol import INVALID_ACTION_OBSERVATION, PROTOCOLS
 
     table = lookup_table()
     texts = [p.system_prompt for p in PROTOCOLS.values()] + [INVALID_ACTION_OBSERVATION]

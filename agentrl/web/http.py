@@ -14,7 +14,7 @@ from typing import Any, Callable
 import aiohttp
 
 from agentrl.config import BackendConfig
-from agentrl.metrics import redact
+from agentrl.redaction import redact
 
 
 class BackendError(RuntimeError):

@@ -5,25 +5,9 @@ from __future__ import annotations
 import importlib
 import re
 import string
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
-from agentrl.records import RewardResult
-
-
-@dataclass
-class RewardInput:
-    """What a reward function sees of a finished trajectory (text, not tokens)."""
-
-    question: str
-    turns: list[str]
-    answer: str | None
-    ground_truth: list[str] | str
-    candidate_answers: list[str] = field(default_factory=list)
-    tool_calls: list[str] = field(default_factory=list)  # tool names, in order
-    finish_reason: str = ""
-    images: list[bytes] = field(default_factory=list)  # the question's images (for judges that see them)
-
+from agentrl.records import RewardInput, RewardResult
 
 # A reward function may be async (LLM judges): it then returns an awaitable of the RewardResult.
 RewardFn = Callable[[RewardInput, dict[str, Any]], "RewardResult | Awaitable[RewardResult]"]
@@ -59,8 +43,8 @@ def exact_match(inp: RewardInput, options: dict[str, Any]) -> RewardResult:
 
 def get_reward_fn(spec: str) -> RewardFn:
     """A registered reward name or a `package.module:function` import path."""
-    import agentrl.judge  # noqa: F401  (registers the hierarchical preset)
-    import agentrl.search_rewards  # noqa: F401  (registers the MMSearch-R1 presets)
+    import agentrl.rewards.hierarchical  # noqa: F401  (registers the hierarchical preset)
+    import agentrl.rewards.search  # noqa: F401  (registers the MMSearch-R1 presets)
 
     if ":" in spec:
         module, attr = spec.split(":", 1)

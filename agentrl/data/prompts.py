@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrl.data import DataRow
+from agentrl.records import DataRow
 
 
 class DataError(ValueError):

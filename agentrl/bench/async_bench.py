@@ -49,7 +49,7 @@ def _latency_overrides(median: float, p99: float, failure_rate: float) -> list[s
 
 
 def _make_orchestrator(cfg: Any, keep_batches: int) -> Any:
-    from agentrl.orchestrator import Orchestrator
+    from agentrl.training.orchestrator import Orchestrator
 
     class BenchOrchestrator(Orchestrator):
         """The training orchestrator, unchanged, that also keeps each step's trajectory spans and a few
@@ -74,7 +74,7 @@ def _make_orchestrator(cfg: Any, keep_batches: int) -> Any:
 
 def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> tuple[Any, list[Any]]:
     """One real training run of the workload; returns its RunTrace and the batches it kept."""
-    from agentrl.bench_report import RunTrace
+    from agentrl.bench.report import RunTrace
 
     orch = _make_orchestrator(cfg, keep_batches)
 
@@ -96,8 +96,8 @@ def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
     """A fresh learner trains on pre-generated batches with nothing else running."""
     import ray
 
-    from agentrl.orchestrator import _actor_env, create_learner
-    from agentrl.tiny_models import ensure_model
+    from agentrl.models.tiny import ensure_model
+    from agentrl.training.orchestrator import _actor_env, create_learner
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
     learner = create_learner(cfg, path, {"env_vars": _actor_env()}, steps + 1)
@@ -124,7 +124,7 @@ def _config(args: argparse.Namespace, extra: list[str]) -> Any:
 def compare(args: argparse.Namespace, steps: int, extra: list[str], label: str = "",
             modes: tuple[str, ...] = ("sync", "async"), keep_batches: int = 0) -> tuple[dict, list, list]:
     """Run the workload in each mode, one after the other; returns summaries, traces and kept batches."""
-    from agentrl.bench_report import summarize
+    from agentrl.bench.report import summarize
 
     out: dict[str, Any] = {}
     traces, batches = [], []
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         print("agentrl: --steps must be >= 2 (the first step is warm-up)", file=sys.stderr)
         return 2
     # torch before Ray, as `agentrl train` does
-    from agentrl.orchestrator import connect_ray  # isort: skip
+    from agentrl.training.orchestrator import connect_ray  # isort: skip
     import ray
 
     t_start = time.perf_counter()
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             result["async"]["learner_alone_frac"] = (result["async"]["samples_per_s"]
                                                      / result["learner_alone"]["samples_per_s"])
         if "env" not in skip:
-            from agentrl.env_overhead import measure
+            from agentrl.bench.env_overhead import measure
 
             result["env_actor"] = measure(base, quick=args.quick)
         keys = ("staleness_mean", "staleness_max", "token_staleness_max")
@@ -234,7 +234,7 @@ def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _write(args: argparse.Namespace, result: dict[str, Any], traces: list[Any]) -> None:
-    from agentrl.bench_report import plot_timeline, save_traces, sweep_table
+    from agentrl.bench.report import plot_timeline, save_traces, sweep_table
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -16,7 +16,8 @@ import sqlite3
 import time
 from typing import Any
 
-from envs.tool import Observation
+from agentrl.paths import cache_root
+from agentrl.records import Observation
 
 
 def _normalise(value: Any) -> Any:
@@ -43,8 +44,7 @@ def cache_key(tool: str, backend: str, args: dict[str, Any], images: list[Any]) 
 
 
 def default_path() -> str:
-    root = os.environ.get("AGENTRL_CACHE") or os.path.expanduser("~/.cache/agentrl")
-    return os.path.join(root, "tools.sqlite")
+    return str(cache_root() / "tools.sqlite")
 
 
 class ToolCache:

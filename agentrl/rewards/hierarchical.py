@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentrl.config import BackendConfig
-from agentrl.records import RewardResult
-from agentrl.rewards import RewardInput, normalize_answer, register_reward
-from agentrl.search_rewards import combine, general_format, last_answer, mmsearch_r1_format
+from agentrl.records import Observation, RewardInput, RewardResult
+from agentrl.rewards.registry import normalize_answer, register_reward
+from agentrl.rewards.search import combine, general_format, last_answer, mmsearch_r1_format
 
 JUDGE_PROMPT = (
     "You are grading an answer to a question{about_image}. Decide whether the prediction means the same "
@@ -134,19 +134,20 @@ class Judgment:
 
 
 class LLMJudge:
-    """Asks an OpenAI-compatible chat endpoint; retries and timeouts through `envs.http.Backend`."""
+    """Asks an OpenAI-compatible chat endpoint; retries and timeouts through `agentrl.web.http.Backend`."""
 
     def __init__(self, cfg: JudgeConfig) -> None:
-        from envs.http import Backend
+        from agentrl.web.http import Backend
 
         self.cfg = cfg
         self.http = Backend("judge", BackendConfig(timeout_s=cfg.timeout_s, retries=cfg.retries,
                                                    backoff_s=cfg.backoff_s, breaker_failures=1 << 30))
         self.cache = None
         if cfg.cache != "off":
-            from envs.tool_cache import ToolCache, default_path
+            from agentrl.paths import cache_root
+            from agentrl.web.cache import ToolCache
 
-            self.cache = ToolCache(cfg.cache or os.path.join(os.path.dirname(default_path()), "judge.sqlite"))
+            self.cache = ToolCache(cfg.cache or str(cache_root() / "judge.sqlite"))
 
     def messages(self, question: str, golds: list[str], prediction: str, images: list[bytes]) -> list[dict]:
         see = self.cfg.images and bool(images)
@@ -158,9 +159,8 @@ class LLMJudge:
         return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
 
     async def judge(self, question: str, golds: list[str], prediction: str, images: list[bytes]) -> Judgment:
-        from envs.http import BackendError
-        from envs.tool import Observation
-        from envs.tool_cache import cache_key
+        from agentrl.web.cache import cache_key
+        from agentrl.web.http import BackendError
 
         key = cache_key("llm_judge", f"{self.cfg.url}|{self.cfg.model}",
                         {"prompt": JUDGE_PROMPT, "question": question, "golds": golds, "prediction": prediction,

@@ -71,7 +71,7 @@ def write_balanced(data: str, chosen: list[RowLabel], out: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from agentrl.datasets import _raw_records  # the same streamed reader the prompt stream uses
+    from agentrl.data.prompts import _raw_records  # the same streamed reader the prompt stream uses
 
     by_row = {x.row_id: x for x in chosen}
     records = {}
@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    from agentrl.evaluation import evaluate_rows, prepare, run_with_actors
+    from agentrl.evaluation.evaluate import evaluate_rows, prepare, run_with_actors
 
     problems = ["-k must be >= 1 and -t in 1..k"] if not (args.k >= 1 and 1 <= args.t <= args.k) else []
     problems += ["--ratio must be in [0, 1]"] if not 0 <= args.ratio <= 1 else []

@@ -20,9 +20,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar  # noqa: UP035
 
-from agentrl.data import DataRow
-from agentrl.eval_metrics import EvalItem, EvalSummary, compare_table, summary_table, write_results
-from envs.workflows import WORKFLOWS
+from agentrl.envs.workflows import WORKFLOWS
+from agentrl.evaluation.summary import EvalItem, EvalSummary, compare_table, summary_table, write_results
+from agentrl.records import DataRow
 
 if TYPE_CHECKING:  # omegaconf loads with the config, not with every CLI command
     from agentrl.config import Config
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 def load_rows(path: str, limit: int = 0, on_bad_row: str = "fail") -> list[DataRow]:
     """The rows of one pass over a file, in file order (at most `limit` when > 0)."""
-    from agentrl.datasets import PromptStream
+    from agentrl.data.prompts import PromptStream
 
     rows = []
     for row in PromptStream(path, shuffle=False, on_bad_row=on_bad_row).once():
@@ -79,8 +79,8 @@ class EvalRunner:
         self.actors: list[Any] = []
 
     async def start(self) -> None:
-        from agentrl.orchestrator import _actor_env, create_rollout_actors
-        from agentrl.tiny_models import ensure_model
+        from agentrl.models.tiny import ensure_model
+        from agentrl.training.orchestrator import _actor_env, create_rollout_actors
 
         cfg = self.cfg
         self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
@@ -91,7 +91,7 @@ class EvalRunner:
         await asyncio.gather(*[e.stats.remote() for e in self.envs])
 
     async def shutdown(self) -> None:
-        from agentrl.orchestrator import stop_actors
+        from agentrl.training.orchestrator import stop_actors
 
         await stop_actors(getattr(getattr(self, "generators", None), "handles", []), self.actors)
 
@@ -102,7 +102,7 @@ def _label(cfg: Config, workflow: str, given: str) -> str:
 
 def run_with_actors(cfg: Config, work: Callable[[EvalRunner], Awaitable[T]]) -> T:
     """Start the rollout actors, run `work` with them, stop them. Joins RAY_ADDRESS or starts a local cluster."""
-    from agentrl.orchestrator import connect_ray
+    from agentrl.training.orchestrator import connect_ray
 
     started_here = connect_ray()
     runner = EvalRunner(cfg)
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summaries = run_eval(cfg, rows, args.data, workflows, out, args.samples, args.temperature, args.label)
     except Exception as e:  # an actor crash: one line naming it, then the remote traceback
-        from agentrl.metrics import redact
+        from agentrl.redaction import redact
 
         print(f"agentrl: eval failed: {redact(f'{type(e).__name__}: {e}')}", file=sys.stderr)
         return 1
@@ -215,7 +215,7 @@ def prepare(config: str, overrides: list[str], data: str, workflows: list[str],
         raise ValueError(f"--data: '{data}' does not exist")
     cfg = load_config(config, overrides)
     check_plugins(cfg)
-    from envs.workflows import check_workflow
+    from agentrl.envs.workflows import check_workflow
 
     for wf in workflows:
         check_workflow(wf, cfg.env.protocol, cfg.env.tools)

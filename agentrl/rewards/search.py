@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentrl.records import RewardResult
-from agentrl.rewards import RewardInput, normalize_answer, register_reward
+from agentrl.records import RewardInput, RewardResult
+from agentrl.rewards.registry import normalize_answer, register_reward
 
 IMAGE_SEARCH = "<search><img></search>"
 _DIRECT = re.compile(r"^<reason>.*</reason>.*<answer>.*</answer>$", re.S)

@@ -52,8 +52,8 @@ def _start(cfg: Any, model_path: str) -> tuple[Any, list[Any]]:
     import ray
     from transformers import AutoTokenizer
 
-    from actors.replay_queue import ReplayQueue
-    from agentrl.orchestrator import _actor_env, create_rollout_actors
+    from agentrl.actors.replay_queue import ReplayQueue
+    from agentrl.training.orchestrator import _actor_env, create_rollout_actors
 
     renv = {"env_vars": _actor_env()}
 
@@ -71,7 +71,7 @@ def _run_trajectories(env: Any, cfg: Any, trajectories: int, offset: int) -> flo
     """Start `trajectories` trajectories at once (whole groups); seconds until all are queued."""
     import ray
 
-    from agentrl.data import synthetic_rows
+    from agentrl.data.synthetic import synthetic_rows
 
     n = cfg.rollout.n
     rows = synthetic_rows(max(trajectories // n, 1), seed=offset)
@@ -88,8 +88,8 @@ def measure(cfg: Any, quick: bool = False) -> dict[str, Any]:
     """Tool calls/s with a zero-latency tool, and trajectories in flight per actor with a 1 s tool."""
     import os
 
-    from agentrl.orchestrator import stop_actors
-    from agentrl.tiny_models import ensure_model
+    from agentrl.models.tiny import ensure_model
+    from agentrl.training.orchestrator import stop_actors
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
     calls_per_traj = cfg.env.max_turns - 1

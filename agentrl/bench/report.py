@@ -163,7 +163,7 @@ def plot_timeline(traces: list[RunTrace], path: str) -> None:
 
 
 def save_traces(traces: list[RunTrace], path: str) -> None:
-    """The raw spans and marks, so the timeline can be drawn again (`python -m agentrl.bench_report`)."""
+    """The raw spans and marks, so the timeline can be drawn again (`python -m agentrl.bench.report`)."""
     import dataclasses
     import json
 

@@ -9,8 +9,9 @@ any checkpoint.
 from __future__ import annotations
 
 import fcntl
-import os
 from pathlib import Path
+
+from agentrl.paths import cache_root
 
 ACTION_TAGS = [
     "<reason>", "</reason>", "<search>", "</search>", "<text_search>", "</text_search>",
@@ -34,13 +35,13 @@ CHAT_TEMPLATE = (
 TINY_NAMES = ("tiny-text", "tiny-vl")
 
 
-def cache_root(cache_dir: str = "") -> Path:
-    root = cache_dir or os.environ.get("AGENTRL_CACHE") or os.path.expanduser("~/.cache/agentrl")
-    return Path(root) / "models"
+def models_dir(cache_dir: str = "") -> Path:
+    """Where tiny models are built: `model.cache_dir`, else the cache root's models/."""
+    return Path(cache_dir) / "models" if cache_dir else cache_root() / "models"
 
 
 def _corpus() -> list[str]:
-    from agentrl.data import synthetic_corpus
+    from agentrl.data.synthetic import synthetic_corpus
 
     return synthetic_corpus()
 
@@ -153,7 +154,7 @@ def ensure_model(name_or_path: str, cache_dir: str = "") -> str:
     """Return a loadable model folder: a tiny model is built once (under a file lock), paths pass."""
     if name_or_path not in TINY_NAMES:
         return name_or_path
-    root = cache_root(cache_dir)
+    root = models_dir(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     out = root / f"{name_or_path}-{build_key()}"
     with open(root / f".{name_or_path}.lock", "w") as lock:

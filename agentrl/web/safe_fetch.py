@@ -14,7 +14,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 from agentrl.config import FetchConfig
-from envs.http import Backend, BackendError
+from agentrl.web.http import Backend, BackendError
 
 
 class UnsafeURL(BackendError):

@@ -29,10 +29,11 @@ import torch  # noqa: F401  isort: skip
 import ray
 
 from agentrl.config import Config, to_yaml
-from agentrl.datasets import DataError
-from agentrl.metrics import MetricsWriter, percentile, redact
-from agentrl.profile import step_profile
+from agentrl.data.prompts import DataError
+from agentrl.metrics import MetricsWriter, percentile
 from agentrl.records import TrainBatch
+from agentrl.redaction import redact
+from agentrl.timing import step_profile
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _actor_env() -> dict[str, str]:
 
 def create_learner(cfg: Config, model_path: str, runtime_env: dict[str, Any], total_steps: int) -> Any:
     """The DeepSpeed learner actor, placed by `learner.num_gpus` and `learner.resources`."""
-    from actors.learner import LearnerActor
+    from agentrl.actors.learner import LearnerActor
 
     opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
                             "runtime_env": runtime_env}
@@ -83,9 +84,9 @@ def create_rollout_actors(cfg: Config, model_path: str, runtime_env: dict[str, A
     """The rollout side that training and eval share: the reward pool, the generator pool (not yet
     started; or `generators`, any object with its interface) and the environment actors, which put
     groups into `queue` (None for eval)."""
-    from actors.environment import EnvironmentActor
-    from actors.generator import GeneratorPool
-    from actors.reward import RewardPool
+    from agentrl.actors.environment import EnvironmentActor
+    from agentrl.actors.generator import GeneratorPool
+    from agentrl.actors.reward import RewardPool
 
     rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
     if generators is None:
@@ -129,8 +130,8 @@ class Orchestrator:
         return handle
 
     async def start(self) -> None:
-        from actors.replay_queue import ReplayQueue
-        from agentrl.tiny_models import ensure_model
+        from agentrl.actors.replay_queue import ReplayQueue
+        from agentrl.models.tiny import ensure_model
 
         cfg = self.cfg
         self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
@@ -153,7 +154,7 @@ class Orchestrator:
         """Which Ray node each actor runs on (multi-node runs place them by resources)."""
         actors = {"learner": self.learner, **{f"generator-{i}": h for i, h in enumerate(self.generators.handles)},
                   **{f"env-{i}": h for i, h in enumerate(self.envs)}}
-        nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in actors.values()]))
+        nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in agentrl.actors.values()]))
         with open(os.path.join(self.run_dir, "placement.json"), "w") as f:
             json.dump(dict(zip(actors, nodes, strict=True)), f, indent=1)
 
@@ -170,8 +171,8 @@ class Orchestrator:
 
     # ---- the loops ----------------------------------------------------------------------------
     def _rows(self) -> Any:
-        from agentrl.data import synthetic_image_rows, synthetic_rows
-        from agentrl.datasets import PromptStream
+        from agentrl.data.prompts import PromptStream
+        from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
 
         d = self.cfg.data
         if d.source == "synthetic":
@@ -291,7 +292,7 @@ class Orchestrator:
         t = self.cfg.trainer
         if not t.eval_every or step % t.eval_every:
             return {}
-        from agentrl.evaluation import periodic_eval
+        from agentrl.evaluation.evaluate import periodic_eval
 
         out = os.path.join(self.run_dir, "eval", f"step_{step}")
         return await self._guard(periodic_eval(self.envs, self.cfg, out))

@@ -14,9 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrl.data import DataRow
-from agentrl.records import Trajectory
-from envs.protocol import IMAGE_SEARCH_TOOL
+from agentrl.envs.protocol import IMAGE_SEARCH_TOOL
+from agentrl.records import DataRow, Trajectory
 
 
 @dataclass
