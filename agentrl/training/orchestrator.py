@@ -154,7 +154,7 @@ class Orchestrator:
         """Which Ray node each actor runs on (multi-node runs place them by resources)."""
         actors = {"learner": self.learner, **{f"generator-{i}": h for i, h in enumerate(self.generators.handles)},
                   **{f"env-{i}": h for i, h in enumerate(self.envs)}}
-        nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in agentrl.actors.values()]))
+        nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in actors.values()]))
         with open(os.path.join(self.run_dir, "placement.json"), "w") as f:
             json.dump(dict(zip(actors, nodes, strict=True)), f, indent=1)
 
