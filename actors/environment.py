@@ -12,17 +12,26 @@ import time
 from typing import Any
 
 from agentrl.config import Config
-from agentrl.records import DataRow, GroupOutcome, RewardInput, SamplingConfig, Trajectory, TrajectoryGroup
+from agentrl.records import (
+    DataRow,
+    EnvironmentStats,
+    GroupOutcome,
+    RewardInput,
+    SamplingConfig,
+    Trajectory,
+    TrajectoryGroup,
+)
+from agentrl.web.cache import open_tool_cache
 
 
 class EnvironmentActor:
     def __init__(self, cfg: Config, model_path: str, generators: Any, rewards: Any, queue: Any,
                  index: int = 0) -> None:
-        from agentrl.envs.agent_loop import ChatFormat, RolloutContext
-        from agentrl.envs.protocol import get_protocol
-        from agentrl.envs.tool import load_tool
         from transformers import AutoTokenizer
 
+        from agentrl.envs.agent_loop import ChatFormat, RolloutContext
+        from agentrl.envs.protocol import get_protocol
+        from agentrl.envs.registry import load_tool
         from agentrl.models import get_adapter
 
         self.cfg = cfg
@@ -36,11 +45,7 @@ class EnvironmentActor:
         for spec in cfg.env.tools:
             t = load_tool(spec, cfg)
             tools[t.name] = t
-        cache = None
-        if cfg.tools.cache.mode != "off":
-            from agentrl.web.cache import ToolCache
-
-            cache = ToolCache(cfg.tools.cache.path)
+        cache = open_tool_cache(cfg.tools.cache)
         self.ctx = RolloutContext(
             chat=ChatFormat(tokenizer), protocol=protocol, tools=tools, env=cfg.env,
             cache=cache, cache_mode=cfg.tools.cache.mode,
@@ -53,7 +58,6 @@ class EnvironmentActor:
 
     async def _run_one(self, row: DataRow, traj: Trajectory, ctx: Any) -> Trajectory:
         from agentrl.envs.agent_loop import run_trajectory
-
         from agentrl.timing import TrajectoryTimer
 
         timer = TrajectoryTimer(traj, lambda req: self.generators.generate(traj.traj_id, req))
@@ -123,9 +127,10 @@ class EnvironmentActor:
             for e in errors:
                 if isinstance(e, RayActorError):
                     raise e
-            return GroupOutcome(group_id, row.row_id, "failed", reason=f"{type(errors[0]).__name__}: {errors[0]}")
-        await self.queue.put.remote(TrajectoryGroup(group_id, row.row_id, start_version, trajs))
-        return GroupOutcome(group_id, row.row_id, "queued")
+            return GroupOutcome("failed", reason=f"{type(errors[0]).__name__}: {errors[0]}")
+        await self.queue.put.remote(TrajectoryGroup(group_id, start_version, trajs))
+        return GroupOutcome("queued")
 
-    def stats(self) -> dict[str, float]:
-        return {"in_flight": float(self.in_flight)}
+    def stats(self) -> EnvironmentStats:
+        """Trajectories running now."""
+        return EnvironmentStats(in_flight=self.in_flight)

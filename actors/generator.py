@@ -5,29 +5,40 @@ Every generated token records the policy version that produced it. With
 new weights while no request can start, and resubmits each turn with what it had generated so far
 appended to its prompt: the tokens before the update carry the old version, the rest the new one,
 exactly. With `continue`, turns run on and all their tokens carry the version they started with (a
-conservative label: staleness is over-, never under-estimated).
+conservative label: staleness is over-, never under-estimated). The weights themselves travel by
+`agentrl.actors.weights`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from typing import Any
 
-import numpy as np
-import ray
-
+from agentrl.actors.weights import ObjectStoreReload
 from agentrl.config import VisionConfig
+from agentrl.console import engine_log_options
 from agentrl.models.base import decode_image
-from agentrl.records import GenerationRequest, GenerationResult, WeightSnapshot
+from agentrl.records import EngineStats, GenerationRequest, GenerationResult, SamplingConfig, WeightSnapshot
+
+
+def sampling_params(s: SamplingConfig, done: int) -> Any:
+    """vLLM's sampling parameters for the rest of a turn that has `done` tokens already."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    return SamplingParams(
+        n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens - done,
+        logprobs=0, stop=s.stop or None, include_stop_str_in_output=True,
+        output_kind=RequestOutputKind.DELTA, seed=s.seed, ignore_eos=s.ignore_eos,
+        structured_outputs=StructuredOutputsParams(regex=s.regex) if s.regex else None,
+    )
 
 
 class GeneratorActor:
-    """One inference engine. Created through `GeneratorPool.create`, which applies Ray options."""
+    """One inference engine. Created through `agentrl.actors.factory`, which applies Ray options."""
 
     def __init__(self, model_path: str, engine_index: int, dtype: str = "float32",
                  gpu_memory_utilization: float = 0.1, kv_cache_gib: float = 0.25, enforce_eager: bool = True,
@@ -46,6 +57,7 @@ class GeneratorActor:
             enforce_eager=enforce_eager, max_model_len=max_model_len, seed=seed + engine_index,
             # Log-probs after temperature scaling: the distribution the tokens were sampled from.
             logprobs_mode="processed_logprobs", enable_prefix_caching=True, **self.adapter.engine_kwargs(),
+            **engine_log_options(),  # no weight-loading bar after every update unless debugging
         )
         import torch
 
@@ -57,8 +69,7 @@ class GeneratorActor:
         self.policy_version = 0
         self._open: asyncio.Event | None = None  # closed while weights are being replaced
         self._inflight: set[str] = set()
-        self._weights_dir = tempfile.mkdtemp(prefix=f"agentrl-gen{engine_index}-",
-                                             dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self.transport = ObjectStoreReload(self.adapter.is_multimodal, prefix=f"agentrl-gen{engine_index}-")
         self.tokens_generated = 0
         self.busy_s = 0.0
         self._active = 0
@@ -83,9 +94,6 @@ class GeneratorActor:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate one turn. Returns token ids, behaviour log-probs and a version per token."""
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
         assert self._open is not None, "call start() first"
         s = request.sampling
         tokens: list[int] = []
@@ -100,38 +108,16 @@ class GeneratorActor:
             while len(tokens) < s.max_tokens:
                 await self._open.wait()
                 version = self.policy_version
-                params = SamplingParams(
-                    n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens - len(tokens),
-                    logprobs=0, stop=s.stop or None, include_stop_str_in_output=True,
-                    output_kind=RequestOutputKind.DELTA, seed=s.seed, ignore_eos=s.ignore_eos,
-                    structured_outputs=StructuredOutputsParams(regex=s.regex) if s.regex else None,
-                )
                 expected = request.prompt_ids + tokens
                 prompt: dict[str, Any] = {"prompt_token_ids": self.adapter.collapse_placeholders(expected)}
                 if images:
                     prompt["multi_modal_data"] = images
                 rid = f"{request.request_id}-{resumed}-{uuid.uuid4().hex[:6]}"
-                self._inflight.add(rid)
-                finish = "abort"
-                checked = not images  # vLLM's expansion, compared once per request (every output carries it)
-                try:
-                    async for out in self._outputs(prompt, params, rid):
-                        if not checked and out.prompt_token_ids is not None:
-                            if list(out.prompt_token_ids) != expected:
-                                raise RuntimeError(f"request {request.request_id}: vLLM expanded the image "
-                                                   "placeholders differently from the model adapter")
-                            checked = True
-                        comp = out.outputs[0]
-                        new = list(comp.token_ids)
-                        tokens.extend(new)
-                        for i, tok in enumerate(new):
-                            entry = comp.logprobs[i] if comp.logprobs is not None else None
-                            logprobs.append(float(entry[tok].logprob) if entry and tok in entry else 0.0)
-                        versions.extend([version] * len(new))
-                        if comp.finish_reason is not None:
-                            finish = comp.finish_reason
-                finally:
-                    self._inflight.discard(rid)
+                new, new_logprobs, finish = await self._request(request.request_id, prompt, expected,
+                                                                sampling_params(s, len(tokens)), rid)
+                tokens += new
+                logprobs += new_logprobs
+                versions += [version] * len(new)
                 if finish != "abort":
                     break
                 resumed += 1  # aborted for a weight update: resume under the new weights
@@ -144,6 +130,34 @@ class GeneratorActor:
                                     finish_reason=finish, engine_index=self.engine_index, resumed=resumed)
         finally:
             self._mark(-1)
+
+    async def _request(self, request_id: str, prompt: dict[str, Any], expected: list[int], params: Any,
+                       rid: str) -> tuple[list[int], list[float], str]:
+        """One engine request streamed to its end: its tokens, their log-probs and the finish reason
+        ("abort" when a weight update aborted it; what it generated until then is kept)."""
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        finish = "abort"
+        checked = "multi_modal_data" not in prompt  # vLLM's expansion, compared once per request
+        self._inflight.add(rid)
+        try:
+            async for out in self._outputs(prompt, params, rid):
+                if not checked and out.prompt_token_ids is not None:
+                    if list(out.prompt_token_ids) != expected:
+                        raise RuntimeError(f"request {request_id}: vLLM expanded the image "
+                                           "placeholders differently from the model adapter")
+                    checked = True
+                comp = out.outputs[0]
+                new = list(comp.token_ids)
+                tokens.extend(new)
+                for i, tok in enumerate(new):
+                    entry = comp.logprobs[i] if comp.logprobs is not None else None
+                    logprobs.append(float(entry[tok].logprob) if entry and tok in entry else 0.0)
+                if comp.finish_reason is not None:
+                    finish = comp.finish_reason
+        finally:
+            self._inflight.discard(rid)
+        return tokens, logprobs, finish
 
     async def _outputs(self, prompt: dict[str, Any], params: Any, rid: str) -> Any:
         """The engine's output stream; a dead engine takes this actor down, so the run fails naming it
@@ -167,43 +181,22 @@ class GeneratorActor:
         try:
             if self.on_weight_update == "pause_resume" and self._inflight:
                 await self.engine.abort(list(self._inflight))
-            path = os.path.join(self._weights_dir, f"v{snapshot.version}")
-            _write_safetensors(snapshot, path)
-            await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
-            # Cached prefixes hold keys/values computed by the old weights.
-            await self.engine.reset_prefix_cache()
-            if self.adapter.is_multimodal:
-                # The worker dropped its encoder outputs and processed-input cache on reload; the
-                # scheduler's and the front end's records of them must go too, or the next request
-                # that reuses an image fails with "Encoder cache miss".
-                await self.engine.reset_mm_cache()
-                await self.engine.reset_encoder_cache()
+            await self.transport.apply(self.engine, snapshot)
             self.policy_version = snapshot.version
-            for old in os.listdir(self._weights_dir):
-                if old != f"v{snapshot.version}":
-                    shutil.rmtree(os.path.join(self._weights_dir, old), ignore_errors=True)
         finally:
             self._open.set()
         return time.perf_counter() - t0
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> EngineStats:
+        """Tokens generated and busy seconds so far, and the loaded policy version."""
         self._mark(0)
-        return {"tokens_generated": float(self.tokens_generated), "busy_s": self.busy_s,
-                "policy_version": float(self.policy_version)}
+        return EngineStats(tokens_generated=self.tokens_generated, busy_s=self.busy_s,
+                           policy_version=self.policy_version)
 
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
-        shutil.rmtree(self._weights_dir, ignore_errors=True)
-
-
-def _write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    os.makedirs(folder, exist_ok=True)
-    tensors = {k: torch.from_numpy(np.array(v)) for k, v in snapshot.tensors.items()}  # writable copy
-    save_file(tensors, os.path.join(folder, "model.safetensors"))
+        self.transport.close()
 
 
 class GeneratorPool:
@@ -217,24 +210,6 @@ class GeneratorPool:
         self.handles = handles
         self._load = [0] * len(handles)
         self._pinned: dict[str, int] = {}
-
-    @classmethod
-    def create(cls, num_engines: int, model_path: str, rollout: Any, dtype: str, seed: int,
-               runtime_env: dict | None = None, vision: VisionConfig | None = None) -> GeneratorPool:
-        handles = []
-        for i in range(num_engines):
-            options: dict[str, Any] = {"num_cpus": 0, "num_gpus": rollout.num_gpus_per_engine,
-                                       "name": f"generator-{i}", "max_concurrency": 1000,
-                                       "runtime_env": runtime_env or {}}
-            if rollout.resources:
-                options["resources"] = dict(rollout.resources)
-            actor = ray.remote(GeneratorActor).options(**options).remote(
-                model_path, i, dtype=dtype, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                kv_cache_gib=rollout.kv_cache_gib, enforce_eager=rollout.enforce_eager,
-                max_model_len=rollout.max_model_len,
-                on_weight_update=rollout.on_weight_update, seed=seed, vision=vision)
-            handles.append(actor)
-        return cls(handles)
 
     async def start(self) -> None:
         await asyncio.gather(*[h.start.remote() for h in self.handles])
@@ -254,10 +229,5 @@ class GeneratorPool:
     async def generate(self, traj_id: str, request: GenerationRequest) -> GenerationResult:
         return await self.handles[self.pin(traj_id)].generate.remote(request)
 
-    async def update_weights(self, snapshot_ref: Any) -> float:
-        """Push one snapshot (an object ref, fetched by each engine's node) to every engine."""
-        times = await asyncio.gather(*[h.update_weights.remote(snapshot_ref) for h in self.handles])
-        return max(times)
-
-    async def stats(self) -> list[dict[str, float]]:
+    async def stats(self) -> list[EngineStats]:
         return list(await asyncio.gather(*[h.stats.remote() for h in self.handles]))

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrl.actors.weights import ObjectStoreReload
 from agentrl.algorithms import PolicyLossConfig, group_advantages, lr_at, policy_loss
 from agentrl.config import LearnerConfig, VisionConfig
 from agentrl.records import LearnerStepStats, TrainBatch, Trajectory, WeightSnapshot
@@ -97,6 +98,7 @@ class LearnerActor:
         self.group_size = group_size  # 0: do not check
         self.step = 0
         self.policy_version = 0
+        self.transport = ObjectStoreReload()
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
                                          cfg.importance_cap)
 
@@ -214,14 +216,8 @@ class LearnerActor:
         return out
 
     def get_weights(self) -> WeightSnapshot:
-        """The current weights as numpy arrays, tagged with the current policy version."""
-        state = self._state_dict()
-        return WeightSnapshot(self.policy_version, {k: v.detach().cpu().numpy().copy() for k, v in state.items()})
-
-    def set_weights(self, snapshot: WeightSnapshot) -> None:
-        """Load weights (tests push known weights through the learner)."""
-        torch = self.torch
-        self.engine.module.load_state_dict({k: torch.from_numpy(v) for k, v in snapshot.tensors.items()})
+        """The current weights, tagged with the current policy version (agentrl/actors/weights.py ships them)."""
+        return self.transport.snapshot(self._state_dict(), self.policy_version)
 
     def _state_dict(self) -> dict[str, Any]:
         if self.cfg.zero_stage == 3:

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import deque
 
-from agentrl.records import TrainBatch, TrajectoryGroup
+from agentrl.records import QueueStats, TrainBatch, TrajectoryGroup
 
 
 class ReplayQueue:
@@ -24,7 +24,6 @@ class ReplayQueue:
         self.groups_in = 0
         self.groups_out = 0
         self.groups_dropped_stale = 0
-        self.dropped_row_ids: list[int] = []
         self.producer_wait_s = 0.0
 
     async def put(self, group: TrajectoryGroup) -> int:
@@ -44,7 +43,6 @@ class ReplayQueue:
         for g in self._groups:
             if learner_version - g.min_policy_version > self.max_staleness:
                 dropped += 1
-                self.dropped_row_ids.append(g.data_row_id)
             else:
                 kept.append(g)
         self._groups = kept
@@ -67,12 +65,9 @@ class ReplayQueue:
             self.groups_out += batch_groups
             self.groups_dropped_stale += dropped
             self._changed.notify_all()
-            return TrainBatch(groups=groups, groups_dropped_stale=dropped, queue_depth=len(self._groups),
-                              wait_s=time.perf_counter() - t0)
+            return TrainBatch(groups=groups, queue_depth=len(self._groups), wait_s=time.perf_counter() - t0)
 
-    def depth(self) -> int:
-        return len(self._groups)
-
-    def stats(self) -> dict[str, float]:
-        return {"depth": len(self._groups), "groups_in": self.groups_in, "groups_out": self.groups_out,
-                "groups_dropped_stale": self.groups_dropped_stale, "producer_wait_s": self.producer_wait_s}
+    def stats(self) -> QueueStats:
+        """Depth now, groups in, out and dropped as stale, and the producers' total wait."""
+        return QueueStats(depth=len(self._groups), groups_in=self.groups_in, groups_out=self.groups_out,
+                          groups_dropped_stale=self.groups_dropped_stale, producer_wait_s=self.producer_wait_s)

@@ -6,8 +6,6 @@ import asyncio
 import itertools
 from typing import Any
 
-import ray
-
 from agentrl.records import RewardInput, RewardResult
 from agentrl.rewards import get_reward_fn, score_async
 
@@ -25,18 +23,12 @@ class RewardActor:
 
 
 class RewardPool:
-    """Round-robin over reward actors; picklable so environment actors hold it."""
+    """Round-robin over reward actors (built by `agentrl.actors.factory`); picklable so environment actors
+    hold it."""
 
     def __init__(self, handles: list[Any]) -> None:
         self.handles = handles
         self._next = itertools.cycle(range(len(handles)))
-
-    @classmethod
-    def create(cls, num_actors: int, name: str, options: dict[str, Any]) -> RewardPool:
-        get_reward_fn(name)  # fail fast, in the driver, on a bad reward name
-        handles = [ray.remote(RewardActor).options(num_cpus=0, name=f"reward-{i}", max_concurrency=256)
-                   .remote(name, options) for i in range(num_actors)]
-        return cls(handles)
 
     async def score_group(self, inps: list[RewardInput]) -> list[RewardResult]:
         """Score all samples of one prompt in one call to one reward actor."""

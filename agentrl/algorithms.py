@@ -87,8 +87,3 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
     decay_steps = max(total_steps - warmup_steps, 1)
     progress = min(max((step - warmup_steps) / decay_steps, 0.0), 1.0)
     return base_lr * (1.0 - (1.0 - min_ratio) * s_curve(progress))
-
-
-def staleness(learner_version: int, min_policy_version: int) -> int:
-    """How many policy versions behind the learner a sample's oldest token is."""
-    return learner_version - min_policy_version

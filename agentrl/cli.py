@@ -1,4 +1,9 @@
-"""The `agentrl` command line."""
+"""The `agentrl` command line.
+
+One error policy for every subcommand, applied in `main`: a user error (`agentrl.errors.UserError`: a bad
+config, data file or row, argument, or a missing file) is one line on stderr, `agentrl: <message>`, exit 2;
+an actor failure (`agentrl.errors.ActorFailure`) exits 1. Subcommands raise; they do not print errors.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,35 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Any
+
+from agentrl.console import configure_driver_logging, log_level
+from agentrl.errors import ActorFailure, UserError
+
+EXIT_USER_ERROR, EXIT_ACTOR_FAILURE = 2, 1
+# OS errors that mean a path the user gave is wrong (missing, a folder, not readable or writable)
+_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error raised as a UserError (one line) instead of usage text and exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("agentrl").strip()
+        raise UserError(f"{command}: {message}" if command else message)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from agentrl.config import ConfigError, check_plugins, load_config
-    from agentrl.data.prompts import DataError
+    from agentrl.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        check_plugins(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
-    from agentrl.training.orchestrator import ActorFailure, train
+    cfg = load_config(args.config, args.overrides)
+    configure_driver_logging(cfg.trainer.log_level)
+    from agentrl.actors.factory import check_plugins
 
-    try:
-        summary = train(cfg)
-    except DataError as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
-    except ActorFailure as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 1
+    check_plugins(cfg)
+    from agentrl.training.orchestrator import train
+
+    summary = train(cfg)
     print(f"[agentrl] {summary.steps} steps in {summary.wall_s:.0f}s; prompts admitted {summary.admitted}, "
           f"trained {summary.trained}, dropped as stale {summary.dropped_stale}, failed {sum(summary.failed.values())}")
     print(f"[agentrl] metrics:    {summary.run_dir}/metrics.jsonl")
@@ -38,80 +50,148 @@ def _train(args: argparse.Namespace) -> int:
 def _build_models(args: argparse.Namespace) -> int:
     from agentrl.models.tiny import TINY_NAMES, ensure_model
 
+    unknown = [n for n in args.names if n not in TINY_NAMES]
+    if unknown:
+        raise UserError(f"build-models: '{unknown[0]}' is not one of {', '.join(TINY_NAMES)}")
     for name in args.names or TINY_NAMES:
         print(ensure_model(name, args.cache_dir))
     return 0
 
 
+def _make_example(args: argparse.Namespace) -> int:
+    from agentrl.data.example import example_path, write_example
+
+    if args.rows < 1:
+        raise UserError("make-example: --rows must be >= 1")
+    print(write_example(args.out, args.seed, args.rows) if args.out else example_path(args.seed))
+    return 0
+
+
+def _text_list(row: dict[str, Any], key: str, fail: Any, required: bool = False) -> list[str] | str:
+    """`row[key]` as a string or a list of strings (one row of `agentrl score`)."""
+    value = row.get(key)
+    if value is None and not required:
+        return []
+    if isinstance(value, str) and key == "ground_truth":
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(key, "expected a list of strings" + (" or a string" if key == "ground_truth" else "")
+                   + f", got {'nothing' if value is None else type(value).__name__}")
+    return value
+
+
+def _score_input(row: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """(RewardInput, options) of one `agentrl score` row; UserError naming the row and the field."""
+    from agentrl.records import RewardInput
+
+    def fail(key: str, why: str) -> UserError:
+        return UserError(f"{where}: field '{key}': {why}")
+
+    if not isinstance(row.get("question", ""), str):
+        raise fail("question", f"expected a string, got {type(row['question']).__name__}")
+    options = row.get("options") or {}
+    if not isinstance(options, dict):
+        raise fail("options", f"expected an object, got {type(options).__name__}")
+    inp = RewardInput(question=row.get("question", ""), turns=list(_text_list(row, "turns", fail, True)),
+                      answer=None, ground_truth=_text_list(row, "ground_truth", fail, True),
+                      candidate_answers=list(_text_list(row, "candidate_answers", fail)))
+    return inp, options
+
+
 def _score(args: argparse.Namespace) -> int:
+    """Score every row of a JSONL file of saved responses; rows are numbered as in data files (from 0,
+    blank lines not counted)."""
     import asyncio
     import json
 
-    from agentrl.records import RewardInput
+    from agentrl.data.prompts import DataError, jsonl_records
     from agentrl.rewards import get_reward_fn, score_async
 
     try:
         fn = get_reward_fn(args.preset)
     except ValueError as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
 
     async def score_all(out) -> int:  # one event loop for all lines: async rewards (judges) keep their sessions
-        with open(args.file) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    inp = RewardInput(question=row.get("question", ""), turns=list(row["turns"]), answer=None,
-                                      ground_truth=row["ground_truth"],
-                                      candidate_answers=list(row.get("candidate_answers") or []))
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    print(f"agentrl: {args.file} line {n}: bad row ({type(e).__name__}: {e})", file=sys.stderr)
-                    return 2
-                try:
-                    result = await score_async(fn, inp, dict(row.get("options") or {}))
-                except ValueError as e:
-                    print(f"agentrl: {args.file} line {n}: {e}", file=sys.stderr)
-                    return 2
-                out.write(json.dumps({**row, "score": result.total, **result.components}) + "\n")
+        for n, row in enumerate(jsonl_records(args.file)):
+            if isinstance(row, DataError):
+                raise row
+            inp, options = _score_input(row, f"{args.file} row {n}")
+            try:
+                result = await score_async(fn, inp, dict(options))
+            except ValueError as e:  # a bad option or ground truth in the row
+                raise UserError(f"{args.file} row {n}: {e}") from None
+            out.write(json.dumps({**row, "score": result.total, **result.components}) + "\n")
         return 0
 
+    if not os.path.isfile(args.file):
+        raise UserError(f"score: '{args.file}' is not a file")
     if not args.out:
         return asyncio.run(score_all(sys.stdout))
+    if os.path.exists(args.out) and os.path.samefile(args.file, args.out):
+        raise UserError(f"score: --out '{args.out}' is the input file (it would be emptied before it is read)")
     with open(args.out, "w") as out:
         return asyncio.run(score_all(out))
+
+
+TOOL_ARGS = ("query", "image", "image_url", "data_id", "question")  # what `agentrl tool --arg` takes
+
+
+def _tool_arguments(pairs: list[str]) -> dict[str, str]:
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise UserError(f"tool: --arg '{bad[0]}' is not of the form KEY=VALUE")
+    kv = dict(p.split("=", 1) for p in pairs)
+    unknown = [k for k in kv if k not in TOOL_ARGS]
+    if unknown:
+        raise UserError(f"tool: --arg '{unknown[0]}' is not one of {', '.join(TOOL_ARGS)}")
+    return kv
+
+
+def _tool_images(kv: dict[str, str]) -> list[bytes]:
+    """The `image=FILE` argument's bytes, checked to be an image."""
+    from agentrl.data.prompts import check_image
+
+    if "image" not in kv:
+        return []
+    with open(kv["image"], "rb") as f:
+        data = f.read()
+    try:
+        return [check_image(data)]
+    except ValueError as e:
+        raise UserError(f"tool: --arg image='{kv['image']}': {e}") from None
 
 
 def _tool(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agentrl.config import ConfigError, load_config
-    from agentrl.envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
+    from agentrl.config import load_config
+    from agentrl.envs.registry import TOOL_REGISTRY, load_tool
+    from agentrl.envs.tool import TrajectoryState
 
     if args.list or not args.name:
-        load_tool("lookup")  # registers the built-in tools
         for name, cls in sorted(TOOL_REGISTRY.items()):
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
             print(f"{name:14s} {doc}")
         return 0
-    try:
-        cfg = load_config(args.config, args.overrides)
-        # a tool of the config's env.tools by its name (plugins too), else any registered tool
+    kv = _tool_arguments(args.arg)
+    cfg = load_config(args.config, args.overrides)
+    try:  # a tool of the config's env.tools by its name (plugins too), else any registered tool
         tools = {t.name: t for t in (load_tool(spec, cfg) for spec in cfg.env.tools)}
         tool = tools.get(args.name) or load_tool(args.name, cfg)
-    except (ConfigError, ValueError) as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
-    kv = dict(a.split("=", 1) for a in args.arg)
-    images = [open(kv.pop("image"), "rb").read()] if "image" in kv else []
-    state = TrajectoryState(question=kv.pop("question", ""), images=images, data_id=kv.pop("data_id", ""),
-                            image_urls=[kv.pop("image_url")] if "image_url" in kv else [])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        tool_args = tool.parse_args(kv.get("query", ""))
+    except ValueError as e:  # a query the tool cannot take (an empty one, say)
+        raise UserError(f"tool: {tool.name}: --arg query: {e}") from None
+    state = TrajectoryState(question=kv.get("question", ""), images=_tool_images(kv), data_id=kv.get("data_id", ""),
+                            image_urls=[kv["image_url"]] if "image_url" in kv else [])
 
     async def once() -> int:
         try:
-            obs = await tool.run(tool.parse_args(kv.get("query", "")), state)
-        except Exception as e:
+            obs = await tool.run(tool_args, state)
+        except Exception as e:  # the tool's backend failed: not the user's doing
             from agentrl.redaction import redact
 
             print(f"agentrl: {tool.name} failed: {redact(str(e))}", file=sys.stderr)
@@ -127,37 +207,54 @@ def _tool(args: argparse.Namespace) -> int:
 
 
 def _import_cache(args: argparse.Namespace) -> int:
-    from agentrl.envs.cache_import import UntrustedPickle, import_pickle
+    from agentrl.envs.cache_import import import_pickle
 
-    try:
-        n = import_pickle(args.file, args.out, trusted=args.trust_pickle)
-    except (UntrustedPickle, ValueError) as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
-    print(f"[agentrl] imported {n} cached image searches into {args.out}")
+    report = import_pickle(args.file, args.out, trusted=args.trust_pickle)
+    skipped = "".join(f"; skipped {n} ({why})" for why, n in sorted(report.skipped.items()))
+    print(f"[agentrl] imported {report.imported} cached image searches into {args.out}{skipped}")
     return 0
 
 
 def _serve_retriever(args: argparse.Namespace) -> int:
-    from agentrl.envs.retriever import serve
+    from agentrl.envs.retriever import RequestLimits, serve
 
-    serve(args.corpus, args.host, args.port, args.retrieval)
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"serve-retriever: --port {args.port} is not in 0..65535")
+    if args.max_queries < 1 or args.max_topk < 1:
+        raise UserError("serve-retriever: --max-queries and --max-topk must be >= 1")
+    serve(args.corpus, args.host, args.port, args.retrieval,
+          RequestLimits(max_queries=args.max_queries, max_topk=args.max_topk))
+    return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    """Validate every row of the configured data (`data.source`, and `trainer.eval_data` if set) without
+    starting anything: exit 2 on the first bad row (or a file with no usable row), else 0."""
+    from agentrl.config import SYNTHETIC_SOURCES, load_config
+    from agentrl.data.prompts import check_file
+
+    cfg = load_config(args.config, args.overrides)
+    files = [f for f in (cfg.data.source, cfg.trainer.eval_data) if f and f not in SYNTHETIC_SOURCES]
+    if not files:
+        print(f"[agentrl] data.source is '{cfg.data.source}' (generated): no file to check")
+    for path in files:
+        check = check_file(path, cfg.data.on_bad_row)
+        by_field = ", ".join(f"{k or 'file'}: {n}" for k, n in sorted(check.skipped.items()))
+        print(f"[agentrl] {path}: {check.rows} rows OK, {sum(check.skipped.values())} skipped"
+              + (f" ({by_field})" if by_field else ""))
     return 0
 
 
 _MODULE_COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "agentrl.bench.async_bench", "benchmarks: agentrl bench async [--quick | --sweep]"),
-    ("eval", "agentrl.evaluation.evaluate", "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
-    ("build-balanced", "agentrl.evaluation.balanced", "label search_free / search_required and write a balanced parquet"),
+    ("eval", "agentrl.evaluation.evaluate",
+     "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
+    ("build-balanced", "agentrl.evaluation.balanced",
+     "label search_free / search_required and write a balanced parquet"),
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Plugins (tools, rewards) named by import path resolve from the current directory, as with `python -m`.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    parser = argparse.ArgumentParser(prog="agentrl", description="Asynchronous agentic RL on Ray")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p = sub.add_parser("train", help="train: agentrl train CONFIG [key=value ...]")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 rollout.n=8")
@@ -166,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*")
     p.add_argument("--cache-dir", default="")
     p.set_defaults(fn=_build_models)
+    p = sub.add_parser("make-example", help="write the example dataset (veRL parquet, the release's layout)")
+    p.add_argument("--out", default="", help="the parquet to write (default: built once in the cache; its path "
+                                             "is printed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=5)
+    p.set_defaults(fn=_make_example)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")
     p.add_argument("--preset", required=True, help="a reward name (mmsearch_r1, general, exact_match) or module:fn")
@@ -189,13 +292,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--retrieval", default="bm25", choices=["bm25", "dense"])
+    p.add_argument("--max-queries", type=int, default=512, help="queries one request may hold")
+    p.add_argument("--max-topk", type=int, default=100, help="the largest topk a request may ask for")
     p.set_defaults(fn=_serve_retriever)
-    # Larger commands live in their own modules; each gives add_arguments(parser) and run(args) -> exit code.
+    p = sub.add_parser("check-data", help="validate every row of the configured data: agentrl check-data CONFIG")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.source=FILE data.on_bad_row=skip")
+    p.set_defaults(fn=_check_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand; the larger ones live in their own modules (`add_arguments(parser)`, `run(args)`)."""
+    parser = _Parser(prog="agentrl", description="Asynchronous agentic RL on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_local_commands(sub)
     for name, module, help_text in _MODULE_COMMANDS:
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text)
         mod.add_arguments(p)
         p.set_defaults(fn=mod.run)
+    return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     # dotted overrides may follow options (`agentrl tool NAME --arg q=x env.tools=[...]`)
     args, extra = parser.parse_known_args(argv)
     bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
@@ -203,7 +323,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    return args.fn(args)
+    return args
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"agentrl: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit code (0, 1 for an actor failure, 2 for a user error)."""
+    # Plugins (tools, rewards) named by import path resolve from the current directory, as with `python -m`.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    configure_driver_logging(log_level())  # quiet libraries unless AGENTRL_LOG_LEVEL says otherwise
+    try:
+        args = _parse(argv)
+        return args.fn(args)
+    except UserError as e:
+        return _fail("; ".join(line.strip() for line in str(e).splitlines() if line.strip()), EXIT_USER_ERROR)
+    except _PATH_ERRORS as e:
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e), EXIT_USER_ERROR)
+    except ActorFailure as e:
+        return _fail(str(e), EXIT_ACTOR_FAILURE)
 
 
 if __name__ == "__main__":

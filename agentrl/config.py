@@ -14,10 +14,14 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from agentrl.console import LOG_LEVELS
+from agentrl.errors import UserError
+from agentrl.grammar import check_workflow
+
 SYNTHETIC_SOURCES = ("synthetic", "synthetic_vl")  # generated data, no file
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A one-line, user-facing configuration error."""
 
 
@@ -85,7 +89,7 @@ class BackendConfig:
     retries: int = 3  # on timeouts, 429 and 5xx, with exponential back-off and jitter
     backoff_s: float = 0.5
     max_concurrency: int = 16
-    rate_per_s: float = 0.0  # 0: no rate limit
+    rate_per_s: float = 0.0  # 0: no rate limit; below 1: one call every 1/rate_per_s seconds
     breaker_failures: int = 5  # consecutive failures that open the circuit
     breaker_reset_s: float = 30.0
 
@@ -101,7 +105,8 @@ class FetchConfig:
     """What the page reader may fetch (SSRF guard)."""
 
     allow_hosts: list[str] = field(default_factory=list)  # e.g. ["127.0.0.1"] to open loopback for tests
-    max_bytes: int = 2_000_000
+    max_bytes: int = 2_000_000  # per page or image, read in full up to here
+    on_oversize: str = "refuse"  # a page past max_bytes: "refuse" (the hit keeps its snippet) or "truncate"
     max_redirects: int = 3
     content_types: list[str] = field(default_factory=lambda: ["text/html", "text/plain", "application/xhtml+xml"])
 
@@ -113,7 +118,6 @@ class ImageSearchConfig:
     base_url: str = "https://serpapi.com/search"
     cache_dir: str = ""  # backend=cache: a folder written by `agentrl import-cache`
     local_dir: str = ""  # backend=local: a folder of images with titles; default: the built-in demo index
-    thumbnail_max_pixels: int = 64 * 64
     http: BackendConfig = field(default_factory=BackendConfig)
 
 
@@ -215,6 +219,8 @@ class TrainerConfig:
     eval_workflow: str = "on_demand"  # direct, rag or on_demand
     eval_samples: int = 1  # 1: greedy; more: sampled at rollout.temperature
     eval_limit: int = 0  # only the first N rows (0: all)
+    # "info": the progress bar and agentrl's own lines; "debug": also vLLM's, Ray's and the libraries' logs
+    log_level: str = "info"
 
 
 @dataclass
@@ -304,8 +310,15 @@ def _require(cond: bool, key: str, msg: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Value checks that must fail before any actor starts."""
-    t, r, lr, e = cfg.trainer, cfg.rollout, cfg.learner, cfg.env
+    """Value checks that must fail before any actor starts (ConfigError naming the key)."""
+    _validate_trainer(cfg)
+    _validate_rollout_and_learner(cfg)
+    _validate_tools(cfg.tools)
+    _validate_model_and_data(cfg)
+
+
+def _validate_trainer(cfg: Config) -> None:
+    t, e = cfg.trainer, cfg.env
     _require(t.mode in ("async", "sync"), "trainer.mode", f"'{t.mode}' is not 'async' or 'sync'")
     _require(t.total_steps > 0, "trainer.total_steps", "must be > 0")
     _require(t.batch_groups > 0, "trainer.batch_groups", "batch size must be > 0")
@@ -314,15 +327,18 @@ def validate(cfg: Config) -> None:
     _require(t.queue_capacity >= t.batch_groups, "trainer.queue_capacity",
              "must hold at least one batch (>= trainer.batch_groups)")
     _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")
+    _require(t.log_level in LOG_LEVELS, "trainer.log_level", f"'{t.log_level}' is not {' or '.join(LOG_LEVELS)}")
     if t.eval_every:
         _require(os.path.isfile(t.eval_data), "trainer.eval_data", f"'{t.eval_data}' is not a file")
-        from agentrl.envs.workflows import check_workflow
-
         try:
             check_workflow(t.eval_workflow, e.protocol, e.tools)
         except ValueError as err:
             _require(False, "trainer.eval_workflow", str(err))
         _require(t.eval_samples > 0, "trainer.eval_samples", "must be > 0")
+
+
+def _validate_rollout_and_learner(cfg: Config) -> None:
+    r, lr, e = cfg.rollout, cfg.learner, cfg.env
     _require(r.n > 0, "rollout.n", "must be > 0")
     _require(r.num_engines > 0, "rollout.num_engines", "must be > 0")
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
@@ -340,8 +356,16 @@ def validate(cfg: Config) -> None:
     _require(e.on_invalid_action in ("observe", "end"), "env.on_invalid_action",
              "must be 'observe' or 'end'")
     _require(cfg.reward.num_actors > 0, "reward.num_actors", "must be > 0")
-    tl = cfg.tools
+
+
+def _validate_tools(tl: ToolsConfig) -> None:
     _require(tl.cache.mode in ("on", "off", "replay_only"), "tools.cache.mode", "must be on, off or replay_only")
+    _require(tl.fetch.on_oversize in ("refuse", "truncate"), "tools.fetch.on_oversize", "must be refuse or truncate")
+    _require(tl.fetch.max_bytes > 0, "tools.fetch.max_bytes", "must be > 0")
+    for name in ("image_search", "text_search"):
+        http = getattr(tl, name).http
+        _require(http.max_concurrency > 0, f"tools.{name}.http.max_concurrency", "must be > 0")
+        _require(http.rate_per_s >= 0, f"tools.{name}.http.rate_per_s", "must be >= 0 (0: no limit)")
     _require(tl.image_search.backend in ("serpapi_lens", "cache", "local"), "tools.image_search.backend",
              f"'{tl.image_search.backend}' is not serpapi_lens, cache or local")
     _require(tl.text_search.backend in ("serpapi", "searxng", "retriever", "local"), "tools.text_search.backend",
@@ -350,6 +374,9 @@ def validate(cfg: Config) -> None:
              "must be jina, direct or none")
     _require(tl.text_search.summariser in ("openai", "none"), "tools.text_search.summariser",
              "must be openai or none")
+
+
+def _validate_model_and_data(cfg: Config) -> None:
     if cfg.model.path not in ("tiny-text", "tiny-vl"):
         _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
     v = cfg.model.vision
@@ -365,21 +392,3 @@ def validate(cfg: Config) -> None:
 
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def check_plugins(cfg: Config) -> None:
-    """Resolve the configured tools and reward now, so a bad name fails before any actor starts."""
-    from agentrl.envs.tool import load_tool
-    from agentrl.rewards.registry import check_reward_options, get_reward_fn
-
-    try:
-        check_reward_options(get_reward_fn(cfg.reward.name), cfg.reward.options)
-        for spec in cfg.env.tools:
-            load_tool(spec, cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if cfg.data.source not in SYNTHETIC_SOURCES:
-        from agentrl.data.prompts import PromptStream
-
-        # the first usable row, before any actor starts: a wrong file or schema fails here, in one line
-        next(iter(PromptStream(cfg.data.source, shuffle=False, on_bad_row=cfg.data.on_bad_row)))

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from agentrl.console import verbose
 from agentrl.redaction import redact
 
 
@@ -29,8 +30,10 @@ class MetricsWriter:
             try:
                 import wandb
 
+                # its banner and run summary only at trainer.log_level=debug
                 self._wandb = wandb.init(project=wandb_cfg.project, name=os.path.basename(run_dir),
-                                         dir=run_dir, mode=mode, config=config, reinit=True)
+                                         dir=run_dir, mode=mode, config=config, reinit="finish_previous",
+                                         settings=wandb.Settings(silent=not verbose()))
             except Exception as e:  # metrics must never take the run down
                 print(f"[agentrl] wandb disabled: {redact(str(e))}")
         self._bar = None

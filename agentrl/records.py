@@ -123,7 +123,6 @@ class TrajectoryGroup:
     """All n samples of one prompt: the unit the replay queue holds and the learner trains on."""
 
     group_id: str
-    data_row_id: int
     start_version: int
     trajectories: list[Trajectory]
 
@@ -139,10 +138,9 @@ class TrajectoryGroup:
 
 @dataclass
 class TrainBatch:
-    """B whole groups handed to the learner, plus what the queue dropped to make it."""
+    """B whole groups handed to the learner, the queue's depth after them, and how long the learner waited."""
 
     groups: list[TrajectoryGroup]
-    groups_dropped_stale: int = 0
     queue_depth: int = 0
     wait_s: float = 0.0
 
@@ -211,12 +209,36 @@ class RewardInput:
     images: list[bytes] = field(default_factory=list)  # the question's images (for judges that see them)
 
 
-
 @dataclass
 class GroupOutcome:
     """How one admitted prompt ended in its environment actor."""
 
-    group_id: str
-    data_row_id: int
     status: str  # "queued" | "failed"
     reason: str = ""  # why it failed (the tool and token counts travel with the trajectories)
+
+
+@dataclass
+class QueueStats:
+    """The replay queue's counters (`ReplayQueue.stats`)."""
+
+    depth: int
+    groups_in: int
+    groups_out: int
+    groups_dropped_stale: int
+    producer_wait_s: float  # environment actors' total wait for room in the queue
+
+
+@dataclass
+class EnvironmentStats:
+    """An environment actor's load (`EnvironmentActor.stats`)."""
+
+    in_flight: int  # trajectories running now
+
+
+@dataclass
+class EngineStats:
+    """One engine's counters (`GeneratorActor.stats`)."""
+
+    tokens_generated: int
+    busy_s: float  # seconds with at least one request running
+    policy_version: int  # the version of the weights loaded now

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
-from agentrl.envs.protocol import (
-    IMAGE_SEARCH_TOOL,
-    INVALID_ACTION_OBSERVATION,
-    OVER_LIMIT_OBSERVATION,
-    TEXT_SEARCH_TOOL,
-    Protocol,
-)
-from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
-
 from agentrl.config import EnvConfig
+from agentrl.envs.protocol import Protocol
+from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
+from agentrl.grammar import IMAGE_SEARCH_TOOL, INVALID_ACTION_OBSERVATION, OVER_LIMIT_OBSERVATION, TEXT_SEARCH_TOOL
 from agentrl.models.base import ImageError, ModelAdapter
 from agentrl.records import DataRow, GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
 from agentrl.redaction import redact
@@ -148,20 +142,27 @@ def observation_images(text: str, images: list[bytes], ctx: RolloutContext,
     return "".join(out), kept, None
 
 
+def scrubbed(obs: Observation) -> Observation:
+    """The observation with the process's secrets removed from its text (a page may echo a request's
+    key): the one place tool results pass before the cache stores them or the model sees them."""
+    text = redact(obs.text)
+    return obs if text == obs.text else replace(obs, text=text)
+
+
 async def _run_tool(tool: Tool, args: dict[str, Any], state: TrajectoryState, timeout_s: float,
                     cache: ToolCache | None, cache_mode: str) -> Observation:
     key = None
     if cache is not None and tool.cacheable:
-        key = cache_key(tool.name, tool.backend, args, state.images if "image" in tool.name else [])
+        key = cache_key(tool.name, tool.cache_identity(state), args)
         hit = await cache.get(key)
         if hit is not None:
             hit.cached = True
-            return hit
+            return scrubbed(hit)
         if cache_mode == "replay_only":
             return Observation(f"No cached {tool.name} result (replay-only run).", ok=False,
                                error="not in cache (replay_only)")
     async with asyncio.timeout(timeout_s):  # unlike wait_for, no extra task per call
-        obs = await tool.run(args, state)
+        obs = scrubbed(await tool.run(args, state))
     if key is not None and obs.ok:
         await cache.put(key, tool.name, obs)
     return obs

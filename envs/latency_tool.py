@@ -12,9 +12,8 @@ import math
 import random
 from typing import Any
 
-from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
-
 from agentrl.data.synthetic import COLOURS, lookup_table
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
 
 Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
-
 from agentrl.data.synthetic import lookup_table
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
 
 
 @register_tool

@@ -11,11 +11,23 @@ observation is written back. Chosen by `env.protocol`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-IMAGE_SEARCH_TOOL = "image_search"
-TEXT_SEARCH_TOOL = "text_search"
+from agentrl.grammar import (
+    ANSWER,
+    IMAGE_SEARCH_TOOL,
+    INFORMATION,
+    MMSEARCH_R1_AFTER_SEARCH_PROMPT,
+    OBSERVATION,
+    PROTOCOL_PROMPTS,
+    SEARCH,
+    TEXT_SEARCH,
+    TEXT_SEARCH_TOOL,
+    close_tag,
+    find_image_search,
+    first_block,
+    open_tag,
+)
 
 
 @dataclass
@@ -30,6 +42,8 @@ class Action:
 
 @dataclass
 class Protocol:
+    """A protocol's prompt, its action tags (answer and `tool_tags`), stop strings and observation tags."""
+
     name: str
     system_prompt: str
     observation_open: str
@@ -40,32 +54,38 @@ class Protocol:
     max_query_chars: int = 256
 
     def _candidates(self, text: str) -> list[tuple[int, Action]]:
+        """Every action the turn holds, each at the start of its first complete block."""
         found: list[tuple[int, Action]] = []
-        m = re.search(r"<answer>\s*(.*?)\s*</answer>", text, re.S)
-        if m:
-            found.append((m.start(), Action("answer", argument=m.group(1).strip())))
+        block = first_block(text, ANSWER)
+        if block is not None:
+            found.append((block[0], Action("answer", argument=block[1])))
         for tag, tool in self.tool_tags.items():
-            m = re.search(rf"<{tag}>\s*(.*?)\s*</{tag}>", text, re.S)
-            if m:
-                arg = m.group(1).strip()
-                if not arg:
-                    found.append((m.start(), Action("invalid", error=f"empty <{tag}> query")))
-                else:
-                    found.append((m.start(), Action("tool", tool=tool, argument=arg[: self.max_query_chars])))
+            block = first_block(text, tag)
+            if block is None:
+                continue
+            start, arg = block
+            if not arg:
+                found.append((start, Action("invalid", error=f"empty {open_tag(tag)} query")))
+            else:
+                found.append((start, Action("tool", tool=tool, argument=arg[: self.max_query_chars])))
         return found
 
     def parse(self, text: str) -> Action:
         """The first complete action tag in the turn; whitespace around tags is tolerated."""
-        found = self._candidates(text)
-        if not found:
-            return Action("invalid", error="no valid action tag")
-        return min(found, key=lambda x: x[0])[1]
+        return _first(self._candidates(text))
 
     def observation(self, text: str, question: str = "") -> str:
+        """A tool's result as the model reads it: in the observation tags, then the after-search prompt."""
         out = f"{self.observation_open}{text}{self.observation_close}"
         if self.after_search_prompt:
             out += "\n" + self.after_search_prompt.format(question=question)
         return out
+
+
+def _first(found: list[tuple[int, Action]]) -> Action:
+    if not found:
+        return Action("invalid", error="no valid action tag")
+    return min(found, key=lambda x: x[0])[1]  # on a tie, the earlier candidate
 
 
 class MMSearchProtocol(Protocol):
@@ -73,12 +93,10 @@ class MMSearchProtocol(Protocol):
 
     def parse(self, text: str) -> Action:
         found = self._candidates(text)
-        m = re.search(r"<search>\s*<img>\s*</search>", text)
-        if m:
-            found.append((m.start(), Action("tool", tool=IMAGE_SEARCH_TOOL, argument="")))
-        if not found:
-            return Action("invalid", error="no valid action tag")
-        return min(found, key=lambda x: x[0])[1]
+        start = find_image_search(text)
+        if start >= 0:
+            found.append((start, Action("tool", tool=IMAGE_SEARCH_TOOL, argument="")))
+        return _first(found)
 
 
 class ReactProtocol(Protocol):
@@ -91,78 +109,47 @@ class ReactProtocol(Protocol):
         return action
 
 
-INVALID_ACTION_OBSERVATION = (
-    "Your last turn had no valid action. Reply with one action: a search in its tags, or the final "
-    "answer in <answer></answer>."
-)
-OVER_LIMIT_OBSERVATION = "You have used all your {tool} calls. Answer the question now in <answer></answer>."
-
 LOOKUP = Protocol(
     name="lookup",
-    system_prompt=(
-        "Answer the question. Think inside <reason> and </reason>. If you do not know the answer, "
-        "look it up with <search>name</search>; the result comes back inside <information> and "
-        "</information>. Give the final answer inside <answer> and </answer>."
-    ),
-    observation_open="<information>",
-    observation_close="</information>",
-    tool_tags={"search": "lookup"},
-    stop=["</search>", "</answer>"],
+    system_prompt=PROTOCOL_PROMPTS["lookup"],
+    observation_open=open_tag(INFORMATION),
+    observation_close=close_tag(INFORMATION),
+    tool_tags={SEARCH: "lookup"},
+    stop=[close_tag(SEARCH), close_tag(ANSWER)],
 )
 
-# Our wording, faithful to the seed's Search template.
 MMSEARCH_R1 = MMSearchProtocol(
     name="mmsearch_r1",
-    system_prompt=(
-        "Answer the user's question about the image. First think about what you know and what you "
-        "are missing inside <reason> and </reason>. Then take exactly one action:\n"
-        "- If you can answer, write the short final answer inside <answer> and </answer>.\n"
-        "- If you need to identify what the image shows, write <search><img></search> to search the web "
-        "with the image; the results come back inside <information> and </information>.\n"
-        "- If you need a fact, write a text query inside <text_search> and </text_search>; summaries of "
-        "web pages come back inside <information> and </information>.\n"
-        "Search only when you need to."
-    ),
-    observation_open="<information>",
-    observation_close="</information>",
-    tool_tags={"text_search": TEXT_SEARCH_TOOL},
-    stop=["</search>", "</text_search>", "</answer>"],
-    after_search_prompt=(
-        "Question: {question}\nUse the information above. Think inside <reason> and </reason>, then "
-        "either answer inside <answer> and </answer> or take one more search action if you still need it."
-    ),
+    system_prompt=PROTOCOL_PROMPTS["mmsearch_r1"],
+    observation_open=open_tag(INFORMATION),
+    observation_close=close_tag(INFORMATION),
+    tool_tags={TEXT_SEARCH: TEXT_SEARCH_TOOL},
+    stop=[close_tag(SEARCH), close_tag(TEXT_SEARCH), close_tag(ANSWER)],
+    after_search_prompt=MMSEARCH_R1_AFTER_SEARCH_PROMPT,
 )
 
 REACT = ReactProtocol(
     name="react",
-    system_prompt=(
-        "Answer the user's question. Reason step by step inside <reason> and </reason>, then act once: "
-        "<answer>final answer</answer>, <search>image</search> to search the web with the input image, or "
-        "<search>your query</search> to search the web with text. Results come back inside <observation> "
-        "and </observation>."
-    ),
-    observation_open="<observation>",
-    observation_close="</observation>",
-    tool_tags={"search": TEXT_SEARCH_TOOL},
-    stop=["</search>", "</answer>"],
+    system_prompt=PROTOCOL_PROMPTS["react"],
+    observation_open=open_tag(OBSERVATION),
+    observation_close=close_tag(OBSERVATION),
+    tool_tags={SEARCH: TEXT_SEARCH_TOOL},
+    stop=[close_tag(SEARCH), close_tag(ANSWER)],
 )
 
 REASONING = Protocol(
     name="reasoning",
-    system_prompt=(
-        "Solve the problem. Think step by step inside <think> and </think>, then give the final answer "
-        "inside <answer> and </answer>."
-    ),
+    system_prompt=PROTOCOL_PROMPTS["reasoning"],
     observation_open="",
     observation_close="",
-    stop=["</answer>"],
+    stop=[close_tag(ANSWER)],
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [LOOKUP, MMSEARCH_R1, REACT, REASONING]}
 
 
 def get_protocol(name: str, extra_tags: dict[str, str] | None = None) -> Protocol:
-    """A protocol by name, with extra `<tag>argument</tag>` actions for plugin tools."""
+    """A protocol by name, with extra `<tag>argument</tag>` actions for plugin tools (tags taken literally)."""
     if name not in PROTOCOLS:
         raise ValueError(f"env.protocol '{name}' is unknown; known: {sorted(PROTOCOLS)}")
     proto = PROTOCOLS[name]
@@ -171,5 +158,5 @@ def get_protocol(name: str, extra_tags: dict[str, str] | None = None) -> Protoco
 
         proto = copy.copy(proto)
         proto.tool_tags = {**proto.tool_tags, **extra_tags}
-        proto.stop = [*proto.stop, *(f"</{t}>" for t in extra_tags)]
+        proto.stop = [*proto.stop, *(close_tag(t) for t in extra_tags)]
     return proto

@@ -11,14 +11,18 @@ OPENAI_API_KEY if set), `none` (truncated page text).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from agentrl.envs.tool import Observation, Tool, TrajectoryState, register_tool
-
 from agentrl.config import TextSearchConfig, ToolsConfig
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, escape_text, register_tool
+from agentrl.web.cache import content_hash
+from agentrl.web.chat import ChatClient
 from agentrl.web.http import Backend, BackendError
+from agentrl.web.safe_fetch import Page, SafeFetcher
 
 DEFAULT_URLS = {"serpapi": "https://serpapi.com/search", "searxng": "http://127.0.0.1:8888",
                 "retriever": "http://127.0.0.1:8000"}
@@ -33,6 +37,16 @@ class SearchHit:
     snippet: str
 
 
+def corpus_identity(path: str) -> str:
+    """A content hash of the corpus file (of the built-in demo corpus when no path is set)."""
+    if not path:
+        from agentrl.envs.retriever import demo_corpus
+
+        return content_hash(repr(demo_corpus()))
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:32]
+
+
 def _key(env: str, what: str) -> str:
     value = os.environ.get(env, "")
     if not value:
@@ -42,7 +56,12 @@ def _key(env: str, what: str) -> str:
 
 @register_tool
 class TextSearchTool(Tool):
-    """Searches the web with a text query: summaries of the top pages with links (serpapi, searxng, ...)."""
+    """Searches the web with a text query: summaries of the top pages with links (serpapi, searxng, ...).
+
+    A hit whose page cannot be read or summarised (a dead or refused link, a bad reply) keeps its search
+    snippet; `stats["snippet_fallbacks"]` counts them (and `snippet_fallbacks.<error type>` by cause),
+    `stats["pages_cut"]` the pages cut at max_bytes.
+    """
 
     name = "text_search"
     cacheable = True
@@ -54,13 +73,13 @@ class TextSearchTool(Tool):
         self.base_url = (cfg.base_url or DEFAULT_URLS.get(cfg.backend, "")).rstrip("/")
         self.search_http = Backend(f"text-{cfg.backend}", cfg.http)
         self.reader_http = Backend(f"reader-{cfg.reader}", cfg.http)
-        self.summary_http = Backend("summariser", cfg.http)
+        self.summariser = ChatClient("summariser", cfg.summariser_url, cfg.summariser_model, cfg.http,
+                                     api_key_env="OPENAI_API_KEY")
+        self.fetch_cfg = (tools or ToolsConfig()).fetch
+        self.fetcher = SafeFetcher(cfg.http, self.fetch_cfg) if cfg.reader == "direct" else None
         self._index: Any = None
-        self._fetcher: Any = None
-        if cfg.reader == "direct":
-            from agentrl.web.safe_fetch import SafeFetcher
-
-            self._fetcher = SafeFetcher(cfg.http, (tools or ToolsConfig()).fetch)
+        self._corpus_id = ""
+        self.stats: Counter = Counter()
 
     @classmethod
     def from_config(cls, cfg: Any) -> Tool:
@@ -72,6 +91,25 @@ class TextSearchTool(Tool):
         if not query:
             raise ValueError("empty query")
         return {"query": query}
+
+    def cache_identity(self, state: TrajectoryState) -> dict[str, Any]:
+        c = self.cfg
+        if c.backend == "local" and not self._corpus_id:
+            self._corpus_id = corpus_identity(c.corpus)  # once: a large corpus takes a moment to hash
+        identity = {"backend": c.backend, "top_k": c.top_k, "reader": c.reader, "summariser": c.summariser,
+                    "max_page_chars": c.max_page_chars, "max_output_chars": c.max_output_chars}
+        if c.backend == "local":
+            identity.update(corpus=self._corpus_id, retrieval=c.retrieval)
+        else:
+            identity["base_url"] = self.base_url
+        if c.reader == "jina":
+            identity["reader_url"] = c.reader_url
+        if c.reader in ("jina", "direct"):
+            identity.update(max_bytes=self.fetch_cfg.max_bytes, on_oversize=self.fetch_cfg.on_oversize)
+        if c.summariser == "openai":
+            identity.update(summariser_url=c.summariser_url, summariser_model=c.summariser_model,
+                            summary_prompt=content_hash(SUMMARY_PROMPT))
+        return identity
 
     # ---- search backends ----------------------------------------------------------------------
     async def search(self, query: str) -> list[SearchHit]:
@@ -106,45 +144,51 @@ class TextSearchTool(Tool):
         raise BackendError(f"unknown text search backend '{c.backend}'")
 
     # ---- reader and summariser ------------------------------------------------------------------
-    async def read(self, hit: SearchHit) -> str:
+    async def read(self, hit: SearchHit) -> Page:
         c = self.cfg
         if c.reader == "none" or not hit.url.startswith(("http://", "https://")):
-            return hit.snippet
+            return Page(hit.snippet)
         if c.reader == "jina":
             headers = {"Authorization": f"Bearer {os.environ['JINA_API_KEY']}"} if os.environ.get(
                 "JINA_API_KEY") else {}
-            text = await self.reader_http.request("GET", c.reader_url + hit.url, parse="text", headers=headers)
-        else:
-            text = await self._fetcher.fetch_text(hit.url)
-        return text[: c.max_page_chars]
+            text = await self.reader_http.request("GET", c.reader_url + hit.url, parse="text", headers=headers,
+                                                  max_bytes=self.fetch_cfg.max_bytes)
+            return Page(text[: c.max_page_chars])
+        assert self.fetcher is not None
+        page = await self.fetcher.fetch_page(hit.url)
+        return Page(page.text[: c.max_page_chars], page.cut_at)
 
     async def summarise(self, query: str, page: str) -> str:
         c = self.cfg
         if c.summariser == "none" or not page:
             return page[: c.max_page_chars]
-        headers = {"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"} if os.environ.get(
-            "OPENAI_API_KEY") else {}
-        data = await self.summary_http.request("POST", c.summariser_url.rstrip("/") + "/chat/completions",
-                                               headers=headers, json={
-            "model": c.summariser_model, "max_tokens": 256, "temperature": 0.0,
-            "messages": [{"role": "user", "content": SUMMARY_PROMPT.format(query=query, page=page)}]})
-        return str(data["choices"][0]["message"]["content"]).strip()
+        prompt = SUMMARY_PROMPT.format(query=query, page=page)
+        reply = await self.summariser.complete([{"role": "user", "content": prompt}], max_tokens=256)
+        return reply.strip()
 
     async def _one(self, query: str, hit: SearchHit) -> str:
         try:
-            return await self.summarise(query, await self.read(hit))
-        except BackendError:
-            return hit.snippet  # a page that cannot be read still has its snippet
+            page = await self.read(hit)
+            summary = await self.summarise(query, page.text)
+        except Exception as e:  # one bad link (refused, dead, a bad reply) never fails the call: it keeps its snippet
+            self.stats["snippet_fallbacks"] += 1
+            self.stats[f"snippet_fallbacks.{type(e).__name__}"] += 1  # e.g. .Oversize, .UnsafeURL, .BackendError
+            return hit.snippet
+        if page.cut_at:
+            self.stats["pages_cut"] += 1
+            return f"[page cut at {page.cut_at} bytes] {summary}"
+        return summary
 
     async def run(self, args: dict[str, Any], state: TrajectoryState) -> Observation:
         query = args["query"]
         hits = await self.search(query)
         if not hits:
-            return Observation(f"No results for '{query}'.")
+            return Observation(escape_text(f"No results for '{query}'."))
         summaries = await asyncio.gather(*[self._one(query, h) for h in hits])
         lines, used = [], 0
         for i, (hit, summary) in enumerate(zip(hits, summaries, strict=True), 1):
-            line = f"{i}. {hit.title} ({hit.url}): {' '.join(summary.split())}"
+            # web text: escaped, so a title or page can never place or move an image
+            line = escape_text(f"{i}. {hit.title} ({hit.url}): {' '.join(summary.split())}")
             line = line[: max(self.cfg.max_output_chars - used, 0)]
             if not line:
                 break
@@ -153,7 +197,7 @@ class TextSearchTool(Tool):
         return Observation("\n".join(lines))
 
     async def close(self) -> None:
-        for b in (self.search_http, self.reader_http, self.summary_http):
+        for b in (self.search_http, self.reader_http, self.summariser.http):
             await b.close()
-        if self._fetcher is not None:
-            await self._fetcher.backend.close()
+        if self.fetcher is not None:
+            await self.fetcher.close()

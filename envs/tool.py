@@ -1,22 +1,31 @@
 """The tool plugin API: a tool parses its arguments from the model's action text and runs
 asynchronously against the trajectory's own state, returning an observation.
 
-Register a class with `@register_tool`, or an async function with `@tool("name")`; `load_tool` takes a
-registered name or a `package.module:attr` import path for tools that live in the user's package.
+Register a class with `@register_tool`, or an async function with `@tool("name")`. The built-in tools
+and `load_tool` (a registered name or a `package.module:attr` import path) are in `agentrl.envs.registry`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar
 
 from agentrl.records import Observation
+from agentrl.web.cache import image_hash
 
 # Marks where each returned image sits in an observation's text: a vision model's adapter replaces it
 # with the model's image tokens; for a text-only model it is removed.
 IMAGE_MARKER = "<image>"
+ESCAPED_IMAGE_MARKER = IMAGE_MARKER.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_text(text: str) -> str:
+    """Text from outside (web pages, titles, snippets, summaries, corpora) made unable to place or move
+    an image: IMAGE_MARKER and special-token syntax (`<|...|>`, as in `<|image_pad|>` or `<|im_end|>`)
+    lose their `<` to an entity. One pass each, and neither replacement contains what the other looks
+    for, so no nesting can rebuild a marker."""
+    return text.replace(IMAGE_MARKER, ESCAPED_IMAGE_MARKER).replace("<|", "&lt;|")
 
 
 @dataclass
@@ -57,6 +66,12 @@ class Tool:
         """Arguments from the text inside the action tag; the default is one `query` string."""
         return {"query": action_text.strip()}
 
+    def cache_identity(self, state: TrajectoryState) -> dict[str, Any]:
+        """Everything besides the arguments that changes this call's result, as JSON values: part of
+        the cache key. The default is the backend and the trajectory's input images (by content and
+        URL); a tool overrides it to name exactly what its results depend on (a corpus, limits, ...)."""
+        return {"backend": self.backend, "images": image_hash([*state.images, *state.image_urls])}
+
     async def run(self, args: dict[str, Any], state: TrajectoryState) -> Observation:
         raise NotImplementedError
 
@@ -83,24 +98,3 @@ def tool(name: str) -> Callable[[Callable[..., Awaitable[Observation]]], type[To
         return register_tool(cls)
 
     return wrap
-
-
-def load_tool(spec: str, cfg: Any = None) -> Tool:
-    """Instantiate a tool by registered name or by `package.module:attr` import path."""
-    import agentrl.envs.image_search  # noqa: F401  (registers the built-in tools)
-    import agentrl.envs.latency_tool  # noqa: F401
-    import agentrl.envs.lookup_tool  # noqa: F401
-    import agentrl.envs.text_search  # noqa: F401
-
-    if ":" in spec:
-        module, attr = spec.split(":", 1)
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"env.tools: cannot import tool '{spec}': {e}") from None
-        if isinstance(obj, type) and issubclass(obj, Tool):
-            return obj.from_config(cfg)
-        raise ValueError(f"env.tools: '{spec}' is not a Tool class")
-    if spec not in TOOL_REGISTRY:
-        raise ValueError(f"env.tools: unknown tool '{spec}'; registered: {sorted(TOOL_REGISTRY)}")
-    return TOOL_REGISTRY[spec].from_config(cfg)

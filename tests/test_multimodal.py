@@ -17,12 +17,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
-from agentrl.actors.environment import EnvironmentActor
-from agentrl.actors.generator import GeneratorPool
-from agentrl.actors.learner import LearnerActor
-from agentrl.actors.replay_queue import ReplayQueue
-from agentrl.actors.reward import RewardPool
 
+from agentrl.actors.factory import create_actors, create_environment_actors, start_actors, stop_actors
+from agentrl.actors.weights import broadcast, sync_weights
 from agentrl.config import VisionConfig, load_config
 from agentrl.data.synthetic import synthetic_image_rows
 from agentrl.models import get_adapter
@@ -133,9 +130,8 @@ def test_qwen2_vl_goes_through_the_same_interface_and_matches_its_rope_index(tmp
 
 
 def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_path):
-    from agentrl.envs.agent_loop import RolloutContext, observation_images
-
     from agentrl.config import EnvConfig
+    from agentrl.envs.agent_loop import RolloutContext, observation_images
 
     ad = get_adapter(tiny_text_path)
     assert type(ad) is not ModelAdapter or not ad.is_multimodal
@@ -146,9 +142,8 @@ def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_p
 
 
 def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
-    from agentrl.envs.agent_loop import RolloutContext, observation_images
-
     from agentrl.config import EnvConfig
+    from agentrl.envs.agent_loop import RolloutContext, observation_images
 
     ad = get_adapter(vl_path, VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
                                            thumbnail_min_pixels=3136, thumbnail_max_pixels=3136,
@@ -169,18 +164,12 @@ def vl(vl_path):
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2",
                                                "env.max_tokens_per_turn=64", "env.max_total_tokens=900",
                                                "learner.lr=1e-3", SCRIPT])
-    pool = GeneratorPool.create(1, vl_path, cfg.rollout, "float32", 0, vision=cfg.model.vision)
-    run(pool.start())
-    learner = ray.remote(LearnerActor).options(num_cpus=0).remote(
-        vl_path, cfg.learner, 10, cfg.rollout.temperature, "float32", 0, cfg.rollout.n, cfg.model.vision)
-    queue = ray.remote(ReplayQueue).options(num_cpus=0, max_concurrency=100).remote(16, 4)
-    rewards = RewardPool.create(1, "mmsearch_r1", {})
-    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1000).remote(
-        cfg, vl_path, pool, rewards, queue)
-    ns = SimpleNamespace(cfg=cfg, path=vl_path, pool=pool, learner=learner, queue=queue, env=env, rewards=rewards,
-                         adapter=get_adapter(vl_path, cfg.model.vision))
+    actors = create_actors(cfg, vl_path, max_staleness=4, learner_steps=10)
+    run(start_actors(actors))
+    ns = SimpleNamespace(cfg=cfg, path=vl_path, pool=actors.generators, learner=actors.learner, queue=actors.queue,
+                         env=actors.envs[0], rewards=actors.rewards, adapter=get_adapter(vl_path, cfg.model.vision))
     yield ns
-    ray.get([h.shutdown.remote() for h in pool.handles])
+    run(stop_actors(actors))
     ray.shutdown()
 
 
@@ -203,8 +192,7 @@ def vl_free_group(vl):
     first_turn = "env.turn_regex=['<reason>[a-z ]{1,6}</reason><search><img></search>']"  # <= 45 tokens
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2", "env.max_turns=2",
                                                "env.max_tokens_per_turn=48", first_turn])
-    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=100).remote(
-        cfg, vl.path, vl.pool, vl.rewards, vl.queue)
+    (env,) = create_environment_actors(cfg, vl.path, vl.pool, vl.rewards, vl.queue, prefix="free-env")
     outcome = ray.get(env.run_group.remote(synthetic_image_rows(1)[0], "vl-free", 0))
     assert outcome.status == "queued", outcome.reason
     group = ray.get(vl.queue.get_batch.remote(1, 0)).groups[0]
@@ -265,7 +253,7 @@ def test_a_deepspeed_step_on_a_multimodal_batch_reduces_the_loss_and_the_push_re
     stats = ray.get(vl.learner.train_step.remote(batch))
     after = ray.get(vl.learner.compute_loss.remote(batch))
     assert stats.loss != 0.0 and after < before
-    run(vl.pool.update_weights(vl.learner.get_weights.remote()))
+    run(sync_weights(vl.learner, vl.pool.handles))
     after_out = sample("g-after")
     assert after_out.policy_versions == [1] * len(after_out.token_ids)
     # the engine now gives the learner's new weights: its log-probs of a fixed multimodal sequence match
@@ -293,11 +281,9 @@ def test_a_weight_push_changes_the_vl_engines_output(vl):
     base = ray.get(vl.learner.get_weights.remote())
     rng = np.random.default_rng(1)
     pushed = {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in base.tensors.items()}
-    ray.get(vl.learner.set_weights.remote(WeightSnapshot(base.version, pushed)))
-    run(vl.pool.update_weights(vl.learner.get_weights.remote()))
+    run(broadcast(WeightSnapshot(base.version, pushed), vl.pool.handles))
     assert greedy("push-after") != before
-    ray.get(vl.learner.set_weights.remote(base))
-    run(vl.pool.update_weights(vl.learner.get_weights.remote()))
+    run(broadcast(base, vl.pool.handles))  # the learner's weights again
 
 
 def test_a_row_with_corrupt_image_bytes_fails_alone_with_a_reason_naming_the_row(vl):
@@ -313,8 +299,7 @@ def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=1", "env.tools=[tests.plugins.corrupt_image_tool:"
                                                "CorruptImageSearch, text_search]", "env.max_tokens_per_turn=64",
                                                "env.max_total_tokens=900", SCRIPT])
-    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=100).remote(
-        cfg, vl.path, vl.pool, vl.rewards, vl.queue)
+    (env,) = create_environment_actors(cfg, vl.path, vl.pool, vl.rewards, vl.queue, prefix="bad-tool-env")
     outcome = ray.get(env.run_group.remote(synthetic_image_rows(1)[0], "bad-tool", 0))
     assert outcome.status == "queued"
     t = ray.get(vl.queue.get_batch.remote(1, 0)).groups[0].trajectories[0]

@@ -4,7 +4,8 @@ import asyncio
 
 from agentrl.envs.agent_loop import call_tool
 from agentrl.envs.protocol import get_protocol
-from agentrl.envs.tool import Observation, Tool, TrajectoryState, load_tool
+from agentrl.envs.registry import load_tool
+from agentrl.envs.tool import Observation, Tool, TrajectoryState
 
 
 def test_parse_tolerates_whitespace_and_takes_the_first_action():
@@ -15,6 +16,22 @@ def test_parse_tolerates_whitespace_and_takes_the_first_action():
     assert (a.kind, a.argument) == ("answer", "amber")
     assert p.parse("no tags here").kind == "invalid"
     assert p.parse("<search> </search>").kind == "invalid"
+
+
+def test_plugin_tags_are_taken_literally_and_stop_generation():
+    p = get_protocol("lookup", {"db.query": "db"})
+    a = p.parse("<reason>r</reason><db.query> SELECT 1 </db.query>")
+    assert (a.kind, a.tool, a.argument) == ("tool", "db", "SELECT 1")
+    assert p.parse("<dbXquery>x</dbXquery>").kind == "invalid"  # '.' is a dot, not a regex wildcard
+    assert "</db.query>" in p.stop and get_protocol("lookup").tool_tags == {"search": "lookup"}
+
+
+def test_a_turn_of_many_spaces_parses_at_once():
+    import time
+
+    t0 = time.perf_counter()
+    assert get_protocol("mmsearch_r1").parse("<answer>" + " " * 8000).kind == "invalid"
+    assert time.perf_counter() - t0 < 0.5
 
 
 def test_queries_are_length_limited():
@@ -90,10 +107,9 @@ def test_reasoning_protocol_has_no_tools():
 def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted():
     from types import SimpleNamespace
 
-    from agentrl.envs.agent_loop import ChatFormat, RolloutContext, run_trajectory
-    from agentrl.envs.protocol import OVER_LIMIT_OBSERVATION
-
     from agentrl.config import load_config
+    from agentrl.envs.agent_loop import ChatFormat, RolloutContext, run_trajectory
+    from agentrl.grammar import OVER_LIMIT_OBSERVATION
     from agentrl.records import DataRow, GenerationResult, Trajectory
 
     class Tok:  # a minimal tokenizer: one id per character
@@ -139,8 +155,9 @@ def test_over_limit_and_invalid_actions_get_fixed_observations_and_are_counted()
 
 
 def test_observations_are_tokenised_as_the_tokenizer_itself_would(tiny_text_path):
-    from agentrl.envs.agent_loop import ChatFormat
     from transformers import AutoTokenizer
+
+    from agentrl.envs.agent_loop import ChatFormat
 
     tok = AutoTokenizer.from_pretrained(tiny_text_path)
     chat = ChatFormat(tok)

@@ -1,4 +1,5 @@
-"""The MMSearch-R1 reward presets on hand-written cases, rule by rule."""
+"""The reward presets on hand-written cases, rule by rule: the MMSearch-R1 format and penalty, the shared
+answer rules (gold answers, final answer), and every preset through `agentrl score` on the same rows."""
 
 import pytest
 
@@ -114,3 +115,50 @@ def test_agentrl_score_names_the_bad_line(tmp_path, capsys):
     src.write_text('{"turns": ["x"], "ground_truth": "a"}\n{"turns": ["x"]}\n')
     assert main(["score", "--preset", "mmsearch_r1", str(src)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_a_string_ground_truth_is_one_gold_answer_never_its_characters():
+    from agentrl.rewards.answers import gold_answers
+
+    assert gold_answers("Paris") == ["Paris"]
+    assert gold_answers(["Paris", "paris, france"], ["City of Light"]) == ["Paris", "paris, france", "City of Light"]
+    assert score("mmsearch_r1", [R + "<answer>p</answer>"], gt="Paris").components["accuracy"] == 0.0
+
+
+def test_the_answer_is_the_last_turns_final_answer_else_the_recorded_one():
+    from agentrl.rewards.answers import predicted_answer
+
+    def inp(turns, answer=None):
+        return RewardInput(question="q", turns=turns, answer=answer, ground_truth="x")
+
+    assert predicted_answer(inp(["<answer>a</answer>", R + "<answer> b </answer><answer> c </answer>"])) == "c"
+    assert predicted_answer(inp([R + IMG], answer="recorded")) is None  # the turns decide when there are any
+    assert predicted_answer(inp([], answer="recorded")) == "recorded"
+
+
+# The same rows through every preset (`judge: false`: the hierarchical reward's static verifier alone).
+# Columns: exact_match, mmsearch_r1, general, hierarchical (general format by default).
+PRESETS = ("exact_match", "mmsearch_r1", "general", "hierarchical")
+ROWS = [
+    ({"turns": ["<answer>Paris</answer>"], "ground_truth": "Paris"}, (1.0, 0.9, 0.9, 0.9)),  # no <reason>: format 0
+    ({"turns": ["<answer>p</answer>"], "ground_truth": "Paris"}, (0.0, 0.0, 0.0, 0.0)),  # "p" is not "Paris"
+    ({"turns": [R + A], "ground_truth": ["x"], "candidate_answers": ["eiffel tower"]}, (1.0, 1.0, 1.0, 1.0)),
+    ({"turns": [R + IMG, R + A], "ground_truth": "Eiffel Tower"}, (1.0, 0.91, 0.91, 0.91)),
+    ({"turns": [R + TXT, R + TXT, R + A], "ground_truth": "Eiffel Tower"}, (1.0, 0.81, 0.91, 0.91)),
+    ({"turns": [R + "<answer>Big Ben</answer><answer>Eiffel Tower</answer>"], "ground_truth": "Eiffel Tower"},
+     (1.0, 0.9, 0.9, 0.9)),  # the last answer counts; two answers break the format
+    ({"turns": [R + IMG], "ground_truth": "Eiffel Tower"}, (0.0, 0.0, 0.0, 0.0)),  # no answer
+]
+
+
+@pytest.mark.parametrize("column,preset", list(enumerate(PRESETS)))
+def test_every_preset_scores_the_same_rows_through_agentrl_score(tmp_path, column, preset):
+    import json
+
+    from agentrl.cli import main
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps({**row, "options": {"judge": False}}) + "\n" for row, _ in ROWS))
+    assert main(["score", "--preset", preset, str(src), "--out", str(out)]) == 0
+    got = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    assert got == pytest.approx([scores[column] for _, scores in ROWS])

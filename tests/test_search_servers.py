@@ -14,9 +14,10 @@ import time
 import urllib.request
 
 import pytest
-from agentrl.envs.tool import TrajectoryState, load_tool
 
 from agentrl.config import load_config
+from agentrl.envs.registry import load_tool
+from agentrl.envs.tool import TrajectoryState
 from tests.conftest import ROOT, VENV_BIN, agentrl_cmd
 
 pytestmark = pytest.mark.slow

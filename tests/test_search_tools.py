@@ -3,44 +3,18 @@ injected faults; SSRF refusals; the cache; secrets kept out of every output."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from agentrl.envs.agent_loop import call_tool
-from agentrl.envs.tool import TrajectoryState, load_tool
 
-from agentrl.config import BackendConfig, FetchConfig, load_config
+from agentrl.config import BackendConfig, FetchConfig
+from agentrl.envs.agent_loop import call_tool
+from agentrl.envs.tool import TrajectoryState
 from agentrl.web.cache import ToolCache
 from agentrl.web.http import Backend, BackendError
-from agentrl.web.safe_fetch import PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
-from tests.fake_apis import FakeAPIs, png_bytes
+from agentrl.web.safe_fetch import Oversize, PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
+from tests.fake_apis import SECRET, LoopRunner, lens, png_bytes, serp
 
-SECRET = "sk-test-SECRET-9f8e7d"
-_LOOP = asyncio.new_event_loop()  # one loop for the module, so sessions can be closed on it at the end
-_OPEN: list = []  # tools and backends to close
-
-
-def run(coro):
-    return _LOOP.run_until_complete(coro)
-
-
-def opened(obj):
-    _OPEN.append(obj)
-    return obj
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_sessions():
-    yield
-    for obj in _OPEN:
-        run(obj.close())
-
-
-@pytest.fixture(scope="module")
-def apis():
-    server = FakeAPIs().start()
-    yield server
-    server.stop()
+LOOP = LoopRunner()  # one loop for the module, so sessions can be closed on it at the end
+run, opened = LOOP.run, LOOP.open
 
 
 @pytest.fixture
@@ -49,12 +23,7 @@ def keys(monkeypatch):
         monkeypatch.setenv(k, SECRET)
 
 
-def serp(apis, path="serpapi/search"):
-    return ["tools.text_search.backend=serpapi", f"tools.text_search.base_url={apis.url}/{path}"]
-
-
-def tool(name, *overrides):
-    return opened(load_tool(name, load_config("configs/demo.yaml", list(overrides))))
+tool = LOOP.tool
 
 
 def test_serpapi_text_search_reads_organic_results(apis, keys):
@@ -68,8 +37,7 @@ def test_serpapi_text_search_reads_organic_results(apis, keys):
 
 
 def test_serpapi_lens_returns_thumbnails_and_titles(apis, keys):
-    t = tool("image_search", "tools.image_search.backend=serpapi_lens",
-             f"tools.image_search.base_url={apis.url}/serpapi/search", "tools.fetch.allow_hosts=[127.0.0.1]")
+    t = tool("image_search", *lens(apis))
     state = TrajectoryState("q", images=[png_bytes()], image_urls=["https://example.com/query.jpg"])
     obs = run(t.run({}, state))
     assert len(obs.images) == 5  # top k = 5 of the 6 visual matches
@@ -148,7 +116,7 @@ def test_ssrf_refusal_also_after_a_redirect(apis):
     fetcher = SafeFetcher(BackendConfig(retries=0), FetchConfig(allow_hosts=["127.0.0.1"]))
     opened(fetcher.backend)
     with pytest.raises(UnsafeURL, match="169.254.169.254"):
-        run(fetcher.fetch_text(f"{apis.url}/redirect"))
+        run(fetcher.fetch_page(f"{apis.url}/redirect"))
 
 
 def test_resolver_drops_names_that_resolve_to_private_addresses():
@@ -213,23 +181,6 @@ def test_cache_is_safe_under_concurrent_writers_in_several_processes(tmp_path):
     assert all(o is not None for o in got) and got[-1].text == "result 3 39" and got[-1].images == [b"\x89PNG"]
 
 
-def test_concurrency_limit_is_shared_by_all_actors_of_a_node(apis):
-    import ray
-
-    from tests.conftest import ROOT
-    from tests.fake_apis import BackendCaller
-
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    try:
-        cfg = BackendConfig(max_concurrency=2, retries=0)
-        actors = [ray.remote(BackendCaller).options(num_cpus=0).remote(cfg) for _ in range(3)]
-        apis.max_in_flight = 0
-        assert ray.get([a.call.remote(f"{apis.url}/concurrent", 4) for a in actors]) == [4, 4, 4]
-        assert apis.max_in_flight == 2  # 12 requests from 3 actors, never more than 2 at once
-    finally:
-        ray.shutdown()
-
-
 def test_import_cache_refuses_untrusted_pickles_and_converts_trusted_ones(tmp_path):
     import pickle
 
@@ -247,6 +198,10 @@ def test_import_cache_refuses_untrusted_pickles_and_converts_trusted_ones(tmp_pa
     obs = run(t.run({}, TrajectoryState("q", data_id="fvqa_train_1")))
     assert obs.text.endswith("1. image: <image>\ntitle: A red square\n2. title: Another")
     assert len(obs.images) == 1
+    (tmp_path / "meta.json").write_text('{"title_list": ["outside the cache folder"]}')
+    for hostile in ("..", "../cache/fvqa_train_1", "", "a\0b"):  # a data_id never reads outside cache_dir
+        with pytest.raises(BackendError, match="no cached image search"):
+            run(t.results(TrajectoryState("q", data_id=hostile)))
 
 
 def test_dense_retrieval_with_the_packaged_minilm_model_runs_offline(monkeypatch):
@@ -261,8 +216,8 @@ def test_reader_refuses_wrong_content_types_and_oversized_pages(apis):
     fetcher = SafeFetcher(BackendConfig(retries=0), plain_only)
     opened(fetcher.backend)
     with pytest.raises(UnsafeURL, match="content type 'text/html'"):
-        run(fetcher.fetch_text(f"{apis.url}/page.html"))
+        run(fetcher.fetch_page(f"{apis.url}/page.html"))
     small = SafeFetcher(BackendConfig(retries=0), FetchConfig(allow_hosts=["127.0.0.1"], max_bytes=50))
     opened(small.backend)
-    with pytest.raises(UnsafeURL, match="larger than 50 bytes"):
-        run(small.fetch_text(f"{apis.url}/page.html"))
+    with pytest.raises(Oversize, match="larger than 50 bytes"):
+        run(small.fetch_page(f"{apis.url}/page.html"))

@@ -10,12 +10,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
-from agentrl.actors.environment import EnvironmentActor
-from agentrl.actors.generator import GeneratorPool
-from agentrl.actors.learner import LearnerActor
-from agentrl.actors.replay_queue import ReplayQueue
-from agentrl.actors.reward import RewardPool
 
+from agentrl.actors.factory import (
+    create_actors,
+    create_environment_actors,
+    create_learner,
+    create_reward_pool,
+    start_actors,
+    stop_actors,
+)
+from agentrl.actors.weights import broadcast
 from agentrl.config import load_config
 from agentrl.data.synthetic import synthetic_rows
 from agentrl.records import (
@@ -30,24 +34,16 @@ pytestmark = pytest.mark.slow
 run = asyncio.run
 
 
-def make_learner(path, cfg):
-    return ray.remote(LearnerActor).options(num_cpus=0).remote(path, cfg.learner, 10, cfg.rollout.temperature,
-                                                               "float32", 0, cfg.rollout.n)
-
-
 @pytest.fixture(scope="module")
 def stack(tiny_text_path):
+    """Training's actors as the factory builds them: queue, reward pool, engine, environment actor, learner."""
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     cfg = load_config("configs/demo.yaml", ["rollout.n=2", "env.max_turns=3", "env.max_tokens_per_turn=16"])
-    pool = GeneratorPool.create(1, tiny_text_path, cfg.rollout, "float32", 0)
-    run(pool.start())
-    learner = make_learner(tiny_text_path, cfg)
-    queue = ray.remote(ReplayQueue).options(num_cpus=0, max_concurrency=100).remote(16, 4)
-    rewards = RewardPool.create(1, "exact_match", {})
-    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1000).remote(
-        cfg, tiny_text_path, pool, rewards, queue)
-    yield SimpleNamespace(cfg=cfg, path=tiny_text_path, pool=pool, learner=learner, queue=queue, env=env)
-    ray.get([h.shutdown.remote() for h in pool.handles])
+    actors = create_actors(cfg, tiny_text_path, max_staleness=4, learner_steps=10)
+    run(start_actors(actors))
+    yield SimpleNamespace(cfg=cfg, path=tiny_text_path, pool=actors.generators, learner=actors.learner,
+                          queue=actors.queue, env=actors.envs[0])
+    run(stop_actors(actors))
     ray.shutdown()
 
 
@@ -56,35 +52,59 @@ def greedy(pool, prompt, n=12, rid="greedy"):
     return run(pool.generate(rid, req))
 
 
-def hf_greedy(path, state, prompt, n=12):
+def hf_model(path, state):
+    """The Hugging Face model with these weights (what a pushed snapshot must make the engine compute)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model
+
+
+def hf_greedy(path, state, prompt, n=12):
+    import torch
+
+    model = hf_model(path, state)
     model.generation_config.eos_token_id = None  # compare the raw greedy continuation
     out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False)
     return out[0, len(prompt):].tolist()
+
+
+def hf_logprobs(path, state, prompt, tokens):
+    """Log-probs (temperature 1) of `tokens` following `prompt` under these weights."""
+    import torch
+
+    with torch.no_grad():
+        logits = hf_model(path, state)(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:-1]
+        return torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(tokens)[:, None])[:, 0].tolist()
+
+
+def perturbed(snapshot, seed):
+    rng = np.random.default_rng(seed)
+    return {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in snapshot.tensors.items()}
 
 
 def test_weight_push_makes_the_engine_generate_what_the_pushed_weights_give(stack):
     prompt = [1, 2, 3, 4, 5]
     before = greedy(stack.pool, prompt).token_ids
     base = ray.get(stack.learner.get_weights.remote())
-    rng = np.random.default_rng(1)
-    pushed = {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in base.tensors.items()}
-    ray.get(stack.learner.set_weights.remote(WeightSnapshot(1, pushed)))
-    run(stack.pool.update_weights(stack.learner.get_weights.remote()))
+    pushed = perturbed(base, 1)
+    run(broadcast(WeightSnapshot(1, pushed), stack.pool.handles))
+    assert [s.policy_version for s in run(stack.pool.stats())] == [1]
     after = greedy(stack.pool, prompt, rid="greedy2")
     expected = hf_greedy(stack.path, pushed, prompt)
     assert after.token_ids[: len(expected)] == expected[: len(after.token_ids)]
     assert after.token_ids != before
+    run(broadcast(ray.get(stack.learner.get_weights.remote()), stack.pool.handles))  # the learner's again
+    assert greedy(stack.pool, prompt, rid="greedy3").token_ids == before
 
 
 def _rollout(stack, gid="g0"):
     row = synthetic_rows(1)[0]
     outcome = ray.get(stack.env.run_group.remote(row, gid, 0))
     assert outcome.status == "queued"
+    assert ray.get(stack.env.stats.remote()).in_flight == 0  # every trajectory of the group has finished
     batch = ray.get(stack.queue.get_batch.remote(1, 0))
     return batch.groups[0]
 
@@ -133,8 +153,6 @@ def test_learner_logprobs_match_the_behaviour_logprobs(stack, rolled_group):
 def test_weight_update_mid_turn_splits_the_versions_exactly(stack):
     """pause_resume: tokens before the update carry the old version, after it the new one, and the
     new-version tokens' log-probs are the new weights' log-probs."""
-    from agentrl.records import Trajectory
-
     prompt = [1, 2, 3]
     req = GenerationRequest("long", prompt, SamplingConfig(max_tokens=1000, temperature=1.0, seed=3,
                                                            ignore_eos=True))
@@ -142,24 +160,20 @@ def test_weight_update_mid_turn_splits_the_versions_exactly(stack):
     async def scenario():
         gen = asyncio.ensure_future(stack.pool.generate("long", req))
         await asyncio.sleep(1.0)
-        base = await stack.learner.get_weights.remote()
-        rng = np.random.default_rng(2)
-        new = {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in base.tensors.items()}
-        await stack.learner.set_weights.remote(WeightSnapshot(base.version + 7, new))
-        snap = copy.copy(base)
-        snap.tensors, snap.version = new, base.version + 7
-        await stack.pool.update_weights(snap)
+        snap = WeightSnapshot(base.version + 7, new)
+        await broadcast(snap, stack.pool.handles)
         return await gen, snap.version
 
+    base = ray.get(stack.learner.get_weights.remote())
+    new = perturbed(base, 2)
     res, new_version = run(scenario())
+    run(broadcast(base, stack.pool.handles))  # the learner's weights again, for the tests after this one
     assert res.resumed == 1 and len(res.token_ids) == 1000
     split = res.policy_versions.index(new_version)
     assert set(res.policy_versions[:split]) == {new_version - 7} or split == 0
     assert set(res.policy_versions[split:]) == {new_version}
-    t = Trajectory("x", "x", 0, prompt)
-    t.append(res.token_ids, trainable=True, logprobs=res.logprobs, versions=res.policy_versions)
-    lps = ray.get(stack.learner.compute_logprobs.remote([t]))[0]
-    new_part = [abs(a - b) for a, b in zip(lps[split:], res.logprobs[split:], strict=True)]
+    expected = hf_logprobs(stack.path, new, prompt, res.token_ids)
+    new_part = [abs(a - b) for a, b in zip(expected[split:], res.logprobs[split:], strict=True)]
     assert max(new_part) < 1e-3
 
 
@@ -167,13 +181,13 @@ def test_sync_and_async_modes_give_the_same_loss_on_a_fixed_batch(stack, rolled_
     group = copy.deepcopy(rolled_group)
     for i, t in enumerate(group.trajectories):
         t.reward = RewardResult(float(i % 2))
+        # as if sampled by an older policy: importance weights away from 1, so the loss is not 0
+        t.behaviour_logprobs = [lp - 0.1 * i for lp in t.behaviour_logprobs]
     batch = TrainBatch(groups=[group])
-    state = ray.get(stack.learner.get_weights.remote())
     losses = []
-    for mode in ("sync", "async"):
+    for mode in ("sync", "async"):  # two fresh learners, from the same checkpoint
         cfg = load_config("configs/demo.yaml", ["rollout.n=2", f"trainer.mode={mode}"])
-        learner = make_learner(stack.path, cfg)
-        ray.get(learner.set_weights.remote(state))
+        learner = create_learner(cfg, stack.path, 10, name=None)
         losses.append(ray.get(learner.train_step.remote(batch)).loss)
         ray.kill(learner)
     assert losses[0] != 0.0
@@ -194,11 +208,8 @@ def test_a_multi_turn_trajectory_uses_both_search_tools_through_the_real_generat
         "env.turn_regex=['<reason>[a-z ]{1,6}</reason><search><img></search>', "
         "'<reason>[a-z ]{1,6}</reason><text_search>kasazo colour</text_search>', "
         "'<reason>[a-z ]{1,6}</reason><answer>lilac</answer>']"])
-    from agentrl.actors.reward import RewardActor
-
-    rewards = RewardPool([ray.remote(RewardActor).options(num_cpus=0).remote("mmsearch_r1", {})])
-    env = ray.remote(EnvironmentActor).options(num_cpus=0, max_concurrency=1000).remote(
-        cfg, stack.path, stack.pool, rewards, stack.queue)
+    rewards = create_reward_pool(cfg, prefix="search-reward")
+    (env,) = create_environment_actors(cfg, stack.path, stack.pool, rewards, stack.queue, prefix="search-env")
     row = DataRow(row_id=7, question="What colour is kasazo?", ground_truth=["lilac"], images=[image],
                   data_id="kasazo-1")
     assert ray.get(env.run_group.remote(row, "vl", 0)).status == "queued"
@@ -216,4 +227,5 @@ def test_a_multi_turn_trajectory_uses_both_search_tools_through_the_real_generat
         assert "Question: What colour is kasazo?" in observations
         assert t.reward.components == {"accuracy": 1.0, "format": 1.0, "search_count": 2.0}
         assert t.reward.total == pytest.approx(0.9 * 0.9 + 0.1)
-    ray.kill(env)
+    for actor in (env, *rewards.handles):
+        ray.kill(actor)

@@ -4,11 +4,11 @@ import asyncio
 import re
 import sys
 
+from agentrl.config import load_config
 from agentrl.envs.agent_loop import call_tool
 from agentrl.envs.protocol import get_protocol
-from agentrl.envs.tool import TOOL_REGISTRY, TrajectoryState, load_tool
-
-from agentrl.config import load_config
+from agentrl.envs.registry import TOOL_REGISTRY, load_tool
+from agentrl.envs.tool import TrajectoryState
 from tests.conftest import ROOT
 
 

@@ -151,14 +151,12 @@ def test_ray_job_submit_places_generators_and_learner_by_their_resources(tmp_pat
     assert placement["learner"] not in gen_nodes  # the head, by its `train` resource
 
 
-MINI = ROOT.parent / "shared" / "data" / "mmsearch_r1_mini_data.pq"
-
-
-def test_training_on_the_release_parquet_with_the_search_tools_and_reward(tmp_path):
-    r = train(tmp_path, "trainer.total_steps=2", "trainer.run_name=mini", f"data.source={MINI}",
+def test_training_on_a_verl_parquet_with_the_search_tools_and_reward(tmp_path, example_data):
+    mini = example_data  # the release's layout, written by the project
+    r = train(tmp_path, "trainer.total_steps=2", "trainer.run_name=mini", f"data.source={mini}",
               "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "reward.name=mmsearch_r1",
               "trainer.batch_groups=2", "rollout.n=2", "env.max_total_tokens=400", "trainer.progress=false",
-              "trainer.eval_every=2", f"trainer.eval_data={MINI}", "trainer.eval_limit=3")
+              "trainer.eval_every=2", f"trainer.eval_data={mini}", "trainer.eval_limit=3")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = metrics(tmp_path / "mini")
     assert [row["step"] for row in rows] == [1, 2] and all(row["samples"] == 4 for row in rows)

@@ -48,35 +48,30 @@ def _latency_overrides(median: float, p99: float, failure_rate: float) -> list[s
             f"tools.options.latency.failure_rate={failure_rate}"]
 
 
-def _make_orchestrator(cfg: Any, keep_batches: int) -> Any:
-    from agentrl.training.orchestrator import Orchestrator
+class StepRecorder:
+    """The bench's hook into the training orchestrator (its `on_step`): keeps each step's metrics row, the
+    trained trajectories' spans, and the first few batches (for the learner-alone phase)."""
 
-    class BenchOrchestrator(Orchestrator):
-        """The training orchestrator, unchanged, that also keeps each step's trajectory spans and a few
-        batches (for the learner-alone phase)."""
+    def __init__(self, keep_batches: int) -> None:
+        self.keep_batches = keep_batches
+        self.rows: list[dict[str, Any]] = []
+        self.spans: list[tuple[str, float, float]] = []
+        self.batches: list[Any] = []
 
-        def __init__(self) -> None:
-            super().__init__(cfg)
-            self.rows: list[dict[str, Any]] = []
-            self.spans: list[tuple[str, float, float]] = []
-            self.batches: list[Any] = []
-
-        def _row(self, stats: Any, batch: Any, *rest: Any) -> dict[str, Any]:
-            row = super()._row(stats, batch, *rest)
-            self.rows.append(row)
-            self.spans.extend(s for g in batch.groups for t in g.trajectories for s in t.spans)
-            if len(self.batches) < keep_batches:
-                self.batches.append(batch)
-            return row
-
-    return BenchOrchestrator()
+    def __call__(self, row: dict[str, Any], batch: Any) -> None:
+        self.rows.append(row)
+        self.spans.extend(s for g in batch.groups for t in g.trajectories for s in t.spans)
+        if len(self.batches) < self.keep_batches:
+            self.batches.append(batch)
 
 
 def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> tuple[Any, list[Any]]:
     """One real training run of the workload; returns its RunTrace and the batches it kept."""
     from agentrl.bench.report import RunTrace
+    from agentrl.training.orchestrator import Orchestrator
 
-    orch = _make_orchestrator(cfg, keep_batches)
+    recorder = StepRecorder(keep_batches)
+    orch = Orchestrator(cfg, on_step=recorder)
 
     async def main() -> Any:
         try:
@@ -86,21 +81,21 @@ def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> tuple[Any, list[Any
 
     t0 = time.perf_counter()
     asyncio.run(main())
-    trace = RunTrace(label, orch.rows, orch.step_marks, orch.spans, orch.gen_busy)
-    print(f"[bench] {label}: {len(orch.rows)} steps, run {time.perf_counter() - t0:.0f}s (start-up included)",
+    trace = RunTrace(label, recorder.rows, orch.step_marks, recorder.spans, orch.gen_busy)
+    print(f"[bench] {label}: {len(recorder.rows)} steps, run {time.perf_counter() - t0:.0f}s (start-up included)",
           flush=True)
-    return trace, orch.batches
+    return trace, recorder.batches
 
 
 def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
     """A fresh learner trains on pre-generated batches with nothing else running."""
     import ray
 
+    from agentrl.actors.factory import create_learner
     from agentrl.models.tiny import ensure_model
-    from agentrl.training.orchestrator import _actor_env, create_learner
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
-    learner = create_learner(cfg, path, {"env_vars": _actor_env()}, steps + 1)
+    learner = create_learner(cfg, path, steps + 1)
     try:
         ray.get(learner.train_step.remote(batches[0]))  # warm-up, as the runs' first step
         samples, t0 = 0, time.perf_counter()
@@ -115,10 +110,13 @@ def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace, extra: list[str]) -> Any:
     from agentrl.config import load_config
+    from agentrl.console import configure_driver_logging
 
-    return load_config(args.config, [*_latency_overrides(args.latency_median, args.latency_p99, args.failure_rate),
-                                      f"trainer.max_staleness={args.max_staleness}", "trainer.progress=false",
-                                      *args.overrides, *extra])
+    cfg = load_config(args.config, [*_latency_overrides(args.latency_median, args.latency_p99, args.failure_rate),
+                                     f"trainer.max_staleness={args.max_staleness}", "trainer.progress=false",
+                                     *args.overrides, *extra])
+    configure_driver_logging(cfg.trainer.log_level)
+    return cfg
 
 
 def compare(args: argparse.Namespace, steps: int, extra: list[str], label: str = "",
@@ -175,7 +173,8 @@ def _machine() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; returns the exit code."""
-    from agentrl.config import ConfigError, check_plugins
+    from agentrl.actors.factory import check_plugins, connect_ray  # torch before Ray, as `agentrl train`
+    from agentrl.config import ConfigError
 
     steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     skip = {s for s in args.skip.split(",") if s}
@@ -188,8 +187,6 @@ def run(args: argparse.Namespace) -> int:
     if steps < 2:
         print("agentrl: --steps must be >= 2 (the first step is warm-up)", file=sys.stderr)
         return 2
-    # torch before Ray, as `agentrl train` does
-    from agentrl.training.orchestrator import connect_ray  # isort: skip
     import ray
 
     t_start = time.perf_counter()

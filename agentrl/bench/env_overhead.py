@@ -18,6 +18,7 @@ import dataclasses
 import time
 from typing import Any
 
+from agentrl.actors.factory import ActorGroups, create_replay_queue, create_rollout_actors, start_actors, stop_actors
 from agentrl.records import GenerationRequest, GenerationResult
 
 SLACK = 1.5  # a wall time within this factor of the tool time: the loop is not the bottleneck
@@ -48,23 +49,17 @@ def _tool_cfg(cfg: Any, median_s: float, p99_s: float, filler_words: int | None 
     return dataclasses.replace(cfg, tools=tools, env=env)
 
 
-def _start(cfg: Any, model_path: str) -> tuple[Any, list[Any]]:
-    import ray
+def _start(cfg: Any, model_path: str) -> ActorGroups:
+    """One environment actor on the scripted generator, its reward actors and an unbounded queue."""
     from transformers import AutoTokenizer
-
-    from agentrl.actors.replay_queue import ReplayQueue
-    from agentrl.training.orchestrator import _actor_env, create_rollout_actors
-
-    renv = {"env_vars": _actor_env()}
 
     tok = AutoTokenizer.from_pretrained(model_path)
     gens = ScriptedGenerators(tok.encode("<search>kasazo</search>"), tok.encode("<answer>lilac</answer>"),
                               cfg.env.max_turns)
-    queue = ray.remote(ReplayQueue).options(num_cpus=0, max_concurrency=100000, runtime_env=renv).remote(
-        10**9, 10**9)
-    rewards, _, (env,) = create_rollout_actors(cfg, model_path, renv, queue, "overhead-env", generators=gens)
-    ray.get(env.stats.remote())
-    return env, [env, queue, *rewards.handles]
+    queue = create_replay_queue(10**9, 10**9, name=None, max_concurrency=100000)
+    groups = create_rollout_actors(cfg, model_path, queue, "overhead-env", generators=gens)
+    asyncio.run(start_actors(groups))
+    return groups
 
 
 def _run_trajectories(env: Any, cfg: Any, trajectories: int, offset: int) -> float:
@@ -89,7 +84,6 @@ def measure(cfg: Any, quick: bool = False) -> dict[str, Any]:
     import os
 
     from agentrl.models.tiny import ensure_model
-    from agentrl.training.orchestrator import stop_actors
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
     calls_per_traj = cfg.env.max_turns - 1
@@ -98,30 +92,30 @@ def measure(cfg: Any, quick: bool = False) -> dict[str, Any]:
     # the loop itself (observations of one line), then with the workload's pages (tokenising them is work too)
     for key, filler in (("zero_latency", 0), ("zero_latency_workload_pages", None)):
         fast = _tool_cfg(cfg, 0.0, 0.0, filler)
-        env, actors = _start(fast, path)
+        actors = _start(fast, path)
         try:
-            _run_trajectories(env, fast, 64, 0)  # warm-up
+            _run_trajectories(actors.envs[0], fast, 64, 0)  # warm-up
             trajs = 512 if quick else 2048
-            wall = _run_trajectories(env, fast, trajs, 1)
+            wall = _run_trajectories(actors.envs[0], fast, trajs, 1)
             out[key] = {"trajectories": trajs, "wall_s": wall, "trajectories_per_s": trajs / wall,
                         "tool_calls_per_s": trajs * calls_per_traj / wall}
         finally:
-            asyncio.run(stop_actors([], actors))
+            asyncio.run(stop_actors(actors))
     # Little's law: the most trajectories the loop can keep in flight is its rate times their tool time
     out["in_flight_capacity_1s_tool"] = out["zero_latency"]["trajectories_per_s"] * calls_per_traj * 1.0
     slow = _tool_cfg(cfg, 1.0, 1.0)
-    env, actors = _start(slow, path)
+    actors = _start(slow, path)
     levels, ok = [], 0
     ideal = 1.0 * calls_per_traj
     try:
-        _run_trajectories(env, slow, 64, 0)
+        _run_trajectories(actors.envs[0], slow, 64, 0)
         for c in ([250, 1000, 2000] if quick else [250, 500, 1000, 1500, 2000, 4000]):
-            wall = _run_trajectories(env, slow, c, 10 + c)
+            wall = _run_trajectories(actors.envs[0], slow, c, 10 + c)
             levels.append({"in_flight": c, "wall_s": wall, "tool_time_s": ideal, "slowdown": wall / ideal})
             if wall <= SLACK * ideal:
                 ok = c
     finally:
-        asyncio.run(stop_actors([], actors))
+        asyncio.run(stop_actors(actors))
     out["one_second_tool"] = levels
     out["max_in_flight_ok"] = ok
     out["slack"] = SLACK

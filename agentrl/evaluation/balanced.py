@@ -3,7 +3,7 @@ and write a search-balanced veRL parquet (the seed's FVQA-train: about 3,400 sea
 search-free of 5,000).
 
 For each row the model is sampled k times in the `direct` workflow (no search) and k times with search
-(`on_demand`, or the scripted `rag`), through the eval machinery (agentrl/evaluation.py) and the configured
+(`on_demand`, or the scripted `rag`), through the eval machinery (agentrl/evaluation/evaluate.py) and the configured
 reward. A row is `search_free` when at least t of its k direct samples are correct; else `search_required`
 when at least `--min-search-correct` of its searched samples are correct; else `unsolved` (left out: the
 model cannot answer it either way). The parquet keeps every original column, sets `category` (and
@@ -71,11 +71,11 @@ def write_balanced(data: str, chosen: list[RowLabel], out: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from agentrl.data.prompts import _raw_records  # the same streamed reader the prompt stream uses
+    from agentrl.data.prompts import raw_records  # the same streamed reader the prompt stream uses
 
     by_row = {x.row_id: x for x in chosen}
     records = {}
-    for index, raw in enumerate(_raw_records(data, 256)):
+    for index, raw in enumerate(raw_records(data, 256)):
         if index in by_row:
             records[index] = {**raw, "data_id": raw.get("data_id") or by_row[index].data_id,
                               "category": by_row[index].category}
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     temp = cfg.rollout.temperature if args.temperature is None else args.temperature
 
-    async def work(runner):
-        direct = await evaluate_rows(runner.envs, rows, "direct", args.k, temp, tag="balance")
-        search = await evaluate_rows(runner.envs, rows, args.search_workflow, args.k, temp, tag="balance")
+    async def work(actors):
+        direct = await evaluate_rows(actors.envs, rows, "direct", args.k, temp, tag="balance")
+        search = await evaluate_rows(actors.envs, rows, args.search_workflow, args.k, temp, tag="balance")
         return direct, search
 
     direct, search = run_with_actors(cfg, work)

@@ -1,12 +1,12 @@
 """`agentrl eval`: evaluate a policy on a veRL-format file in the seed's workflows, through the same actors
-as training (GeneratorPool, EnvironmentActor, RewardPool).
+as training (engines, environment and reward actors, built by agentrl/actors/factory.py).
 
     agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand[,...]] [--out DIR] [-n N] [key=value ...]
     agentrl eval --compare a/summary.json b/summary.json ...
 
 Greedy by default (`-n 1`, temperature 0); with `-n N` each row is sampled N times at
 `--temperature` (default: `rollout.temperature`). Each workflow writes `results.jsonl` and `summary.json`
-(metrics in agentrl/eval_metrics.py) to `--out` (to `--out/<workflow>` when several are given), prints the
+(metrics in agentrl/evaluation/summary.py) to `--out` (to `--out/<workflow>` when several are given), prints the
 table, and logs to wandb (`trainer.wandb`). `--compare` prints runs side by side in the paper's Table 1
 layout. During training, `trainer.eval_every` runs `evaluate_rows` on `trainer.eval_data`.
 """
@@ -20,11 +20,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar  # noqa: UP035
 
-from agentrl.envs.workflows import WORKFLOWS
 from agentrl.evaluation.summary import EvalItem, EvalSummary, compare_table, summary_table, write_results
+from agentrl.grammar import WORKFLOWS
 from agentrl.records import DataRow
 
-if TYPE_CHECKING:  # omegaconf loads with the config, not with every CLI command
+if TYPE_CHECKING:  # omegaconf, torch and Ray load with the command that needs them, not with every CLI command
+    from agentrl.actors.factory import ActorGroups
     from agentrl.config import Config
 
 T = TypeVar("T")
@@ -71,54 +72,35 @@ async def periodic_eval(envs: list[Any], cfg: Config, out_dir: str) -> dict[str,
     return summary.flat()
 
 
-class EvalRunner:
-    """The rollout side of the system (engines, reward actors, environment actors), without a learner."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.actors: list[Any] = []
-
-    async def start(self) -> None:
-        from agentrl.models.tiny import ensure_model
-        from agentrl.training.orchestrator import _actor_env, create_rollout_actors
-
-        cfg = self.cfg
-        self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
-        self.rewards, self.generators, self.envs = create_rollout_actors(
-            cfg, self.model_path, {"env_vars": _actor_env()}, None, env_prefix="eval-env")
-        self.actors = [*self.rewards.handles, *self.generators.handles, *self.envs]
-        await self.generators.start()
-        await asyncio.gather(*[e.stats.remote() for e in self.envs])
-
-    async def shutdown(self) -> None:
-        from agentrl.training.orchestrator import stop_actors
-
-        await stop_actors(getattr(getattr(self, "generators", None), "handles", []), self.actors)
-
-
 def _label(cfg: Config, workflow: str, given: str) -> str:
     return given or f"{os.path.basename(cfg.model.path.rstrip('/'))} {workflow}"
 
 
-def run_with_actors(cfg: Config, work: Callable[[EvalRunner], Awaitable[T]]) -> T:
-    """Start the rollout actors, run `work` with them, stop them. Joins RAY_ADDRESS or starts a local cluster."""
-    from agentrl.training.orchestrator import connect_ray
+def run_with_actors(cfg: Config, work: Callable[[ActorGroups], Awaitable[T]]) -> T:
+    """Start the rollout side (engines, reward actors, environment actors; no queue, no learner), run `work`
+    with them, stop them. Joins RAY_ADDRESS or starts a local cluster."""
+    # the factory loads torch before Ray connects
+    from agentrl.actors.factory import connect_ray, create_actors, start_actors, stop_actors
+    from agentrl.models.tiny import ensure_model
 
     started_here = connect_ray()
-    runner = EvalRunner(cfg)
 
     async def main() -> T:
+        groups = None
         try:
-            await runner.start()
-            return await work(runner)
+            model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
+            groups = create_actors(cfg, model_path, env_prefix="eval-env")
+            await start_actors(groups)
+            return await work(groups)
         finally:
-            await runner.shutdown()
+            if groups is not None:
+                await stop_actors(groups)
 
     try:
         return asyncio.run(main())
     finally:
         if started_here:
-            import ray  # after the orchestrator module: torch loads before Ray connects
+            import ray
 
             ray.shutdown()
 
@@ -131,10 +113,10 @@ def run_eval(cfg: Config, rows: list[DataRow], data: str, workflows: list[str], 
 
     temp = (0.0 if n == 1 else cfg.rollout.temperature) if temperature is None else temperature
 
-    async def work(runner: EvalRunner) -> list[EvalSummary]:
+    async def work(actors: ActorGroups) -> list[EvalSummary]:
         summaries = []
         for wf in workflows:
-            items = await evaluate_rows(runner.envs, rows, wf, n, temp)
+            items = await evaluate_rows(actors.envs, rows, wf, n, temp)
             summary = EvalSummary.of(items, label=_label(cfg, wf, label if len(workflows) == 1 else ""),
                                      workflow=wf, model=cfg.model.path, data=os.path.abspath(data), samples=n,
                                      temperature=temp)
@@ -209,13 +191,16 @@ def prepare(config: str, overrides: list[str], data: str, workflows: list[str],
             limit: int = 0) -> tuple[Config, list[DataRow]]:
     """The config and the rows, checked before any actor starts: ValueError with one line naming the bad
     thing (config key, file, row, field, workflow)."""
-    from agentrl.config import check_plugins, load_config
+    from agentrl.actors.factory import check_plugins
+    from agentrl.config import load_config
+    from agentrl.console import configure_driver_logging
 
     if not os.path.isfile(data):
         raise ValueError(f"--data: '{data}' does not exist")
     cfg = load_config(config, overrides)
+    configure_driver_logging(cfg.trainer.log_level)
     check_plugins(cfg)
-    from agentrl.envs.workflows import check_workflow
+    from agentrl.grammar import check_workflow
 
     for wf in workflows:
         check_workflow(wf, cfg.env.protocol, cfg.env.tools)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrl.envs.protocol import IMAGE_SEARCH_TOOL
+from agentrl.grammar import IMAGE_SEARCH_TOOL
 from agentrl.records import DataRow, Trajectory
 
 

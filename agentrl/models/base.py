@@ -20,12 +20,24 @@ class ImageError(ValueError):
     """Image bytes that cannot be decoded (a corrupt data row or tool result)."""
 
 
+# Images larger than this are refused before their pixels are decoded (a 17 KB PNG can claim 144
+# megapixels, 432 MB as RGB): Pillow's own decompression-bomb threshold, where it only warns.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
 def decode_image(data: bytes) -> Any:
-    """Encoded bytes -> an RGB PIL image; ImageError when the bytes are not a readable image."""
+    """Encoded bytes -> an RGB PIL image; ImageError when the bytes are not a readable image or claim
+    more than MAX_IMAGE_PIXELS (checked from the header, before decoding)."""
     from PIL import Image
 
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # lazy: reads the header only
+    except Exception as e:
+        raise ImageError(f"unreadable image ({type(e).__name__}: {e})") from None
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageError(f"image of {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels")
+    try:
         img.load()
         return img.convert("RGB")
     except Exception as e:

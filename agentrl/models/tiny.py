@@ -11,13 +11,9 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
+from agentrl.grammar import ACTION_TAGS
 from agentrl.paths import cache_root
 
-ACTION_TAGS = [
-    "<reason>", "</reason>", "<search>", "</search>", "<text_search>", "</text_search>",
-    "<answer>", "</answer>", "<information>", "</information>", "<observation>", "</observation>",
-    "<think>", "</think>", "<img>",
-]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 BUILD_VERSION = "v3"  # bump when the builders change; corpus changes rebuild by themselves (see build_key)

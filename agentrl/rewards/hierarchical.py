@@ -7,7 +7,7 @@
    the prediction. It must end its reply with `Verdict: correct` or `Verdict: incorrect`
    (`parse_verdict` also takes yes/no, true/false, 1/0, and a bare one-word reply).
 
-Judgments are cached (SQLite, the `envs/tool_cache.py` store) by endpoint, model, prompt and inputs:
+Judgments are cached (SQLite, the `agentrl.web.cache` store) by endpoint, model, prompt and inputs:
 every judge reply that came back is cached, parseable or not (at temperature 0 a judge repeats itself);
 a failed request is not, so a later run asks again. An unparseable reply scores accuracy 0 and is
 counted in `judge_unparsed`; a request that failed after its retries scores 0 and is counted in
@@ -31,8 +31,11 @@ from typing import Any
 
 from agentrl.config import BackendConfig
 from agentrl.records import Observation, RewardInput, RewardResult
-from agentrl.rewards.registry import normalize_answer, register_reward
-from agentrl.rewards.search import combine, general_format, last_answer, mmsearch_r1_format
+from agentrl.rewards.answers import gold_answers, is_correct, normalize_answer, predicted_answer
+from agentrl.rewards.mmsearch_r1 import FORMATS, combine, format_score
+from agentrl.rewards.registry import register_reward
+from agentrl.web.chat import ChatClient
+from agentrl.web.http import BackendError
 
 JUDGE_PROMPT = (
     "You are grading an answer to a question{about_image}. Decide whether the prediction means the same "
@@ -65,8 +68,7 @@ def static_verify(prediction: str | None, golds: list[str]) -> bool:
     """Normalised exact match, or math-verify equality, against any gold answer."""
     if prediction is None:
         return False
-    pred = normalize_answer(prediction)
-    if pred and any(pred == normalize_answer(g) for g in golds):
+    if normalize_answer(prediction) and is_correct(prediction, golds, "EM"):
         return True
     if len(prediction) > MAX_MATH_CHARS:  # sympy on a huge expression can run for minutes
         return False
@@ -103,6 +105,8 @@ class JudgeConfig:
         unknown = sorted(set(options) - _OPTION_KEYS)
         if unknown:
             raise ValueError(f"reward.options.{unknown[0]}: unknown option of the hierarchical reward")
+        if options.get("format", "general") not in FORMATS:
+            raise ValueError(f"reward.options.format: '{options['format']}' is not one of {', '.join(FORMATS)}")
         if not options.get("judge", True):
             return None
         url = str(options.get("judge_url") or "")
@@ -134,14 +138,13 @@ class Judgment:
 
 
 class LLMJudge:
-    """Asks an OpenAI-compatible chat endpoint; retries and timeouts through `agentrl.web.http.Backend`."""
+    """Asks an OpenAI-compatible chat endpoint through the one chat client (`agentrl.web.chat`)."""
 
     def __init__(self, cfg: JudgeConfig) -> None:
-        from agentrl.web.http import Backend
-
         self.cfg = cfg
-        self.http = Backend("judge", BackendConfig(timeout_s=cfg.timeout_s, retries=cfg.retries,
-                                                   backoff_s=cfg.backoff_s, breaker_failures=1 << 30))
+        http = BackendConfig(timeout_s=cfg.timeout_s, retries=cfg.retries, backoff_s=cfg.backoff_s,
+                             breaker_failures=1 << 30)
+        self.client = ChatClient("judge", cfg.url, cfg.model, http, api_key_env=cfg.api_key_env)
         self.cache = None
         if cfg.cache != "off":
             from agentrl.paths import cache_root
@@ -160,7 +163,6 @@ class LLMJudge:
 
     async def judge(self, question: str, golds: list[str], prediction: str, images: list[bytes]) -> Judgment:
         from agentrl.web.cache import cache_key
-        from agentrl.web.http import BackendError
 
         key = cache_key("llm_judge", f"{self.cfg.url}|{self.cfg.model}",
                         {"prompt": JUDGE_PROMPT, "question": question, "golds": golds, "prediction": prediction,
@@ -170,18 +172,10 @@ class LLMJudge:
             if hit is not None:
                 return Judgment(parse_verdict(hit.text), hit.text, cached=True)
         messages = self.messages(question, golds, prediction, images)  # base64 images: only when asking
-        headers = {}
-        if self.cfg.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(self.cfg.api_key_env, '')}"
         try:
-            data = await self.http.request("POST", f"{self.cfg.url}/chat/completions", headers=headers, json={
-                "model": self.cfg.model, "messages": messages, "temperature": 0.0,
-                "max_tokens": self.cfg.max_tokens})
-            reply = str(data["choices"][0]["message"]["content"] or "")
+            reply = await self.client.complete(messages, max_tokens=self.cfg.max_tokens)
         except BackendError as e:
             return Judgment(None, error=str(e))
-        except (KeyError, IndexError, TypeError) as e:
-            return Judgment(None, error=f"judge: unexpected response shape ({type(e).__name__})")
         if self.cache is not None:
             await self.cache.put(key, "llm_judge", Observation(reply))
         return Judgment(parse_verdict(reply), reply)
@@ -206,13 +200,9 @@ def get_judge(cfg: JudgeConfig) -> LLMJudge:
 async def hierarchical_reward(inp: RewardInput, options: dict[str, Any]) -> RewardResult:
     """Static verifier, then the LLM judge where it gives 0; the search penalty and format of the presets."""
     cfg = JudgeConfig.from_options(options)
-    if options.get("format", "general") == "mmsearch_r1":
-        fmt, searches = mmsearch_r1_format(inp.turns) if inp.turns else (0.0, 0)
-    else:
-        fmt, searches = general_format(inp.turns, options) if inp.turns else (0.0, 0)
-    golds = ([inp.ground_truth] if isinstance(inp.ground_truth, str) else list(inp.ground_truth))
-    golds += list(inp.candidate_answers)
-    answer = last_answer(inp.turns[-1]) if inp.turns else inp.answer
+    fmt, searches = format_score(inp.turns, options, options.get("format", "general"))
+    golds = gold_answers(inp.ground_truth, inp.candidate_answers)
+    answer = predicted_answer(inp)
     extra = {"verified": 0.0, "judged": 0.0, "judge_unparsed": 0.0, "judge_error": 0.0}
     acc = 0.0
     if static_verify(answer, golds):

@@ -21,17 +21,20 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable  # noqa: UP035
 
-# torch is loaded before Ray connects: loaded after `ray.init()` in a job driver on a multi-node cluster,
-# its oneMKL failed with "Cannot load libtorch_cpu.so".
-import torch  # noqa: F401  isort: skip
 import ray
 
+from agentrl.actors.factory import ActorGroups, connect_ray, create_actors, start_actors, stop_actors
+from agentrl.actors.weights import sync_weights
 from agentrl.config import Config, to_yaml
-from agentrl.data.prompts import DataError
+from agentrl.data.prompts import DataError, PromptStream
+from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
+from agentrl.errors import ActorFailure
+from agentrl.evaluation.evaluate import periodic_eval
 from agentrl.metrics import MetricsWriter, percentile
-from agentrl.records import TrainBatch
+from agentrl.models.tiny import ensure_model
+from agentrl.records import LearnerStepStats, TrainBatch
 from agentrl.redaction import redact
 from agentrl.timing import step_profile
 
@@ -51,53 +54,8 @@ class RunSummary:
     wall_s: float = 0.0
 
 
-class ActorFailure(RuntimeError):
-    """An actor crashed; carries its name and the original traceback."""
-
-
-def _actor_env() -> dict[str, str]:
-    env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-           "TOKENIZERS_PARALLELISM": "false",
-           # plugins given by import path resolve from the driver's directory, on every node
-           "PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)}
-    for k in ("AGENTRL_CACHE", "DS_ACCELERATOR"):
-        if k in os.environ:
-            env[k] = os.environ[k]
-    return env
-
-
-def create_learner(cfg: Config, model_path: str, runtime_env: dict[str, Any], total_steps: int) -> Any:
-    """The DeepSpeed learner actor, placed by `learner.num_gpus` and `learner.resources`."""
-    from agentrl.actors.learner import LearnerActor
-
-    opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": cfg.learner.num_gpus, "name": "learner",
-                            "runtime_env": runtime_env}
-    if cfg.learner.resources:
-        opts["resources"] = dict(cfg.learner.resources)
-    return ray.remote(LearnerActor).options(**opts).remote(
-        model_path, cfg.learner, total_steps, cfg.rollout.temperature, cfg.model.dtype, cfg.trainer.seed,
-        cfg.rollout.n, cfg.model.vision)
-
-
-def create_rollout_actors(cfg: Config, model_path: str, runtime_env: dict[str, Any], queue: Any,
-                          env_prefix: str = "env", generators: Any = None) -> tuple[Any, Any, list[Any]]:
-    """The rollout side that training and eval share: the reward pool, the generator pool (not yet
-    started; or `generators`, any object with its interface) and the environment actors, which put
-    groups into `queue` (None for eval)."""
-    from agentrl.actors.environment import EnvironmentActor
-    from agentrl.actors.generator import GeneratorPool
-    from agentrl.actors.reward import RewardPool
-
-    rewards = RewardPool.create(cfg.reward.num_actors, cfg.reward.name, dict(cfg.reward.options))
-    if generators is None:
-        generators = GeneratorPool.create(cfg.rollout.num_engines, model_path, cfg.rollout, cfg.model.dtype,
-                                          cfg.trainer.seed, runtime_env=runtime_env, vision=cfg.model.vision)
-    opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100000, "runtime_env": runtime_env}
-    if cfg.env.resources:
-        opts["resources"] = dict(cfg.env.resources)
-    envs = [ray.remote(EnvironmentActor).options(name=f"{env_prefix}-{i}", **opts).remote(
-        cfg, model_path, generators, rewards, queue, i) for i in range(cfg.env.num_actors)]
-    return rewards, generators, envs
+# Called after every step with the metrics row it logged and the batch it trained on (the bench keeps them).
+StepHook = Callable[[dict[str, Any], TrainBatch], None]
 
 
 def _node_id(actor: Any) -> str:
@@ -105,16 +63,19 @@ def _node_id(actor: Any) -> str:
 
 
 class Orchestrator:
-    def __init__(self, cfg: Config) -> None:
+    """One training run: starts the actors (agentrl.actors.factory), feeds prompts under the staleness
+    bound, trains, pushes weights, writes metrics; `on_step` sees each step's metrics row and batch."""
+
+    def __init__(self, cfg: Config, on_step: StepHook | None = None) -> None:
         self.cfg = cfg
+        self.on_step = on_step
         t = cfg.trainer
         self.max_staleness = 0 if t.mode == "sync" else t.max_staleness
         # how many groups may be live at once (see the module docstring)
         self.capacity = t.batch_groups * (self.max_staleness + 1) + (t.spare_groups if t.mode == "async" else 0)
         self.stream: Any = None  # the prompt stream of a file source (its cursor and skipped rows)
         self.run_dir = os.path.join(t.output_dir, t.run_name)
-        self.names: dict[str, str] = {}  # actor id -> name, for crash reports
-        self.actors: list[Any] = []  # every actor started, for shutdown
+        self.groups: ActorGroups | None = None  # every actor, once started
         self.policy_version = 0
         self.summary = RunSummary(self.run_dir, 0)
         self._live = 0  # started, not yet trained, dropped or failed
@@ -124,36 +85,20 @@ class Orchestrator:
         self.gen_busy: list[tuple[float, float]] = []  # (time.time(), engines' busy seconds so far) per step
 
     # ---- actors -------------------------------------------------------------------------------
-    def _track(self, handle: Any, name: str) -> Any:
-        self.names[handle._actor_id.hex()] = name
-        self.actors.append(handle)
-        return handle
-
     async def start(self) -> None:
-        from agentrl.actors.replay_queue import ReplayQueue
-        from agentrl.models.tiny import ensure_model
-
         cfg = self.cfg
         self.model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
-        renv = {"env_vars": _actor_env()}
-        self.queue = self._track(ray.remote(ReplayQueue).options(
-            num_cpus=0, name="replay-queue", max_concurrency=1000, runtime_env=renv).remote(
-            cfg.trainer.queue_capacity, self.max_staleness), "replay-queue")
-        self.rewards, self.generators, self.envs = create_rollout_actors(cfg, self.model_path, renv, self.queue)
-        for kind, handles in (("reward", self.rewards.handles), ("generator", self.generators.handles),
-                              ("env", self.envs)):
-            for i, h in enumerate(handles):
-                self._track(h, f"{kind}-{i}")
-        self.learner = self._track(create_learner(cfg, self.model_path, renv, cfg.trainer.total_steps), "learner")
-        await self._guard(self.generators.start())
-        await self._guard(self.learner.get_weights.remote())  # waits for DeepSpeed to be up
-        await self._guard(asyncio.gather(*[e.stats.remote() for e in self.envs]))
+        self.groups = create_actors(cfg, self.model_path, max_staleness=self.max_staleness,
+                                    learner_steps=cfg.trainer.total_steps)
+        self.queue, self.learner = self.groups.queue, self.groups.learner
+        await self._guard(start_actors(self.groups))
         await self._write_placement()
 
     async def _write_placement(self) -> None:
-        """Which Ray node each actor runs on (multi-node runs place them by resources)."""
-        actors = {"learner": self.learner, **{f"generator-{i}": h for i, h in enumerate(self.generators.handles)},
-                  **{f"env-{i}": h for i, h in enumerate(self.envs)}}
+        """Which Ray node each engine, environment actor and the learner run on (multi-node runs place
+        them by resources)."""
+        assert self.groups is not None
+        actors = {n: h for n, h in self.groups.named().items() if not n.startswith(("reward-", "replay-queue"))}
         nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in actors.values()]))
         with open(os.path.join(self.run_dir, "placement.json"), "w") as f:
             json.dump(dict(zip(actors, nodes, strict=True)), f, indent=1)
@@ -163,17 +108,20 @@ class Orchestrator:
         try:
             return await awaitable
         except ray.exceptions.RayActorError as e:
-            name = self.names.get(getattr(e, "actor_id", "") or "", "an actor")
+            actor_id = getattr(e, "actor_id", "") or ""
+            name = self.groups.name_of(actor_id) if self.groups is not None and actor_id else "an actor"
             raise ActorFailure(f"actor '{name}' died. Traceback (remote):\n{redact(str(e))}") from None
         except ray.exceptions.RayTaskError as e:
             raise ActorFailure(
                 f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None
 
+    async def shutdown(self) -> None:
+        """Stop the engines cleanly, then kill every actor."""
+        if self.groups is not None:
+            await stop_actors(self.groups)
+
     # ---- the loops ----------------------------------------------------------------------------
     def _rows(self) -> Any:
-        from agentrl.data.prompts import PromptStream
-        from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
-
         d = self.cfg.data
         if d.source == "synthetic":
             return itertools.cycle(synthetic_rows(d.num_prompts, d.seed))
@@ -184,7 +132,8 @@ class Orchestrator:
         return iter(self.stream)
 
     async def _feed(self, pending: dict[Any, Any]) -> None:
-        envs = itertools.cycle(self.envs)
+        assert self.groups is not None
+        envs = itertools.cycle(self.groups.envs)
         for k, row in enumerate(self._rows()):
             while self._live >= self.capacity:
                 self._capacity_changed.clear()
@@ -203,7 +152,7 @@ class Orchestrator:
     async def _sync_drops(self) -> None:
         """Groups the queue dropped as stale free their capacity."""
         stats = await self._guard(self.queue.stats.remote())
-        new = int(stats["groups_dropped_stale"]) - self.summary.dropped_stale
+        new = stats.groups_dropped_stale - self.summary.dropped_stale
         if new > 0:
             self.summary.dropped_stale += new
             self._live -= new
@@ -224,78 +173,87 @@ class Orchestrator:
                     self._capacity_changed.set()
 
     async def run(self) -> RunSummary:
-        cfg, t = self.cfg, self.cfg.trainer
+        """The whole run: start the actors, train `trainer.total_steps` steps while the feeder keeps
+        groups in flight, save the final checkpoint, write summary.json."""
+        t = self.cfg.trainer
         t_start = time.perf_counter()
         os.makedirs(self.run_dir, exist_ok=True)
         with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
-            f.write(to_yaml(cfg))
+            f.write(to_yaml(self.cfg))
         await self.start()
-        writer = MetricsWriter(self.run_dir, dataclasses.asdict(cfg), t.wandb, t.total_steps, t.progress)
+        writer = MetricsWriter(self.run_dir, dataclasses.asdict(self.cfg), t.wandb, t.total_steps, t.progress)
         pending: dict[Any, Any] = {}
-        feeder = asyncio.ensure_future(self._feed(pending))
-        collector = asyncio.ensure_future(self._collect(pending))
+        background = [asyncio.ensure_future(self._feed(pending)), asyncio.ensure_future(self._collect(pending))]
         try:
-            last = time.perf_counter()
-            last_tokens = await self._engine_counters()
-            for _ in range(t.total_steps):
-                t_ask = time.time()
-                batch_task = asyncio.ensure_future(self._guard(
-                    self.queue.get_batch.remote(t.batch_groups, self.policy_version)))
-                await asyncio.wait([batch_task, feeder, collector], return_when=asyncio.FIRST_COMPLETED)
-                for bg in (feeder, collector):
-                    if bg.done():
-                        bg.result()  # re-raises the crash
-                batch: TrainBatch = batch_task.result()
-                train_version = self.policy_version
-                t_train = time.time()
-                stats = await self._guard(self.learner.train_step.remote(batch))
-                t_sync = time.time()
-                await self._guard(self.generators.update_weights(self.learner.get_weights.remote()))
-                self.step_marks.append((t_ask, t_train, t_sync, time.time()))
-                self.policy_version = stats.policy_version
-                self.summary.trained += len(batch.groups)
-                self._live -= len(batch.groups)
-                await self._sync_drops()
-                self._capacity_changed.set()
-                now = time.perf_counter()
-                tokens = await self._engine_counters()
-                writer.log({**self._row(stats, batch, train_version, now - last, tokens - last_tokens),
-                            **await self._eval_metrics(stats.step)})
-                last, last_tokens = now, tokens
-            self.summary.steps = t.total_steps
+            await self._train(writer, background)
             if t.save_final:
                 path = os.path.abspath(os.path.join(self.run_dir, "checkpoints", "final"))
                 self.summary.checkpoint = await self._guard(self.learner.save_pretrained.remote(path))
                 self._save_trainer_state(path)
         finally:
-            feeder.cancel()
-            collector.cancel()
+            for task in background:
+                task.cancel()
             writer.close()
         if self.stream is not None:
             self.summary.rows_skipped = dict(self.stream.skipped)
-        unfinished = self._live
-        if unfinished > 0:
-            self.summary.failed["run ended before the group was trained"] = unfinished
+        if self._live > 0:
+            self.summary.failed["run ended before the group was trained"] = self._live
         self.summary.wall_s = time.perf_counter() - t_start
         with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
             json.dump(dataclasses.asdict(self.summary), f, indent=1)
         return self.summary
 
+    async def _train(self, writer: MetricsWriter, background: list[asyncio.Future]) -> None:
+        """The learner loop: take a batch, train, push the weights, log the step."""
+        t = self.cfg.trainer
+        assert self.groups is not None
+        last = time.perf_counter()
+        last_tokens = await self._engine_counters()
+        for _ in range(t.total_steps):
+            t_ask = time.time()
+            batch_task = asyncio.ensure_future(self._guard(
+                self.queue.get_batch.remote(t.batch_groups, self.policy_version)))
+            await asyncio.wait([batch_task, *background], return_when=asyncio.FIRST_COMPLETED)
+            for bg in background:
+                if bg.done():
+                    bg.result()  # re-raises the crash
+            batch: TrainBatch = batch_task.result()
+            train_version = self.policy_version
+            t_train = time.time()
+            stats = await self._guard(self.learner.train_step.remote(batch))
+            t_sync = time.time()
+            await self._guard(sync_weights(self.learner, self.groups.engines))
+            self.step_marks.append((t_ask, t_train, t_sync, time.time()))
+            self.policy_version = stats.policy_version
+            self.summary.trained += len(batch.groups)
+            self._live -= len(batch.groups)
+            await self._sync_drops()
+            self._capacity_changed.set()
+            now = time.perf_counter()
+            tokens = await self._engine_counters()
+            row = {**self._row(stats, batch, train_version, now - last, tokens - last_tokens),
+                   **await self._eval_metrics(stats.step)}
+            writer.log(row)
+            if self.on_step is not None:
+                self.on_step(row, batch)
+            last, last_tokens = now, tokens
+        self.summary.steps = t.total_steps
+
     async def _engine_counters(self) -> float:
         """Tokens the engines have generated so far; also samples their busy time (`gen_busy`)."""
-        stats = await self.generators.stats()
-        self.gen_busy.append((time.time(), sum(s["busy_s"] for s in stats)))
-        return sum(s["tokens_generated"] for s in stats)
+        assert self.groups is not None
+        stats = await self.groups.generators.stats()
+        self.gen_busy.append((time.time(), sum(s.busy_s for s in stats)))
+        return sum(s.tokens_generated for s in stats)
 
     async def _eval_metrics(self, step: int) -> dict[str, float]:
         """Every trainer.eval_every steps, the eval of trainer.eval_data on the current policy (eval/*)."""
         t = self.cfg.trainer
         if not t.eval_every or step % t.eval_every:
             return {}
-        from agentrl.evaluation.evaluate import periodic_eval
-
+        assert self.groups is not None
         out = os.path.join(self.run_dir, "eval", f"step_{step}")
-        return await self._guard(periodic_eval(self.envs, self.cfg, out))
+        return await self._guard(periodic_eval(self.groups.envs, self.cfg, out))
 
     def _save_trainer_state(self, path: str) -> None:
         """What resuming needs besides the weights: step, version, and the data cursor."""
@@ -305,7 +263,7 @@ class Orchestrator:
         with open(os.path.join(path, "trainer_state.json"), "w") as f:
             json.dump(state, f, indent=1)
 
-    def _row(self, stats: Any, batch: TrainBatch, train_version: int, step_s: float,
+    def _row(self, stats: LearnerStepStats, batch: TrainBatch, train_version: int, step_s: float,
              new_tokens: float) -> dict[str, Any]:
         trajs = [tr for g in batch.groups for tr in g.trajectories]
         stale = [train_version - tr.min_policy_version for tr in trajs if tr.min_policy_version >= 0]
@@ -334,35 +292,6 @@ class Orchestrator:
             # where this step's time went; `learner` is the train_step call as the driver saw it
             **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
         }
-
-    async def shutdown(self) -> None:
-        """Stop the engines cleanly, then kill every actor."""
-        await stop_actors(self.generators.handles if hasattr(self, "generators") else [], self.actors)
-
-
-async def stop_actors(engines: list[Any], actors: list[Any]) -> None:
-    """Stop the engines cleanly, then kill every actor."""
-    try:  # engines first: their vLLM core processes exit with them
-        await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in engines],
-                                              return_exceptions=True), 30)
-    except asyncio.TimeoutError:
-        pass
-    for h in actors:
-        try:
-            ray.kill(h)
-        except Exception:
-            pass
-
-
-def connect_ray(log_to_driver: bool = True) -> bool:
-    """Join RAY_ADDRESS or start a local cluster; True when this process started it (and must shut it down)."""
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=log_to_driver)
-    return True
 
 
 def train(cfg: Config) -> RunSummary:

@@ -1,8 +1,12 @@
 """A content-addressed on-disk cache of tool results, shared by all actors on a machine.
 
-SQLite in WAL mode: many readers and writers across processes. Keys hash the tool, its backend, the
-normalised arguments and the input image (never an API key); values are JSON (images base64), so
-reading the cache never unpickles anything.
+SQLite in WAL mode: many readers and writers across processes. A key hashes the tool, its identity
+(everything besides the arguments that changes a result: backend, base URL, corpus, limits, the input
+image; `Tool.cache_identity`), and the normalised arguments (never an API key); values are JSON (images
+base64), so reading the cache never unpickles anything.
+
+A file that is not a SQLite database fails with one line naming it; a read-only cache (for
+`tools.cache.mode=replay_only`) is read and never written; an entry that does not decode is a miss.
 """
 
 from __future__ import annotations
@@ -14,10 +18,18 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
+from agentrl.config import CacheConfig
+from agentrl.errors import UserError
 from agentrl.paths import cache_root
 from agentrl.records import Observation
+
+
+class CacheError(UserError):
+    """The cache file cannot be used (one line, naming the file)."""
 
 
 def _normalise(value: Any) -> Any:
@@ -30,15 +42,22 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def image_hash(images: list[Any]) -> str:
+def image_hash(images: Sequence[Any]) -> str:
     h = hashlib.sha256()
     for img in images:
         h.update(img if isinstance(img, bytes) else repr(img).encode())
     return h.hexdigest()[:16] if images else ""
 
 
-def cache_key(tool: str, backend: str, args: dict[str, Any], images: list[Any]) -> str:
-    blob = json.dumps({"tool": tool, "backend": backend, "args": _normalise(args), "image": image_hash(images)},
+def content_hash(data: bytes | str) -> str:
+    """A short content hash for cache identities (images, prompts, corpora)."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:32]
+
+
+def cache_key(tool: str, identity: Any, args: dict[str, Any], images: Sequence[Any] = ()) -> str:
+    """The one key function: the tool's name, its identity (a JSON value), the normalised arguments
+    (case and spacing do not matter), and the hash of any images the caller passes."""
+    blob = json.dumps({"tool": tool, "backend": identity, "args": _normalise(args), "image": image_hash(images)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -48,20 +67,51 @@ def default_path() -> str:
 
 
 class ToolCache:
-    """get/put of observations by key; `hits` and `misses` count lookups."""
+    """get/put of observations by key; `hits`, `misses` and `corrupt` (entries that did not decode,
+    counted as misses too) count lookups; `put_errors` counts results that could not be stored.
+    `read_only` opens an existing file and never writes its data (puts are no-ops); a file this process
+    may not write (or in a folder it may not write) is opened so without asking."""
 
-    def __init__(self, path: str = "") -> None:
+    def __init__(self, path: str = "", read_only: bool = False) -> None:
         self.path = path or default_path()
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, tool TEXT, value TEXT, "
-                         "created REAL)")
-        self._db.commit()
+        folder = os.path.dirname(os.path.abspath(self.path))
+        writable = os.access(folder, os.W_OK) and os.access(self.path, os.W_OK)
+        self.read_only = read_only or (os.path.exists(self.path) and not writable)
+        try:
+            self._db = self._open_read_only() if self.read_only else self._open()
+            self._has_table = self._table_exists(self._db)
+        except sqlite3.Error as e:
+            raise CacheError(f"tool cache {self.path}: not a usable SQLite database ({e})") from None
         self._lock = asyncio.Lock()
         self.hits = 0
         self.misses = 0
+        self.corrupt = 0
+        self.put_errors = 0
+
+    def _open(self) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, tool TEXT, value TEXT, created REAL)")
+        db.commit()
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not os.path.isfile(self.path):
+            raise sqlite3.OperationalError("no such file")
+        uri = f"file:{quote(os.path.abspath(self.path))}"
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        try:
+            self._table_exists(db)  # connecting is lazy: this is where a read-only open fails
+        except sqlite3.OperationalError:  # WAL mode in a folder we cannot write: no shared-memory file
+            db.close()
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+        return db
+
+    @staticmethod
+    def _table_exists(db: sqlite3.Connection) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone() is not None
 
     @staticmethod
     def _encode(obs: Observation) -> str:
@@ -70,20 +120,36 @@ class ToolCache:
     @staticmethod
     def _decode(value: str) -> Observation:
         d = json.loads(value)
-        return Observation(d["text"], [base64.b64decode(i) for i in d["images"]])
+        text, images = d["text"], [base64.b64decode(i, validate=True) for i in d["images"]]
+        if not isinstance(text, str):
+            raise TypeError("text is not a string")
+        return Observation(text, images)
 
     def get_sync(self, key: str) -> Observation | None:
-        row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        row = None
+        if self._has_table:  # a read-only cache may never have had an entry
+            row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
         if row is None:
             self.misses += 1
             return None
+        try:
+            obs = self._decode(row[0])
+        except (ValueError, KeyError, TypeError):  # bad JSON or base64 (ValueErrors), a wrong shape
+            self.corrupt += 1
+            self.misses += 1
+            return None
         self.hits += 1
-        return self._decode(row[0])
+        return obs
 
     def put_sync(self, key: str, tool: str, obs: Observation) -> None:
-        self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
-                         (key, tool, self._encode(obs), time.time()))
-        self._db.commit()
+        if self.read_only:
+            return
+        try:
+            self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+                             (key, tool, self._encode(obs), time.time()))
+            self._db.commit()
+        except sqlite3.Error:  # locked past the timeout, disk full: the result still reaches the model
+            self.put_errors += 1
 
     async def get(self, key: str) -> Observation | None:
         async with self._lock:
@@ -95,3 +161,11 @@ class ToolCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def open_tool_cache(cfg: CacheConfig) -> ToolCache | None:
+    """The run's tool cache as `tools.cache` configures it: none when off, read-only for replay_only (a cache
+    that cannot be written can still be replayed). A corrupt file fails here with one line naming it."""
+    if cfg.mode == "off":
+        return None
+    return ToolCache(cfg.path, read_only=cfg.mode == "replay_only")

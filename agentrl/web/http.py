@@ -2,13 +2,20 @@
 timeouts, 429 and 5xx, a concurrency and a rate limit shared by all actors of a node, a circuit breaker.
 
 Errors raise `BackendError` with a message safe to show the model and to log (no keys, no query strings).
+The breaker counts only outages of the server (5xx, 429, timeouts, connection errors): a 4xx answer is
+this request's failure, not the server's. Bodies are read in full up to a byte limit, never past it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import random
 import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
@@ -43,46 +50,125 @@ class CircuitBreaker:
                 self.opened_at = time.monotonic()
 
 
+def rate_limiter(rate_per_s: float) -> Any:
+    """An aiolimiter bucket of `rate_per_s` calls a second (None for 0: no limit).
+
+    aiolimiter refuses to acquire more than its capacity, so a rate below 1 is one call per 1/rate
+    seconds rather than a fraction of a call per second.
+    """
+    if rate_per_s <= 0:
+        return None
+    from aiolimiter import AsyncLimiter
+
+    burst = max(rate_per_s, 1.0)
+    return AsyncLimiter(burst, burst / rate_per_s)
+
+
 class LocalLimits:
-    """Concurrency and rate limits within one process."""
+    """Concurrency and rate limits within one process. A call cancelled while it waits gives its slot back."""
 
     def __init__(self, cfg: BackendConfig) -> None:
-        from aiolimiter import AsyncLimiter
-
+        self.max_concurrency = cfg.max_concurrency
+        self.in_use = 0
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
-        self._rate = AsyncLimiter(cfg.rate_per_s, 1.0) if cfg.rate_per_s > 0 else None
+        self._rate = rate_limiter(cfg.rate_per_s)
 
     async def acquire(self) -> None:
         await self._sem.acquire()
-        if self._rate is not None:
-            await self._rate.acquire()
+        try:
+            if self._rate is not None:
+                await self._rate.acquire()
+        except BaseException:  # cancelled (or timed out) waiting for the rate limiter: the slot goes back
+            self._sem.release()
+            raise
+        self.in_use += 1
 
     def release(self) -> None:
+        self.in_use -= 1
         self._sem.release()
 
+    def free(self) -> int:
+        """Slots free now (tests and diagnostics)."""
+        return self.max_concurrency - self.in_use
 
-class NodeLimiter(LocalLimits):
-    """The same limits as a Ray actor, one per backend per node, shared by the node's actors."""
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot (and one rate token) for the body of the `async with`."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
-    async def acquire(self) -> None:  # async actor method
-        await super().acquire()
 
-    async def release_async(self) -> None:
-        self.release()
+class NodeLimiter:
+    """The same limits as a Ray actor, one per backend per node, shared by the node's actors.
+
+    Every acquire carries the caller's ticket. A caller cancelled while its acquire is in flight sends
+    `release(ticket)`, which gives the slot back in any order of events: held -> released; still
+    waiting -> the wait is cancelled; not yet started -> the acquire, when it arrives, takes nothing.
+    """
+
+    def __init__(self, cfg: BackendConfig) -> None:
+        self.limits = LocalLimits(cfg)
+        self.waiting: dict[str, asyncio.Task] = {}
+        self.held: set[str] = set()
+        self.abandoned: set[str] = set()
+
+    async def acquire(self, ticket: str) -> bool:
+        """Take a slot for `ticket`; False when the ticket was released before it got one."""
+        if ticket in self.abandoned:
+            self.abandoned.discard(ticket)
+            return False
+        task = asyncio.current_task()
+        assert task is not None
+        self.waiting[ticket] = task
+        try:
+            await self.limits.acquire()
+        except asyncio.CancelledError:  # release(ticket) cancelled the wait (LocalLimits gave the slot back)
+            return False
+        finally:
+            self.waiting.pop(ticket, None)
+        self.held.add(ticket)
+        return True
+
+    async def release(self, ticket: str) -> None:
+        if ticket in self.held:
+            self.held.discard(ticket)
+            self.limits.release()
+        elif ticket in self.waiting:
+            self.waiting[ticket].cancel()
+        else:
+            self.abandoned.add(ticket)
+
+    async def free(self) -> int:
+        return self.limits.free()
 
 
-class _SharedLimits:
+class SharedLimits:
+    """The caller's side of a NodeLimiter actor."""
+
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def acquire(self) -> None:
-        await self.handle.acquire.remote()
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        ticket = uuid.uuid4().hex
+        try:
+            got = await self.handle.acquire.remote(ticket)
+        except BaseException:  # cancelled while the remote acquire is in flight: it may still land
+            self.handle.release.remote(ticket)
+            raise
+        if not got:
+            raise BackendError("concurrency slot withdrawn")
+        try:
+            yield
+        finally:
+            self.handle.release.remote(ticket)
 
-    def release(self) -> None:
-        self.handle.release_async.remote()
 
-
-def _limits(name: str, cfg: BackendConfig) -> Any:
+def node_limits(name: str, cfg: BackendConfig) -> LocalLimits | SharedLimits:
+    """The node-shared limiter inside a Ray actor, a process-local one elsewhere."""
     import ray
 
     if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
@@ -93,19 +179,59 @@ def _limits(name: str, cfg: BackendConfig) -> Any:
     handle = ray.remote(NodeLimiter).options(
         name=f"agentrl-limits-{name}-{node[:12]}", get_if_exists=True, num_cpus=0, max_concurrency=10000,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(cfg)
-    return _SharedLimits(handle)
+    return SharedLimits(handle)
 
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
+@dataclass
+class RawReply:
+    """An answer read as bytes (`parse="raw"`): `body` holds at most max_bytes; `oversize` says more was sent."""
+
+    status: int
+    headers: Mapping[str, str]
+    charset: str | None
+    body: bytes
+    oversize: bool
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> tuple[bytes, bool]:
+    """The body read in full up to max_bytes (0: no limit), chunk by chunk (a single read returns only
+    what one network chunk brought); and whether the server sent more than that."""
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        buf += chunk
+        if max_bytes and len(buf) > max_bytes:
+            return bytes(buf[:max_bytes]), True
+    return bytes(buf), False
+
+
+def decode_text(body: bytes, charset: str | None) -> str:
+    """Bytes as text in the declared charset; an unknown charset or bad bytes decode leniently as UTF-8."""
+    try:
+        codecs.lookup(charset or "utf-8")
+    except LookupError:
+        charset = "utf-8"
+    return body.decode(charset or "utf-8", errors="replace")
+
+
+class _Retry(Exception):
+    """A retryable answer (429, 5xx)."""
+
+
 class Backend:
-    """One web backend used by a tool."""
+    """One web backend used by a tool. `breaker=False` for third-party pages, whose failures say
+    nothing about the next host."""
 
     def __init__(self, name: str, cfg: BackendConfig,
-                 session_factory: Callable[[], aiohttp.ClientSession] | None = None) -> None:
+                 session_factory: Callable[[], aiohttp.ClientSession] | None = None, breaker: bool = True) -> None:
         self.name, self.cfg = name, cfg
-        self.breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
+        self.breaker = CircuitBreaker(cfg.breaker_failures if breaker else 1 << 62, cfg.breaker_reset_s)
         self._limits: Any = None
         self._session: aiohttp.ClientSession | None = None
         self._session_factory = session_factory or aiohttp.ClientSession
@@ -117,13 +243,13 @@ class Backend:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             self._session, self._loop = self._session_factory(), loop
-            self._limits = _limits(self.name, self.cfg)
+            self._limits = node_limits(self.name, self.cfg)
         return self._session
 
     async def request(self, method: str, url: str, *, parse: str = "json", max_bytes: int = 0,
                       **kwargs: Any) -> Any:
-        """Send with retries; returns parsed JSON, text, or (response, body) for parse='raw'
-        (the body read up to max_bytes + 1, so an oversized page is detected without reading it all)."""
+        """Send with retries; returns parsed JSON, text, or a RawReply for parse='raw'. Text and raw
+        bodies are read up to max_bytes (0: no limit); text past it is cut."""
         if not self.breaker.allow():
             raise BackendError(f"{self.name}: circuit open after repeated failures")
         last = ""
@@ -132,33 +258,37 @@ class Backend:
                 delay = self.cfg.backoff_s * (2 ** (attempt - 1))
                 await asyncio.sleep(delay * (0.5 + random.random()))  # jitter
             session = await self.session()
-            await self._limits.acquire()
             try:
-                self.calls += 1
-                timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
-                async with session.request(method, url, timeout=timeout, **kwargs) as resp:
-                    if resp.status in RETRY_STATUS:
-                        last = f"HTTP {resp.status}"
-                        continue
-                    if resp.status >= 400:
-                        self.breaker.record(False)
-                        raise BackendError(f"{self.name}: HTTP {resp.status}")
-                    if parse == "json":
-                        out = await resp.json(content_type=None)
-                    elif parse == "text":
-                        out = await resp.text()
-                    else:
-                        out = (resp, await resp.content.read(max_bytes + 1 if max_bytes else -1))
-                    self.breaker.record(True)
-                    return out
+                async with self._limits.slot():
+                    self.calls += 1
+                    return await self._send(session, method, url, parse, max_bytes, kwargs)
+            except _Retry as e:
+                last = str(e)
             except asyncio.TimeoutError:
                 last = "timeout"
             except aiohttp.ClientError as e:
                 last = redact(type(e).__name__)
-            finally:
-                self._limits.release()
         self.breaker.record(False)
         raise BackendError(f"{self.name}: failed after {self.cfg.retries + 1} attempts ({last})")
+
+    async def _send(self, session: aiohttp.ClientSession, method: str, url: str, parse: str, max_bytes: int,
+                    kwargs: dict[str, Any]) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+        async with session.request(method, url, timeout=timeout, **kwargs) as resp:
+            if resp.status in RETRY_STATUS:
+                raise _Retry(f"HTTP {resp.status}")
+            self.breaker.record(True)  # the server answered; a 4xx refuses this request, not the service
+            if resp.status >= 400:
+                raise BackendError(f"{self.name}: HTTP {resp.status}")
+            if parse == "json":
+                try:
+                    return await resp.json(content_type=None)
+                except (ValueError, LookupError):  # not JSON, bad bytes, an unknown charset
+                    raise BackendError(f"{self.name}: the reply is not JSON") from None
+            body, oversize = await read_body(resp, max_bytes)
+            if parse == "text":
+                return decode_text(body, resp.charset)
+            return RawReply(resp.status, resp.headers, resp.charset, body, oversize)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,11 +1,20 @@
-"""Fetching pages without SSRF: only http/https to public addresses, checked again after every
-redirect and at connection time (a resolver that drops non-public addresses), with size, redirect
-and content-type limits. `tools.fetch.allow_hosts` opens named hosts (loopback for tests)."""
+"""Fetching third-party URLs (pages for the `direct` reader, image-search thumbnails) without SSRF:
+only http/https to public addresses, checked for every URL and every redirect target (IP literals
+included), and again at connection time (a resolver that drops non-public addresses, so a name that
+re-resolves elsewhere is caught), with size, redirect and content-type limits. `tools.fetch.allow_hosts`
+opens named hosts (loopback for tests).
+
+A body over `tools.fetch.max_bytes` is refused, or for pages with `tools.fetch.on_oversize=truncate`
+cut at the limit and marked as cut; an image over the limit is always refused (a cut image is corrupt).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -13,18 +22,35 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
-from agentrl.config import FetchConfig
-from agentrl.web.http import Backend, BackendError
+from agentrl.config import BackendConfig, FetchConfig
+from agentrl.web.http import Backend, BackendError, RawReply, decode_text
 
 
 class UnsafeURL(BackendError):
-    """The URL is not allowed (scheme, or an address that is not public)."""
+    """The URL is not allowed (invalid, its scheme, or an address that is not public)."""
+
+
+class Oversize(BackendError):
+    """The body is larger than `tools.fetch.max_bytes` (and not to be cut)."""
+
+
+# IPv6 ranges Python's ipaddress counts as global that still reach private networks: 6to4 embeds any
+# IPv4 address (2002:7f00:1:: is 127.0.0.1), site-local is deprecated but routed inside sites.
+NOT_PUBLIC_V6 = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("fec0::/10"))
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def is_public(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    """Whether an address is on the public internet (False for anything unparsable)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        elif any(addr in net for net in NOT_PUBLIC_V6):
+            return False
     return addr.is_global and not (addr.is_private or addr.is_loopback or addr.is_link_local
                                    or addr.is_multicast or addr.is_reserved or addr.is_unspecified)
 
@@ -50,11 +76,16 @@ class PublicOnlyResolver(AbstractResolver):
 
 
 async def check_url(url: str, cfg: FetchConfig) -> None:
-    """Refuse non-http(s) URLs and hosts whose addresses are not all public."""
-    parts = urlsplit(url)
+    """Refuse invalid and non-http(s) URLs and hosts whose addresses are not all public.
+
+    aiohttp never asks the resolver about an IP literal, so this is where literals are checked."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError as e:  # a bad port, a broken IPv6 literal
+        raise UnsafeURL(f"refused: invalid URL ({e})") from None
     if parts.scheme not in ("http", "https"):
-        raise UnsafeURL(f"refused: scheme '{parts.scheme}' in {parts.scheme}://{parts.hostname or ''}")
-    host = parts.hostname or ""
+        raise UnsafeURL(f"refused: scheme '{parts.scheme}' in {parts.scheme}://{host}")
     if not host:
         raise UnsafeURL("refused: URL has no host")
     if host in cfg.allow_hosts:
@@ -62,48 +93,75 @@ async def check_url(url: str, cfg: FetchConfig) -> None:
     try:
         ips = [ipaddress.ip_address(host).compressed]
     except ValueError:
-        import asyncio
-
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 80)
-        except socket.gaierror:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port or 80)
+        except (OSError, UnicodeError):  # unknown name, or not even a valid one
             raise UnsafeURL(f"refused: cannot resolve {host}") from None
         ips = [info[4][0] for info in infos]
-    bad = [ip for ip in ips if not is_public(ip)]
-    if bad or not ips:
+    if not ips or not all(is_public(ip) for ip in ips):
         raise UnsafeURL(f"refused: {host} resolves to a non-public address")
 
 
-class SafeFetcher:
-    """GETs pages for the `direct` reader."""
+def content_type_allowed(ctype: str, allowed: Sequence[str]) -> bool:
+    """Exact types ("text/html"), or a family by its prefix ("image/")."""
+    return any(ctype == t or (t.endswith("/") and ctype.startswith(t)) for t in allowed)
 
-    def __init__(self, backend_cfg: Any, cfg: FetchConfig) -> None:
+
+@dataclass
+class Page:
+    """A fetched page's text; `cut_at` is the byte limit it was cut at (0: read whole)."""
+
+    text: str
+    cut_at: int = 0
+
+
+class SafeFetcher:
+    """GETs third-party pages and images; its backend has no circuit breaker (one dead host says
+    nothing about the next)."""
+
+    def __init__(self, backend_cfg: BackendConfig, cfg: FetchConfig, name: str = "fetch") -> None:
         self.cfg = cfg
 
         def session() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(cfg.allow_hosts))
             return aiohttp.ClientSession(connector=connector)
 
-        self.backend = Backend("fetch", backend_cfg, session_factory=session)
+        self.backend = Backend(name, backend_cfg, session_factory=session, breaker=False)
 
-    async def fetch_text(self, url: str) -> str:
-        """Page text, following at most `max_redirects` redirects, each target checked."""
+    async def fetch(self, url: str, content_types: Sequence[str]) -> RawReply:
+        """The answer to GET url after at most `max_redirects` redirects, each target checked; its
+        content type must start with one of `content_types`."""
         for _ in range(self.cfg.max_redirects + 1):
             await check_url(url, self.cfg)
-            resp, body = await self.backend.request("GET", url, parse="raw", allow_redirects=False,
-                                                    max_bytes=self.cfg.max_bytes,
-                                                    headers={"User-Agent": "agentrl-reader"})
-            if resp.status in (301, 302, 303, 307, 308):
-                url = urljoin(url, resp.headers.get("Location", ""))
+            reply = await self.backend.request("GET", url, parse="raw", allow_redirects=False,
+                                               max_bytes=self.cfg.max_bytes, headers={"User-Agent": "agentrl-reader"})
+            if reply.status in REDIRECTS:
+                url = urljoin(url, reply.headers.get("Location", ""))
                 continue
-            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype not in self.cfg.content_types:
-                raise UnsafeURL(f"refused: content type '{ctype}'")
-            if len(body) > self.cfg.max_bytes:
-                raise UnsafeURL(f"refused: page larger than {self.cfg.max_bytes} bytes")
-            text = body.decode(resp.charset or "utf-8", errors="replace")
-            return html_to_text(text) if "html" in ctype else text
+            if not content_type_allowed(reply.content_type, content_types):
+                raise UnsafeURL(f"refused: content type '{reply.content_type}'")
+            return reply
         raise UnsafeURL(f"refused: more than {self.cfg.max_redirects} redirects")
+
+    async def fetch_page(self, url: str) -> Page:
+        """A page's text (HTML reduced to its main text); cut or refused past max_bytes, as configured."""
+        reply = await self.fetch(url, self.cfg.content_types)
+        if reply.oversize and self.cfg.on_oversize != "truncate":
+            raise Oversize(f"refused: page larger than {self.cfg.max_bytes} bytes")
+        text = decode_text(reply.body, reply.charset)
+        if "html" in reply.content_type:  # extraction of a large page takes a while: off the event loop
+            text = await asyncio.to_thread(html_to_text, text)
+        return Page(text, self.cfg.max_bytes if reply.oversize else 0)
+
+    async def fetch_image(self, url: str) -> bytes:
+        """An image's bytes, whole; refused past max_bytes."""
+        reply = await self.fetch(url, ["image/"])
+        if reply.oversize:
+            raise Oversize(f"refused: image larger than {self.cfg.max_bytes} bytes")
+        return reply.body
+
+    async def close(self) -> None:
+        await self.backend.close()
 
 
 def html_to_text(html: str) -> str:

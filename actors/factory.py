@@ -1,0 +1,217 @@
+"""The one place that builds and stops actors: training, eval and the benches start every actor here
+(OpenRLHF-style), so Ray options, names, placement by resources and the actors' runtime environment
+are written once.
+
+    started_here = connect_ray()
+    groups = create_actors(cfg, model_path, max_staleness=s, learner_steps=T)  # handles and names
+    await start_actors(groups)  # the engines started, every actor constructed
+    ...
+    await stop_actors(groups)  # the engines cleanly, then every actor killed
+
+`check_plugins` resolves a config's tools, reward and data before any of this starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# torch is loaded before Ray connects: loaded after `ray.init()` in a job driver on a multi-node cluster,
+# its oneMKL failed with "Cannot load libtorch_cpu.so".
+import torch  # noqa: F401  isort: skip
+import ray
+
+from agentrl.actors.environment import EnvironmentActor
+from agentrl.actors.generator import GeneratorActor, GeneratorPool
+from agentrl.actors.learner import LearnerActor
+from agentrl.actors.replay_queue import ReplayQueue
+from agentrl.actors.reward import RewardActor, RewardPool
+from agentrl.config import SYNTHETIC_SOURCES, Config, ConfigError
+from agentrl.console import library_log_env, log_level, ray_init_options
+from agentrl.data.prompts import PromptStream
+from agentrl.envs.registry import load_tool
+from agentrl.rewards import check_reward_options, get_reward_fn
+from agentrl.web.cache import open_tool_cache
+
+
+def connect_ray(log_to_driver: bool = True) -> bool:
+    """Join RAY_ADDRESS or start a local cluster; True when this process started it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **ray_init_options(log_level(), log_to_driver))
+    else:
+        ray.init(include_dashboard=False, **ray_init_options(log_level(), log_to_driver))
+    return True
+
+
+def actor_runtime_env() -> dict[str, Any]:
+    """The Ray runtime environment the actors start in: the driver's log level (quiet libraries unless
+    debugging), no tokenizer threads, the driver's directory on the path, and the driver's cache root and
+    DeepSpeed accelerator."""
+    env = {**library_log_env(log_level()),
+           "TOKENIZERS_PARALLELISM": "false",
+           # plugins given by import path resolve from the driver's directory, on every node
+           "PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)}
+    for k in ("AGENTRL_CACHE", "DS_ACCELERATOR"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    return {"env_vars": env}
+
+
+def _options(name: str | None, resources: dict[str, float] | None = None, **opts: Any) -> dict[str, Any]:
+    """Ray actor options: no CPU reserved (the actors wait on I/O and on each other), a name when given,
+    custom resources (multi-node placement) when configured."""
+    out: dict[str, Any] = {"num_cpus": 0, **opts}
+    if name is not None:
+        out["name"] = name
+    if resources:
+        out["resources"] = dict(resources)
+    return out
+
+
+def create_learner(cfg: Config, model_path: str, total_steps: int, name: str | None = "learner") -> Any:
+    """The DeepSpeed learner actor, placed by `learner.num_gpus` and `learner.resources`."""
+    opts = _options(name, cfg.learner.resources, num_gpus=cfg.learner.num_gpus, runtime_env=actor_runtime_env())
+    return ray.remote(LearnerActor).options(**opts).remote(
+        model_path, cfg.learner, total_steps, cfg.rollout.temperature, cfg.model.dtype, cfg.trainer.seed,
+        cfg.rollout.n, cfg.model.vision)
+
+
+def create_replay_queue(capacity: int, max_staleness: int, name: str | None = "replay-queue",
+                        max_concurrency: int = 1000) -> Any:
+    """The replay queue actor: at most `capacity` groups, none older than `max_staleness` versions."""
+    opts = _options(name, max_concurrency=max_concurrency, runtime_env=actor_runtime_env())
+    return ray.remote(ReplayQueue).options(**opts).remote(capacity, max_staleness)
+
+
+def create_reward_pool(cfg: Config, prefix: str = "reward") -> RewardPool:
+    """`reward.num_actors` reward actors behind one pool; a bad reward name fails here, in the driver."""
+    get_reward_fn(cfg.reward.name)
+    return RewardPool([ray.remote(RewardActor).options(**_options(f"{prefix}-{i}", max_concurrency=256))
+                       .remote(cfg.reward.name, dict(cfg.reward.options)) for i in range(cfg.reward.num_actors)])
+
+
+def create_generator_pool(cfg: Config, model_path: str, prefix: str = "generator") -> GeneratorPool:
+    """`rollout.num_engines` vLLM engines (not yet started: `start_actors`), placed by
+    `rollout.num_gpus_per_engine` and `rollout.resources`."""
+    r = cfg.rollout
+    handles = []
+    for i in range(r.num_engines):
+        opts = _options(f"{prefix}-{i}", r.resources, num_gpus=r.num_gpus_per_engine, max_concurrency=1000,
+                        runtime_env=actor_runtime_env())
+        handles.append(ray.remote(GeneratorActor).options(**opts).remote(
+            model_path, i, dtype=cfg.model.dtype, gpu_memory_utilization=r.gpu_memory_utilization,
+            kv_cache_gib=r.kv_cache_gib, enforce_eager=r.enforce_eager, max_model_len=r.max_model_len,
+            on_weight_update=r.on_weight_update, seed=cfg.trainer.seed, vision=cfg.model.vision))
+    return GeneratorPool(handles)
+
+
+def create_environment_actors(cfg: Config, model_path: str, generators: Any, rewards: RewardPool, queue: Any,
+                              prefix: str = "env") -> list[Any]:
+    """`env.num_actors` environment actors, placed by `env.resources`; they put finished groups into
+    `queue` (None: eval, which takes them back instead)."""
+    opts = _options(None, cfg.env.resources, max_concurrency=100000, runtime_env=actor_runtime_env())
+    return [ray.remote(EnvironmentActor).options(name=f"{prefix}-{i}", **opts).remote(
+        cfg, model_path, generators, rewards, queue, i) for i in range(cfg.env.num_actors)]
+
+
+@dataclass
+class ActorGroups:
+    """Every actor of a run by role: what `start_actors` and `stop_actors` take, and the names crash
+    reports and the placement file use."""
+
+    rewards: RewardPool
+    generators: Any  # a GeneratorPool, or a stand-in with its interface that is no actor (a bench's)
+    envs: list[Any]
+    queue: Any = None
+    learner: Any = None
+    env_prefix: str = "env"
+
+    @property
+    def engines(self) -> list[Any]:
+        """The engines' actor handles (none for a stand-in generator)."""
+        return list(getattr(self.generators, "handles", []))
+
+    def named(self) -> dict[str, Any]:
+        """Every actor handle by name, in start order: replay-queue, reward-i, generator-i, env-i, learner."""
+        out = {"replay-queue": self.queue} if self.queue is not None else {}
+        out.update({f"reward-{i}": h for i, h in enumerate(self.rewards.handles)})
+        out.update({f"generator-{i}": h for i, h in enumerate(self.engines)})
+        out.update({f"{self.env_prefix}-{i}": h for i, h in enumerate(self.envs)})
+        if self.learner is not None:
+            out["learner"] = self.learner
+        return out
+
+    def name_of(self, actor_id: str) -> str:
+        """The name of the actor with this id (hex), for crash reports."""
+        # Ray's handles expose their id only as `_actor_id`
+        return next((n for n, h in self.named().items() if h._actor_id.hex() == actor_id), "an actor")
+
+
+def create_rollout_actors(cfg: Config, model_path: str, queue: Any = None, env_prefix: str = "env",
+                          generators: Any = None) -> ActorGroups:
+    """The rollout side that training, eval and the benches share: the reward pool, the generator pool
+    (or `generators`, any object with its interface) and the environment actors, which put groups into
+    `queue` (None for eval)."""
+    rewards = create_reward_pool(cfg)
+    if generators is None:
+        generators = create_generator_pool(cfg, model_path)
+    envs = create_environment_actors(cfg, model_path, generators, rewards, queue, env_prefix)
+    return ActorGroups(rewards, generators, envs, queue=queue, env_prefix=env_prefix)
+
+
+def create_actors(cfg: Config, model_path: str, *, max_staleness: int | None = None,
+                  learner_steps: int | None = None, env_prefix: str = "env") -> ActorGroups:
+    """Every actor of a run, in start order: the replay queue (`trainer.queue_capacity` groups, when
+    `max_staleness` is given), the rollout side, and the learner (when `learner_steps` is given).
+    Training gives both; eval neither (its groups come back to the driver)."""
+    queue = None if max_staleness is None else create_replay_queue(cfg.trainer.queue_capacity, max_staleness)
+    try:
+        groups = create_rollout_actors(cfg, model_path, queue, env_prefix)
+    except BaseException:  # a bad reward name: no actor left behind
+        if queue is not None:
+            ray.kill(queue)
+        raise
+    if learner_steps is not None:
+        groups.learner = create_learner(cfg, model_path, learner_steps)
+    return groups
+
+
+async def start_actors(groups: ActorGroups) -> None:
+    """Start the engines and wait until every actor is constructed (a failed constructor raises here)."""
+    await asyncio.gather(*[h.start.remote() for h in groups.engines])
+    await asyncio.gather(*[h.__ray_ready__.remote() for h in groups.named().values()])
+
+
+async def stop_actors(groups: ActorGroups) -> None:
+    """Stop the engines cleanly, then kill every actor."""
+    try:  # engines first: their vLLM core processes exit with them
+        await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in groups.engines],
+                                              return_exceptions=True), 30)
+    except asyncio.TimeoutError:
+        pass
+    for h in groups.named().values():
+        try:
+            ray.kill(h)
+        except Exception:
+            pass
+
+
+def check_plugins(cfg: Config) -> None:
+    """Resolve the configured tools, reward and data source now, so a bad name, option or file fails in
+    one line (ConfigError, DataError) before any actor starts."""
+    try:
+        check_reward_options(get_reward_fn(cfg.reward.name), cfg.reward.options)
+        for spec in cfg.env.tools:
+            load_tool(spec, cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    cache = open_tool_cache(cfg.tools.cache)  # a corrupt cache file fails now, naming it
+    if cache is not None:
+        cache.close()
+    if cfg.data.source not in SYNTHETIC_SOURCES:
+        # the first usable row, before any actor starts: a wrong file or schema fails here, in one line
+        next(iter(PromptStream(cfg.data.source, shuffle=False, on_bad_row=cfg.data.on_bad_row)))

@@ -1,0 +1,102 @@
+"""Weight transport: how a new policy version travels from the learner's parameters into the engines.
+
+Three ends, each in one place:
+- the learner takes a `snapshot` of its parameters (`LearnerActor.get_weights`);
+- the driver fans one snapshot out to every engine (`broadcast`, `sync_weights`);
+- each engine `apply`s it: an in-place reload, then the caches computed by the old weights are reset
+  (`GeneratorActor.update_weights` holds requests back around it).
+
+`ObjectStoreReload` is the one implementation: numpy arrays through Ray's object store (each engine's
+node fetches the snapshot once; works across nodes), written as safetensors to /dev/shm and loaded by
+vLLM's `reload_weights`. A GPU path (NCCL broadcast from the learner's ranks to the engines' workers)
+is another `WeightTransport` with the same two ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agentrl.records import WeightSnapshot
+
+
+class WeightTransport(ABC):
+    """The learner end (`snapshot`) and the engine end (`apply`) of a weight update."""
+
+    @abstractmethod
+    def snapshot(self, state: Mapping[str, Any], version: int) -> WeightSnapshot:
+        """The learner's parameters (a state dict of tensors), tagged with their policy version."""
+
+    @abstractmethod
+    async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
+        """Load `snapshot` into a running vLLM `AsyncLLM` in place and drop what the old weights computed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what `apply` keeps between updates (the engine's end, at shutdown)."""
+
+
+class ObjectStoreReload(WeightTransport):
+    """Object store + /dev/shm safetensors + vLLM `reload_weights`.
+
+    `multimodal`: the engine also caches encoder outputs and processed images, which must go too.
+    """
+
+    def __init__(self, multimodal: bool = False, prefix: str = "agentrl-weights-") -> None:
+        self.multimodal = multimodal
+        self.prefix = prefix
+        self._dir: str | None = None  # made on the first apply: the learner's end needs none
+
+    def snapshot(self, state: Mapping[str, Any], version: int) -> WeightSnapshot:
+        return WeightSnapshot(version, {k: v.detach().cpu().numpy().copy() for k, v in state.items()})
+
+    async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix=self.prefix, dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        path = os.path.join(self._dir, f"v{snapshot.version}")
+        write_safetensors(snapshot, path)
+        await engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        # Cached prefixes hold keys/values computed by the old weights.
+        await engine.reset_prefix_cache()
+        if self.multimodal:
+            # The worker dropped its encoder outputs and processed-input cache on reload; the
+            # scheduler's and the front end's records of them must go too, or the next request
+            # that reuses an image fails with "Encoder cache miss".
+            await engine.reset_mm_cache()
+            await engine.reset_encoder_cache()
+        for old in os.listdir(self._dir):
+            if old != f"v{snapshot.version}":
+                shutil.rmtree(os.path.join(self._dir, old), ignore_errors=True)
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
+    """The snapshot as `folder/model.safetensors` (the layout vLLM's `reload_weights` reads)."""
+    import torch
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in snapshot.tensors.items()}  # writable copy
+    save_file(tensors, os.path.join(folder, "model.safetensors"))
+
+
+async def broadcast(snapshot: Any, engines: list[Any]) -> float:
+    """Load one snapshot (or an object ref to one: each engine's node fetches it once) into every engine
+    (`GeneratorActor` handles); returns the slowest engine's seconds."""
+    times = await asyncio.gather(*[h.update_weights.remote(snapshot) for h in engines])
+    return max(times, default=0.0)
+
+
+async def sync_weights(learner: Any, engines: list[Any]) -> float:
+    """The learner's current policy into every engine: the end of each training step."""
+    return await broadcast(learner.get_weights.remote(), engines)

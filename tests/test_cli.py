@@ -1,0 +1,225 @@
+"""The command line's one error policy: a user error (a bad config, data file or row, argument, or a missing
+file) is one line on stderr that starts `agentrl: `, and exit 2, in every subcommand; an actor failure exits 1.
+No test here starts Ray."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agentrl.cli import main
+from agentrl.errors import ActorFailure
+from tests.conftest import ROOT, agentrl_cmd
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def _pickle(path: Path, obj: object) -> str:
+    return _write_bytes(path, pickle.dumps(obj))
+
+
+def _data_rows(n: int, bad: int = -1) -> list[dict]:
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
+             "reward_model": {"ground_truth": f"answer {i}", "candidate_answers": "[]", "style": "rule"}}
+            for i in range(n)]
+    if bad >= 0:
+        rows[bad]["reward_model"]["ground_truth"] = ""
+    return rows
+
+
+def _deep_bad_parquet(d: Path, rows: int = 600, bad: int = 517) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(_data_rows(rows, bad)), d / "deep.parquet", row_group_size=100)
+    return str(d / "deep.parquet")
+
+
+GOOD_SCORE_ROW = '{"turns": ["<answer>Paris</answer>"], "ground_truth": "Paris"}\n'
+
+
+# (what is wrong, the command line given a scratch folder)
+BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]]]] = [
+    ("train: an unknown config key", lambda d: ["train", "configs/demo.yaml", "trainer.nope=1"]),
+    ("train: a missing config file", lambda d: ["train", str(d / "nope.yaml")]),
+    ("train: a bad log level", lambda d: ["train", "configs/demo.yaml", "trainer.log_level=loud"]),
+    ("train: a bad data row", lambda d: ["train", "configs/demo.yaml",
+                                         "data.source=" + _write(d / "d.jsonl", '{"prompt": []}\n')]),
+    ("eval: a missing data file", lambda d: ["eval", "configs/eval_mini.yaml", "--data", str(d / "no.parquet")]),
+    ("eval: a bad option value", lambda d: ["eval", "configs/eval_mini.yaml", "-n", "many"]),
+    ("bench: an unknown benchmark", lambda d: ["bench", "sync"]),
+    ("bench: too few steps", lambda d: ["bench", "async", "--steps", "1"]),
+    ("build-balanced: a bad -k", lambda d: ["build-balanced", "configs/eval_mini.yaml", "--data", "x.parquet",
+                                            "--out", str(d / "b.parquet"), "-k", "0"]),
+    ("build-balanced: no --out", lambda d: ["build-balanced", "configs/eval_mini.yaml", "--data", "x.parquet"]),
+    ("score: a missing file", lambda d: ["score", "--preset", "exact_match", str(d / "no.jsonl")]),
+    ("score: an unknown preset", lambda d: ["score", "--preset", "nope", _write(d / "s.jsonl", "{}\n")]),
+    ("score: a bad row", lambda d: ["score", "--preset", "exact_match", _write(d / "s.jsonl", "{not json\n")]),
+    ("tool: an unknown tool", lambda d: ["tool", "nope"]),
+    ("tool: a malformed --arg", lambda d: ["tool", "lookup", "--arg", "query"]),
+    ("tool: a missing image", lambda d: ["tool", "image_search", "--config", "configs/eval_mini.yaml",
+                                         "--arg", f"image={d / 'no.png'}"]),
+    ("import-cache: a missing file", lambda d: ["import-cache", str(d / "no.pkl"), "--out", str(d / "c"),
+                                                "--trust-pickle"]),
+    ("import-cache: not a pickle", lambda d: ["import-cache", _write(d / "c.pkl", "text"), "--out", str(d / "c"),
+                                              "--trust-pickle"]),
+    ("serve-retriever: a missing corpus", lambda d: ["serve-retriever", "--corpus", str(d / "no.jsonl")]),
+    ("serve-retriever: a bad port", lambda d: ["serve-retriever", "--port", "eighty"]),
+    ("serve-retriever: a port out of range", lambda d: ["serve-retriever", "--port", "70000"]),
+    ("serve-retriever: no room for a query", lambda d: ["serve-retriever", "--max-queries", "0"]),
+    ("serve-retriever: an empty corpus", lambda d: ["serve-retriever", "--corpus", _write(d / "c.jsonl", "\n")]),
+    ("serve-retriever: a corpus not JSONL", lambda d: ["serve-retriever", "--corpus", _write(d / "c.jsonl", "a,b\n")]),
+    ("serve-retriever: a corpus not UTF-8", lambda d: ["serve-retriever", "--corpus",
+                                                      _write_bytes(d / "c.jsonl", b'{"id": "\xff"}\n')]),
+    ("serve-retriever: a document without contents", lambda d: ["serve-retriever", "--corpus",
+                                                                _write(d / "c.jsonl", '{"id": "a", "title": "t"}')]),
+    ("score: a row that is not an object", lambda d: ["score", "--preset", "exact_match",
+                                                     _write(d / "s.jsonl", "[1]\n")]),
+    ("score: turns that are not a list", lambda d: ["score", "--preset", "exact_match",
+                                                   _write(d / "s.jsonl", '{"turns": "hi", "ground_truth": "x"}')]),
+    ("score: a ground truth that is an object", lambda d: ["score", "--preset", "exact_match", _write(
+        d / "s.jsonl", '{"turns": ["<answer>x</answer>"], "ground_truth": {"a": 1}}')]),
+    ("score: options that are not an object", lambda d: ["score", "--preset", "exact_match", _write(
+        d / "s.jsonl", '{"turns": [], "ground_truth": "x", "options": [1]}')]),
+    ("score: a file that is not UTF-8", lambda d: ["score", "--preset", "exact_match",
+                                                  _write_bytes(d / "s.jsonl", b'{"turns": ["\xff"]}\n')]),
+    ("score: --out is the input", lambda d: ["score", "--preset", "exact_match", _write(d / "s.jsonl", GOOD_SCORE_ROW),
+                                            "--out", str(d / "s.jsonl")]),
+    ("tool: an unknown --arg", lambda d: ["tool", "lookup", "--arg", "querry=x"]),
+    ("tool: an image that is not one", lambda d: ["tool", "image_search", "--config", "configs/eval_mini.yaml",
+                                                 "--arg", f"image={_write(d / 'x.png', 'text')}"]),
+    ("tool: an empty query", lambda d: ["tool", "text_search", "--arg", "query=  "]),
+    ("import-cache: not a dict", lambda d: ["import-cache", _pickle(d / "c.pkl", [1, 2]), "--out", str(d / "c"),
+                                            "--trust-pickle"]),
+    ("import-cache: a pickle of a class that is gone", lambda d: [
+        "import-cache", _write_bytes(d / "c.pkl", b"cno_such_module\nThing\n."), "--out", str(d / "c"),
+        "--trust-pickle"]),
+    ("import-cache: untrusted", lambda d: ["import-cache", _pickle(d / "c.pkl", {}), "--out", str(d / "c")]),
+    ("import-cache: --out is a file", lambda d: ["import-cache", _pickle(d / "c.pkl", {"a": {"title_list": []}}),
+                                                 "--out", _write(d / "f", ""), "--trust-pickle"]),
+    ("import-cache: an unrecognised entry", lambda d: ["import-cache", _pickle(d / "c.pkl", {"a": 5}), "--out",
+                                                       str(d / "c"), "--trust-pickle"]),
+    ("check-data: a missing config", lambda d: ["check-data", str(d / "no.yaml")]),
+    ("check-data: a bad row deep in the file", lambda d: ["check-data", "configs/demo.yaml",
+                                                          "data.source=" + _deep_bad_parquet(d)]),
+    ("check-data: a corrupt data file", lambda d: ["check-data", "configs/demo.yaml",
+                                                   "data.source=" + _write(d / "d.parquet", "PAR1 garbage")]),
+    ("check-data: no usable row", lambda d: ["check-data", "configs/demo.yaml", "data.on_bad_row=skip",
+                                             "data.source=" + _write(d / "d.jsonl", "[]\n")]),
+    ("build-models: an unknown model", lambda d: ["build-models", "tiny-huge"]),
+    ("make-example: no rows", lambda d: ["make-example", "--rows", "0"]),
+    ("no subcommand", lambda d: []),
+    ("an unknown subcommand", lambda d: ["fly"]),
+    ("an unknown option", lambda d: ["score", "--preset", "exact_match", "--fast", "x.jsonl"]),
+]
+
+
+@pytest.mark.parametrize("argv", [b for _, b in BAD_INPUTS], ids=[w for w, _ in BAD_INPUTS])
+def test_a_user_error_is_one_line_on_stderr_and_exit_2(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(argv(tmp_path)) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("agentrl: ") and err.count("\n") == 1, err
+    assert out == ""
+
+
+def test_the_message_names_what_is_wrong(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    main(["train", "configs/demo.yaml", "trainer.max_stalenes=1"])
+    assert "'trainer.max_stalenes'" in capsys.readouterr().err
+    main(["score", "--preset", "exact_match", str(tmp_path / "no.jsonl")])
+    assert f"'{tmp_path / 'no.jsonl'}'" in capsys.readouterr().err
+    main(["bench", "sync"])
+    assert capsys.readouterr().err.startswith("agentrl: bench: argument what: invalid choice: 'sync'")
+
+
+def test_an_actor_failure_exits_1(capsys, monkeypatch):
+    def crashed(cfg):
+        raise ActorFailure("actor 'learner' died. Traceback (remote):\nRuntimeError: boom")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("agentrl.training.orchestrator.train", crashed)
+    assert main(["train", "configs/demo.yaml"]) == 1
+    assert capsys.readouterr().err.startswith("agentrl: actor 'learner' died.")
+
+
+def test_the_installed_command_exits_2_with_one_line(tmp_path):
+    r = subprocess.run([*agentrl_cmd(), "score", "--preset", "exact_match", str(tmp_path / "no.jsonl")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("agentrl: score: ")
+
+
+def test_user_error_messages_name_the_file_and_the_row_counted_as_in_data_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    deep = _deep_bad_parquet(tmp_path)
+    assert main(["check-data", "configs/demo.yaml", f"data.source={deep}"]) == 2
+    assert capsys.readouterr().err == f"agentrl: {deep} row 517: field 'reward_model.ground_truth': empty\n"
+    scores = _write(tmp_path / "s.jsonl", GOOD_SCORE_ROW + "\n" + '{"turns": 3, "ground_truth": "x"}\n')
+    assert main(["score", "--preset", "exact_match", scores]) == 2  # rows from 0; a blank line is not a row
+    assert capsys.readouterr().err.startswith(f"agentrl: {scores} row 1: field 'turns': expected a list of strings")
+
+
+def test_check_data_reports_every_configured_file_and_what_was_skipped(tmp_path, capsys, monkeypatch, example_data):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.chdir(ROOT)
+    assert main(["check-data", "configs/demo.yaml", f"data.source={example_data}"]) == 0
+    assert capsys.readouterr().out == f"[agentrl] {example_data}: 5 rows OK, 0 skipped\n"
+    eval_rows = tmp_path / "eval.parquet"
+    pq.write_table(pa.Table.from_pylist(_data_rows(3)), eval_rows)
+    argv = ["check-data", "configs/demo.yaml", "data.on_bad_row=skip", f"trainer.eval_data={eval_rows}",
+            "data.source=" + _deep_bad_parquet(tmp_path)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"[agentrl] {tmp_path / 'deep.parquet'}: 599 rows OK, 1 skipped (reward_model.ground_truth: 1)",
+        f"[agentrl] {eval_rows}: 3 rows OK, 0 skipped"]
+    assert main(["check-data", "configs/demo.yaml"]) == 0
+    assert "no file to check" in capsys.readouterr().out
+
+
+def test_check_data_starts_no_ray(tmp_path):
+    code = ("import sys; from agentrl.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'ray' not in sys.modules, 'ray imported'; sys.exit(rc)")
+    bad = _deep_bad_parquet(tmp_path)
+    r = subprocess.run([sys.executable, "-c", code, "check-data", "configs/demo.yaml", f"data.source={bad}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "row 517" in r.stderr, r.stderr
+
+
+def test_a_bad_row_deep_in_the_file_stops_a_run_with_one_line(tmp_path, capsys, monkeypatch):
+    """The first row is fine (the pre-flight check passes); the feeder meets row 517 mid-run."""
+    from agentrl.data.prompts import PromptStream
+
+    def feeding(cfg):
+        for _ in PromptStream(cfg.data.source, shuffle=False, on_bad_row=cfg.data.on_bad_row):
+            pass
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("agentrl.training.orchestrator.train", feeding)
+    bad = _deep_bad_parquet(tmp_path)
+    assert main(["train", "configs/demo.yaml", f"data.source={bad}"]) == 2
+    assert capsys.readouterr().err == f"agentrl: {bad} row 517: field 'reward_model.ground_truth': empty\n"
+
+
+def test_score_writes_every_row_and_tool_runs_with_good_arguments(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    scores = _write(tmp_path / "s.jsonl", GOOD_SCORE_ROW + "\n" + GOOD_SCORE_ROW)
+    assert main(["score", "--preset", "exact_match", scores, "--out", str(tmp_path / "out.jsonl")]) == 0
+    assert [json.loads(line)["score"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [1.0, 1.0]
+    assert main(["tool", "text_search", "--arg", "query=eiffel tower"]) == 0
+    assert "Eiffel Tower" in capsys.readouterr().out
