@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from agentrl.config import Config
@@ -21,10 +22,13 @@ from agentrl.records import (
     Trajectory,
     TrajectoryGroup,
 )
-from agentrl.web.cache import open_tool_cache
+from agentrl.web.cache import ToolCache, open_tool_cache
 
 
 class EnvironmentActor:
+    """Ray async actor running trajectories: `run_group` plays one prompt's n samples concurrently through
+    the generators and tools, scores them in the reward pool and puts the whole group into the queue."""
+
     def __init__(self, cfg: Config, model_path: str, generators: Any, rewards: Any, queue: Any,
                  index: int = 0) -> None:
         from transformers import AutoTokenizer
@@ -50,7 +54,8 @@ class EnvironmentActor:
             chat=ChatFormat(tokenizer), protocol=protocol, tools=tools, env=cfg.env,
             cache=cache, cache_mode=cfg.tools.cache.mode,
             sampling=SamplingConfig(max_tokens=cfg.env.max_tokens_per_turn,
-                                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p),
+                                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                    top_k=cfg.rollout.top_k),
             eos_token_id=tokenizer.eos_token_id, adapter=get_adapter(model_path, cfg.model.vision),
         )
         self._slots = asyncio.Semaphore(cfg.env.max_concurrent_trajectories)
@@ -132,5 +137,14 @@ class EnvironmentActor:
         return GroupOutcome("queued")
 
     def stats(self) -> EnvironmentStats:
-        """Trajectories running now."""
-        return EnvironmentStats(in_flight=self.in_flight)
+        """Trajectories running now, and the counts its tools and tool cache have kept so far."""
+        return EnvironmentStats(in_flight=self.in_flight, tool_counters=tool_counters(self.ctx.tools, self.ctx.cache))
+
+
+def tool_counters(tools: Mapping[str, Any], cache: ToolCache | None) -> dict[str, int]:
+    """Every tool's `stats` counter (a tool without one has none) as `<tool>/<counter>`, and the cache's
+    counters as `cache/<counter>`: the fallbacks and failures a tool absorbs, made visible in metrics."""
+    out = {f"{name}/{k}": int(v) for name, t in tools.items() for k, v in (getattr(t, "stats", None) or {}).items()}
+    if cache is not None:
+        out.update({f"cache/{k}": v for k, v in cache.counters().items()})
+    return out

@@ -6,8 +6,9 @@ are written once.
     groups = create_actors(cfg, model_path, max_staleness=s, learner_steps=T)  # handles and names
     await start_actors(groups)  # the engines started, every actor constructed
     ...
-    await stop_actors(groups)  # the engines cleanly, then every actor killed
+    await stop_actors(groups)  # the engines cleanly, then every actor killed (the node limiters too)
 
+`guarded(call, groups)` awaits a Ray call and turns an actor crash into an ActorFailure naming the actor.
 `check_plugins` resolves a config's tools, reward and data before any of this starts.
 """
 
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 # torch is loaded before Ray connects: loaded after `ray.init()` in a job driver on a multi-node cluster,
 # its oneMKL failed with "Cannot load libtorch_cpu.so".
@@ -32,8 +34,13 @@ from agentrl.config import SYNTHETIC_SOURCES, Config, ConfigError
 from agentrl.console import library_log_env, log_level, ray_init_options
 from agentrl.data.prompts import PromptStream
 from agentrl.envs.registry import load_tool
+from agentrl.errors import ActorFailure, UserError
+from agentrl.redaction import redact
 from agentrl.rewards import check_reward_options, get_reward_fn
 from agentrl.web.cache import open_tool_cache
+from agentrl.web.http import NODE_LIMITER_PREFIX
+
+T = TypeVar("T")
 
 
 def connect_ray(log_to_driver: bool = True) -> bool:
@@ -90,7 +97,9 @@ def create_replay_queue(capacity: int, max_staleness: int, name: str | None = "r
 def create_reward_pool(cfg: Config, prefix: str = "reward") -> RewardPool:
     """`reward.num_actors` reward actors behind one pool; a bad reward name fails here, in the driver."""
     get_reward_fn(cfg.reward.name)
-    return RewardPool([ray.remote(RewardActor).options(**_options(f"{prefix}-{i}", max_concurrency=256))
+    # the actors' runtime env: an import-path reward resolves on every node, quiet libraries, the cache root
+    opts = _options(None, max_concurrency=256, runtime_env=actor_runtime_env())
+    return RewardPool([ray.remote(RewardActor).options(name=f"{prefix}-{i}", **opts)
                        .remote(cfg.reward.name, dict(cfg.reward.options)) for i in range(cfg.reward.num_actors)])
 
 
@@ -187,17 +196,49 @@ async def start_actors(groups: ActorGroups) -> None:
 
 
 async def stop_actors(groups: ActorGroups) -> None:
-    """Stop the engines cleanly, then kill every actor."""
+    """Stop the engines cleanly, then kill every actor, and the node limiters (agentrl/web/http.py).
+
+    A limiter is a named actor of this job's Ray namespace that a tool's backend creates on first use,
+    inside one of the run's actors. Ray destroys it with that actor (its owner), but the run stops it
+    itself, whichever actor created it, so none outlives the run on a cluster that does."""
     try:  # engines first: their vLLM core processes exit with them
         await asyncio.wait_for(asyncio.gather(*[h.shutdown.remote() for h in groups.engines],
                                               return_exceptions=True), 30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
+    limiters = [n for n in ray.util.list_named_actors() if n.startswith(NODE_LIMITER_PREFIX)]
     for h in groups.named().values():
+        _kill(h)
+    for name in limiters:
         try:
-            ray.kill(h)
-        except Exception:
+            _kill(ray.get_actor(name))
+        except ValueError:  # already gone with its owner
             pass
+
+
+def _kill(handle: Any) -> None:
+    try:
+        ray.kill(handle)
+    except Exception:  # already dead: stopping is best effort
+        pass
+
+
+async def guarded(awaitable: Awaitable[T], groups: ActorGroups | None = None) -> T:
+    """Await a Ray call. An actor crash becomes ActorFailure naming the actor (by `groups`), a failed actor
+    task ActorFailure naming the task, both with the remote traceback (secrets redacted); a user error
+    raised inside an actor's task (a bad setting found at run time) comes out as itself."""
+    try:
+        return await awaitable
+    except ray.exceptions.RayActorError as e:
+        actor_id = getattr(e, "actor_id", "") or ""
+        name = groups.name_of(actor_id) if groups is not None and actor_id else "an actor"
+        who = name if name == "an actor" else f"actor '{name}'"
+        raise ActorFailure(f"{who} died. Traceback (remote):\n{redact(str(e))}") from None
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, UserError):
+            raise e.cause from None
+        raise ActorFailure(
+            f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None
 
 
 def check_plugins(cfg: Config) -> None:
@@ -206,7 +247,7 @@ def check_plugins(cfg: Config) -> None:
     try:
         check_reward_options(get_reward_fn(cfg.reward.name), cfg.reward.options)
         for spec in cfg.env.tools:
-            load_tool(spec, cfg)
+            load_tool(spec, cfg).check()  # e.g. a missing corpus or image index, naming its key
     except ValueError as e:
         raise ConfigError(str(e)) from None
     cache = open_tool_cache(cfg.tools.cache)  # a corrupt cache file fails now, naming it

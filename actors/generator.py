@@ -30,7 +30,7 @@ def sampling_params(s: SamplingConfig, done: int) -> Any:
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
     return SamplingParams(
-        n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens - done,
+        n=1, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens - done,
         logprobs=0, stop=s.stop or None, include_stop_str_in_output=True,
         output_kind=RequestOutputKind.DELTA, seed=s.seed, ignore_eos=s.ignore_eos,
         structured_outputs=StructuredOutputsParams(regex=s.regex) if s.regex else None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentrl.actors.weights import ObjectStoreReload
-from agentrl.algorithms import PolicyLossConfig, group_advantages, lr_at, policy_loss
+from agentrl.algorithms import PolicyLossConfig, group_advantages, policy_loss, scheduled_lr, split_evenly
 from agentrl.config import LearnerConfig, VisionConfig
 from agentrl.records import LearnerStepStats, TrainBatch, Trajectory, WeightSnapshot
 
@@ -26,6 +26,7 @@ class _Sequence:
     behaviour: list[float]
     advantage: float
     images: list[bytes] = field(default_factory=list)  # every image of the sequence, in order
+    proximal: list[float] | None = None  # the policy's log-probs at the start of the step (several updates)
 
 
 def pack_by_tokens(seqs: list[Any], max_tokens: int) -> list[list[Any]]:
@@ -53,6 +54,9 @@ def _free_port() -> int:
 
 
 class LearnerActor:
+    """Ray actor owning the trained model: a GRPO/DAPO step per batch of groups (DeepSpeed), then the new
+    weights published for the generators as the next policy version."""
+
     def __init__(self, model_path: str, cfg: LearnerConfig, total_steps: int, temperature: float = 1.0,
                  dtype: str = "float32", seed: int = 0, group_size: int = 0,
                  vision: VisionConfig | None = None) -> None:
@@ -97,10 +101,11 @@ class LearnerActor:
         self.device = self.engine.device
         self.group_size = group_size  # 0: do not check
         self.step = 0
+        self.optimizer_steps = 0  # the lr schedule's clock: mini_batches * epochs per learner step
         self.policy_version = 0
         self.transport = ObjectStoreReload()
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
-                                         cfg.importance_cap)
+                                         cfg.importance_cap, cfg.importance_mode)
 
     # ---- batch preparation -------------------------------------------------------------------
     def _check_groups(self, batch: TrainBatch) -> None:
@@ -120,17 +125,33 @@ class LearnerActor:
                 for v, m in zip(t.policy_versions, t.loss_mask, strict=True) if m]
         return (sum(ages) / len(ages) if ages else 0.0), max(ages, default=0)
 
-    def _sequences(self, batch: TrainBatch) -> list[_Sequence]:
-        seqs = []
+    def _group_sequences(self, batch: TrainBatch) -> list[list[_Sequence]]:
+        """The batch's sequences, one list per group, with GRPO advantages and the overlong filter applied."""
+        groups = []
         for group in batch.groups:
             advs = group_advantages(group.rewards, scale=self.cfg.scale_rewards)
+            seqs = []
             for traj, adv in zip(group.trajectories, advs, strict=True):
                 mask = list(traj.loss_mask)
                 if self.cfg.overlong_filter and traj.truncated:
                     mask = [0] * len(mask)
                 seqs.append(_Sequence(traj.prompt_ids + traj.response_ids, len(traj.prompt_ids), mask,
                                       list(traj.behaviour_logprobs), adv, list(traj.images)))
-        return seqs
+            groups.append(seqs)
+        return groups
+
+    def _sequences(self, batch: TrainBatch) -> list[_Sequence]:
+        return [s for g in self._group_sequences(batch) for s in g]
+
+    def _set_proximal(self, seqs: list[_Sequence]) -> None:
+        """Decoupled PPO: record the policy's log-probs before the step's first update (no gradient)."""
+        self.engine.eval()
+        with self.torch.no_grad():
+            for mb in pack_by_tokens(seqs, self.cfg.micro_batch_tokens):
+                lp, _ = self._forward(self.engine, mb)
+                for s, part in zip(mb, lp.split([len(s.mask) for s in mb]), strict=True):
+                    s.proximal = part.float().cpu().tolist()
+        self.engine.train()
 
     def _forward(self, model: Any, mb: list[_Sequence], need_entropy: bool = False) -> tuple[Any, Any]:
         """Log-probs (and entropies) of every response token of the micro-batch, flattened."""
@@ -162,40 +183,79 @@ class LearnerActor:
         if self.ref_model is not None:
             with torch.no_grad():
                 ref, _ = self._forward(self.ref_model, mb)
-        # One optimizer step per batch: the proximal policy is the current one.
-        return policy_loss(logp, logp.detach(), behaviour, adv, mask, self.loss_cfg, total_tokens,
+        # One update per step: the proximal policy is the current one (the ratio is 1); several: the
+        # policy at the start of the step, recorded by _set_proximal.
+        proximal = logp.detach()
+        if mb[0].proximal is not None:
+            proximal = torch.tensor([p for s in mb for p in s.proximal], device=logp.device, dtype=logp.dtype)
+        return policy_loss(logp, proximal, behaviour, adv, mask, self.loss_cfg, total_tokens,
                            entropy=ent, ref_logprobs=ref)
 
     def train_step(self, batch: TrainBatch) -> LearnerStepStats:
-        """One optimizer step on B whole groups, then `policy_version += 1`."""
+        """A learner step on B whole groups, then `policy_version += 1`.
+
+        The groups are split into `learner.mini_batches` mini-batches (whole groups), one optimizer step
+        each, all repeated `learner.epochs` times. The reported `lr` is the rate of the step's FIRST
+        optimizer step; `loss` and `grad_norm` are means over its optimizer steps, the `extra` stats
+        token-weighted means over all its micro-batches.
+        """
         if self.cfg.slowdown_s:
             time.sleep(self.cfg.slowdown_s)
         t0 = time.perf_counter()
         self._check_groups(batch)
         stale_mean, stale_max = self._token_staleness(batch)
-        seqs = self._sequences(batch)
-        total_tokens = sum(sum(s.mask) for s in seqs)
-        lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps, self.cfg.min_lr_ratio)
+        mini_batches = [[s for g in part for s in g]
+                        for part in split_evenly(self._group_sequences(batch), self.cfg.mini_batches)]
+        seqs = [s for mini in mini_batches for s in mini]
+        updates = [mini for _ in range(self.cfg.epochs) for mini in mini_batches]
+        if len(updates) > 1:
+            self._set_proximal(seqs)
+        first_lr = self._lr(0)
+        self.engine.train()
+        losses, norms, sums, weight = [], [], {}, 0
+        for mini in updates:
+            loss, norm, stats, n = self._update(mini)
+            losses.append(loss)
+            norms.append(norm)
+            weight += n
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+        extra = {k: v / max(weight, 1) for k, v in sums.items()}
+        extra.update(token_staleness_mean=stale_mean, token_staleness_max=float(stale_max))
+        self.step += 1
+        self.policy_version += 1
+        return LearnerStepStats(step=self.step, policy_version=self.policy_version, loss=sum(losses) / len(losses),
+                                grad_norm=sum(norms) / len(norms), lr=first_lr, tokens=sum(sum(s.mask) for s in seqs),
+                                samples=len(seqs), train_s=time.perf_counter() - t0, extra=extra)
+
+    def _lr(self, ahead: int) -> float:
+        """The rate of optimizer step `self.optimizer_steps + ahead` under `learner.lr_schedule`."""
+        c = self.cfg
+        total = self.total_steps * c.mini_batches * c.epochs
+        return scheduled_lr(c.lr_schedule, self.optimizer_steps + ahead, c.lr, c.warmup_steps, total, c.min_lr_ratio)
+
+    def _update(self, seqs: list[_Sequence]) -> tuple[float, float, dict[str, float], int]:
+        """One optimizer step on a mini-batch, micro-batched by token count. Returns its loss, gradient
+        norm, token-weighted stat sums and token count."""
+        # DAPO's token-level mean per optimizer step: the loss is divided by THIS mini-batch's masked
+        # token count, so every optimizer step is a mean over its own tokens.
+        tokens = sum(sum(s.mask) for s in seqs)
+        lr = self._lr(0)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         mbs = pack_by_tokens(seqs, self.cfg.micro_batch_tokens)
-        loss_sum, stats_acc = 0.0, {}
-        self.engine.train()
+        loss_sum, sums = 0.0, {}
         for i, mb in enumerate(mbs):
-            loss, stats = self._loss(mb, total_tokens)
+            loss, stats = self._loss(mb, tokens)
             self.engine.set_gradient_accumulation_boundary(i == len(mbs) - 1)
             self.engine.backward(loss)
             self.engine.step()
             loss_sum += float(loss.detach())
+            n = sum(sum(s.mask) for s in mb)
             for k, v in stats.items():
-                stats_acc[k] = stats_acc.get(k, 0.0) + v / len(mbs)
-        grad_norm = self.engine.get_global_grad_norm()
-        stats_acc.update(token_staleness_mean=stale_mean, token_staleness_max=float(stale_max))
-        self.step += 1
-        self.policy_version += 1
-        return LearnerStepStats(step=self.step, policy_version=self.policy_version, loss=loss_sum,
-                                grad_norm=float(grad_norm or 0.0), lr=lr, tokens=total_tokens,
-                                samples=len(seqs), train_s=time.perf_counter() - t0, extra=stats_acc)
+                sums[k] = sums.get(k, 0.0) + v * n
+        self.optimizer_steps += 1
+        return loss_sum, float(self.engine.get_global_grad_norm() or 0.0), sums, tokens
 
     def compute_loss(self, batch: TrainBatch) -> float:
         """The loss of a batch under the current weights, without updating them."""

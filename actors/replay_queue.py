@@ -68,6 +68,6 @@ class ReplayQueue:
             return TrainBatch(groups=groups, queue_depth=len(self._groups), wait_s=time.perf_counter() - t0)
 
     def stats(self) -> QueueStats:
-        """Depth now, groups in, out and dropped as stale, and the producers' total wait."""
-        return QueueStats(depth=len(self._groups), groups_in=self.groups_in, groups_out=self.groups_out,
+        """Groups in, out and dropped as stale, and the producers' total wait."""
+        return QueueStats(groups_in=self.groups_in, groups_out=self.groups_out,
                           groups_dropped_stale=self.groups_dropped_stale, producer_wait_s=self.producer_wait_s)

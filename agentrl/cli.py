@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from agentrl.console import configure_driver_logging, log_level
+from agentrl.console import configure_driver_logging, quiet_driver_libraries, resolve_level
 from agentrl.errors import ActorFailure, UserError
 
 EXIT_USER_ERROR, EXIT_ACTOR_FAILURE = 2, 1
@@ -33,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     from agentrl.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    configure_driver_logging(cfg.trainer.log_level)
+    configure_driver_logging(resolve_level(cfg.trainer.log_level))
     from agentrl.actors.factory import check_plugins
 
     check_plugins(cfg)
@@ -89,9 +89,13 @@ def _score_input(row: Any, where: str) -> tuple[Any, dict[str, Any]]:
 
     if not isinstance(row.get("question", ""), str):
         raise fail("question", f"expected a string, got {type(row['question']).__name__}")
-    options = row.get("options") or {}
+    options = {} if row.get("options") is None else row["options"]
     if not isinstance(options, dict):
         raise fail("options", f"expected an object, got {type(options).__name__}")
+    for key, value in options.items():  # the presets read every option as a number, string or boolean
+        if not isinstance(value, (str, int, float, bool)):
+            raise fail(f"options.{key}", "expected a number, string or boolean, got "
+                       + ("null" if value is None else type(value).__name__))
     inp = RewardInput(question=row.get("question", ""), turns=list(_text_list(row, "turns", fail, True)),
                       answer=None, ground_truth=_text_list(row, "ground_truth", fail, True),
                       candidate_answers=list(_text_list(row, "candidate_answers", fail)))
@@ -150,7 +154,7 @@ def _tool_arguments(pairs: list[str]) -> dict[str, str]:
 
 def _tool_images(kv: dict[str, str]) -> list[bytes]:
     """The `image=FILE` argument's bytes, checked to be an image."""
-    from agentrl.data.prompts import check_image
+    from agentrl.images import check_image
 
     if "image" not in kv:
         return []
@@ -331,13 +335,23 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _environment_level() -> str:
+    """The level `AGENTRL_LOG_LEVEL` sets (info when unset); a value that is not a level is a user error."""
+    try:
+        return resolve_level("info")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (0, 1 for an actor failure, 2 for a user error)."""
     # Plugins (tools, rewards) named by import path resolve from the current directory, as with `python -m`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    configure_driver_logging(log_level())  # quiet libraries unless AGENTRL_LOG_LEVEL says otherwise
     try:
+        # quiet libraries unless AGENTRL_LOG_LEVEL says debug; a command that reads a config applies its
+        # trainer.log_level (resolve_level: the variable wins) and records the level for the actors
+        quiet_driver_libraries(_environment_level())
         args = _parse(argv)
         return args.fn(args)
     except UserError as e:

@@ -42,6 +42,8 @@ class VisionConfig:
 
 @dataclass
 class ModelConfig:
+    """The policy model (`model.*`): which one, where tiny models are built, its dtype and image budgets."""
+
     path: str = "tiny-text"  # "tiny-text", "tiny-vl", or any Hugging Face model folder
     cache_dir: str = ""  # where tiny models are built; default $AGENTRL_CACHE or ~/.cache/agentrl
     dtype: str = "float32"
@@ -50,6 +52,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """The prompt stream (`data.*`): synthetic or a veRL parquet/JSONL file, its shuffle, and bad-row policy."""
+
     source: str = "synthetic"  # "synthetic", "synthetic_vl" (with images), or a veRL .parquet / .jsonl file
     num_prompts: int = 512  # synthetic only
     seed: int = 0
@@ -60,6 +64,8 @@ class DataConfig:
 
 @dataclass
 class EnvConfig:
+    """The environment actors (`env.*`): protocol and tools, concurrency, turn and token budgets, tool limits."""
+
     protocol: str = "lookup"
     tools: list[str] = field(default_factory=lambda: ["lookup"])
     tool_tags: dict[str, str] = field(default_factory=dict)  # extra action tags: tag -> tool name
@@ -77,7 +83,9 @@ class EnvConfig:
     # Tokens of a constrained turn record NaN behaviour log-probs (vLLM reports the constrained
     # distribution's); the learner treats them as on-policy.
     turn_regex: list[str] = field(default_factory=list)
-    on_invalid_action: str = "observe"  # "observe" (explain and continue) or "end"
+    # "end" (the seed's rollout: the trajectory stops) or "observe" (explain and continue); an image
+    # placeholder token in a model turn is an invalid action too
+    on_invalid_action: str = "end"
     resources: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,10 +100,13 @@ class BackendConfig:
     rate_per_s: float = 0.0  # 0: no rate limit; below 1: one call every 1/rate_per_s seconds
     breaker_failures: int = 5  # consecutive failures that open the circuit
     breaker_reset_s: float = 30.0
+    max_response_bytes: int = 4_000_000  # an API reply (JSON) larger than this is refused (pages: tools.fetch)
 
 
 @dataclass
 class CacheConfig:
+    """The tool-result cache (`tools.cache.*`): on, off or replay-only, and its SQLite file."""
+
     mode: str = "on"  # "on", "off", or "replay_only" (cached results only, zero network calls)
     path: str = ""  # SQLite file; default $AGENTRL_CACHE/tools.sqlite
 
@@ -113,6 +124,8 @@ class FetchConfig:
 
 @dataclass
 class ImageSearchConfig:
+    """The `image_search` tool (`tools.image_search.*`): backend, results per call, where they come from."""
+
     backend: str = "local"  # "serpapi_lens", "cache", or "local"
     top_k: int = 5
     base_url: str = "https://serpapi.com/search"
@@ -123,6 +136,9 @@ class ImageSearchConfig:
 
 @dataclass
 class TextSearchConfig:
+    """The `text_search` tool (`tools.text_search.*`): search backend, page reader, summariser and
+    output budgets."""
+
     backend: str = "local"  # "serpapi", "searxng", "retriever", or "local"
     top_k: int = 3
     base_url: str = ""  # default per backend
@@ -140,6 +156,8 @@ class TextSearchConfig:
 
 @dataclass
 class ToolsConfig:
+    """Every tool's settings (`tools.*`): the shared cache and fetcher, the search tools, plugin options."""
+
     cache: CacheConfig = field(default_factory=CacheConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image_search: ImageSearchConfig = field(default_factory=ImageSearchConfig)
@@ -149,9 +167,14 @@ class ToolsConfig:
 
 @dataclass
 class RolloutConfig:
+    """The generators (`rollout.*`): group size, sampling, vLLM engines and how they take new weights."""
+
     n: int = 4  # samples per prompt (GRPO group size)
     temperature: float = 1.0
+    # top_p < 1 and top_k > 0 are refused: the learner's log-probs are of the full distribution, so the
+    # importance weights would be silently biased
     top_p: float = 1.0
+    top_k: int = -1  # -1: off (vLLM's convention)
     num_engines: int = 1
     gpu_memory_utilization: float = 0.5  # GPU memory share of each engine
     kv_cache_gib: float = 0.25  # KV cache size of each engine on the CPU
@@ -164,6 +187,8 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
+    """The reward (`reward.*`): a registered function or import path, its actors and options."""
+
     name: str = "exact_match"  # a registered name or "package.module:function"
     num_actors: int = 1
     options: dict[str, Any] = field(default_factory=dict)
@@ -171,7 +196,13 @@ class RewardConfig:
 
 @dataclass
 class LearnerConfig:
+    """The learner (`learner.*`): optimiser schedule, GRPO/DAPO loss terms, DeepSpeed and resources."""
+
     lr: float = 1e-5
+    # per optimizer step t: "sigmoid_decay" (the seed's: lr * ((1-f)/(1+exp((t-W)/(0.1 W))) + f), W =
+    # warmup_steps, f = min_lr_ratio), "warmup_sigmoid" (a ramp from 0 to lr over W, then a decay to f*lr)
+    # or "constant"
+    lr_schedule: str = "sigmoid_decay"
     warmup_steps: int = 2
     min_lr_ratio: float = 0.9  # the seed's sigmoid decay ends at 90% of the base rate
     weight_decay: float = 0.0
@@ -179,7 +210,12 @@ class LearnerConfig:
     clip_high: float = 0.3  # DAPO clip-higher; the seed uses 0.3
     kl_coef: float = 0.0  # off by default, as in the seed's improved recipe
     entropy_coef: float = 0.0
-    importance_cap: float = 2.0  # truncated importance weight proximal/behaviour
+    importance_cap: float = 2.0  # cap on the importance weight proximal/behaviour
+    importance_mode: str = "truncate"  # "truncate" (min(w, cap)) or "mask" (tokens with w > cap dropped)
+    # the batch's groups are split into mini_batches, one optimizer step each, repeated `epochs` times;
+    # the proximal policy (decoupled PPO) is the learner's at the start of the step
+    mini_batches: int = 1
+    epochs: int = 1
     grad_clip: float = 1.0
     zero_stage: int = 2
     micro_batch_tokens: int = 4096  # micro-batches are packed by token count
@@ -192,12 +228,17 @@ class LearnerConfig:
 
 @dataclass
 class WandbConfig:
+    """Weights & Biases logging (`trainer.wandb.*`)."""
+
     project: str = "agentrl"
     mode: str = "auto"  # auto: online when WANDB_API_KEY is set, else offline; or online/offline/disabled
 
 
 @dataclass
 class TrainerConfig:
+    """The run (`trainer.*`): async or sync, steps, batch and staleness bounds, outputs, periodic eval,
+    console log level."""
+
     mode: str = "async"  # "async" or "sync" (on-policy: generate all, then train)
     total_steps: int = 20
     batch_groups: int = 4  # B: groups per learner step
@@ -225,6 +266,8 @@ class TrainerConfig:
 
 @dataclass
 class Config:
+    """The whole configuration: one section per part of the system (`agentrl train CONFIG key=value ...`)."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -339,7 +382,12 @@ def _validate_trainer(cfg: Config) -> None:
 
 def _validate_rollout_and_learner(cfg: Config) -> None:
     r, lr, e = cfg.rollout, cfg.learner, cfg.env
-    _require(r.n > 0, "rollout.n", "must be > 0")
+    _require(r.n > 1, "rollout.n", "GRPO needs at least 2 samples per prompt (with 1, every advantage would be 0)")
+    # the learner computes full-distribution log-probs; a filtered sampler would bias the importance weights
+    _require(r.top_p == 1.0, "rollout.top_p", "must be 1.0: the learner's log-probs are of the unfiltered "
+             "distribution")
+    _require(r.top_k == -1, "rollout.top_k", "must be -1 (off): the learner's log-probs are of the "
+             "unfiltered distribution")
     _require(r.num_engines > 0, "rollout.num_engines", "must be > 0")
     _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
     _require(r.on_weight_update in ("pause_resume", "continue"), "rollout.on_weight_update",
@@ -348,6 +396,12 @@ def _validate_rollout_and_learner(cfg: Config) -> None:
     _require(lr.lr > 0, "learner.lr", "must be > 0")
     _require(lr.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
     _require(0 <= lr.clip_low < 1 and lr.clip_high >= 0, "learner.clip_low", "clip range is invalid")
+    _require(lr.mini_batches > 0, "learner.mini_batches", "must be > 0")
+    _require(lr.epochs > 0, "learner.epochs", "must be > 0")
+    _require(lr.importance_mode in ("truncate", "mask"), "learner.importance_mode", "must be 'truncate' or 'mask'")
+    _require(lr.lr_schedule in ("sigmoid_decay", "warmup_sigmoid", "constant"), "learner.lr_schedule",
+             "must be sigmoid_decay, warmup_sigmoid or constant")
+    _require(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
     _require(e.max_turns > 0, "env.max_turns", "must be > 0")
     _require(e.max_tokens_per_turn > 0, "env.max_tokens_per_turn", "must be > 0")
     _require(e.max_total_tokens >= e.max_tokens_per_turn, "env.max_total_tokens",
@@ -366,6 +420,7 @@ def _validate_tools(tl: ToolsConfig) -> None:
         http = getattr(tl, name).http
         _require(http.max_concurrency > 0, f"tools.{name}.http.max_concurrency", "must be > 0")
         _require(http.rate_per_s >= 0, f"tools.{name}.http.rate_per_s", "must be >= 0 (0: no limit)")
+        _require(http.max_response_bytes > 0, f"tools.{name}.http.max_response_bytes", "must be > 0")
     _require(tl.image_search.backend in ("serpapi_lens", "cache", "local"), "tools.image_search.backend",
              f"'{tl.image_search.backend}' is not serpapi_lens, cache or local")
     _require(tl.text_search.backend in ("serpapi", "searxng", "retriever", "local"), "tools.text_search.backend",

@@ -4,10 +4,14 @@
 also the libraries' logs: vLLM's INFO lines and its "Loading safetensors checkpoint shards" bar after every
 weight update, Ray's banners, torch, transformers, DeepSpeed, wandb and Python warnings.
 
-The levers: the driver records the level (`configure_driver_logging`, in the environment variable
-`AGENTRL_LOG_LEVEL`, which actors inherit through `library_log_env`); actors start with the libraries'
-environment variables (`library_log_env`), so their logs in Ray's session folder are short too; `ray.init`
-takes `ray_init_options` (whether actors' output reaches the console at all); the engine takes
+The level of a run: the environment variable `AGENTRL_LOG_LEVEL` when the user sets it, else the config's
+`trainer.log_level` (`resolve_level`, the one rule every command applies). Before any config is read the
+driver's libraries are quiet unless that variable says `debug` (`quiet_driver_libraries`).
+
+The levers: the driver records the level (`configure_driver_logging`, in `AGENTRL_LOG_LEVEL`, which actors
+inherit through `library_log_env`); actors start with the libraries' environment variables
+(`library_log_env`), so their logs in Ray's session folder are short too; `ray.init` takes
+`ray_init_options` (whether actors' output reaches the console at all); the engine takes
 `engine_log_options`. A variable the user set in the driver's environment (say `VLLM_LOGGING_LEVEL=DEBUG`)
 always wins.
 """
@@ -32,6 +36,18 @@ QUIET_LIBRARY_ENV = {
 }
 # Loggers of the libraries the driver itself imports.
 DRIVER_LIBRARY_LOGGERS = ("transformers", "torch", "deepspeed", "vllm", "urllib3", "filelock")
+
+
+def resolve_level(configured: str) -> str:
+    """The level a run uses: `AGENTRL_LOG_LEVEL` when set, else `configured` (the config's `trainer.log_level`).
+
+    The variable wins so that one run can be made verbose (or quiet) without editing its config; its case
+    does not matter. A value that is not a level raises ValueError (one line; the command line reports it as
+    a user error)."""
+    level = os.environ.get(LOG_LEVEL_ENV, "").strip().lower() or configured
+    if level not in LOG_LEVELS:
+        raise ValueError(f"{LOG_LEVEL_ENV}: '{level}' is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def log_level() -> str:
@@ -75,5 +91,10 @@ def engine_log_options() -> dict[str, Any]:
 def configure_driver_logging(level: str) -> None:
     """Apply `level` to this (the driver's) process and record it for the actors it starts."""
     os.environ[LOG_LEVEL_ENV] = level
+    quiet_driver_libraries(level)
+
+
+def quiet_driver_libraries(level: str) -> None:
+    """The loggers of the libraries the driver imports at `level` (ERROR unless debugging); records nothing."""
     for name in DRIVER_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.ERROR)

@@ -127,7 +127,8 @@ def last_block(text: str, tag: str) -> str | None:
 
 
 def final_answer(turn: str) -> str | None:
-    """The final answer of a turn: its last `<answer>...</answer>`, stripped; None without one."""
+    """The final answer of a turn: its last `<answer>...</answer>`, stripped; None without one. The one rule:
+    the protocols' answer action (so `Trajectory.answer` and results.jsonl) and the rewards all read it."""
     return last_block(turn, ANSWER)
 
 

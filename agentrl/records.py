@@ -16,6 +16,7 @@ class SamplingConfig:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = -1  # -1: off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     regex: str | None = None  # constrain the turn to this pattern (structured outputs)
@@ -93,7 +94,7 @@ class Trajectory:
     # Every image of the sequence in order (prompt images, then tool thumbnails), as PNG bytes already
     # resized to their budget: the generator and the learner decode the same pixels.
     images: list[bytes] = field(default_factory=list)
-    # where its time went (agentrl/profile.py): seconds per kind, and (kind, start, end) wall-clock spans
+    # where its time went (agentrl/timing.py): seconds per kind, and (kind, start, end) wall-clock spans
     timings: dict[str, float] = field(default_factory=dict)
     spans: list[tuple[str, float, float]] = field(default_factory=list)
 
@@ -219,9 +220,8 @@ class GroupOutcome:
 
 @dataclass
 class QueueStats:
-    """The replay queue's counters (`ReplayQueue.stats`)."""
+    """The replay queue's counters (`ReplayQueue.stats`); its depth comes with each put and batch."""
 
-    depth: int
     groups_in: int
     groups_out: int
     groups_dropped_stale: int
@@ -233,6 +233,9 @@ class EnvironmentStats:
     """An environment actor's load (`EnvironmentActor.stats`)."""
 
     in_flight: int  # trajectories running now
+    # cumulative counts since the actor started: each tool's `stats` ("text_search/pages_cut", ...) and
+    # its tool cache's ("cache/hits", "cache/misses", "cache/corrupt", "cache/put_errors")
+    tool_counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,17 +1,43 @@
-"""Secrets come from the environment and never reach logs, metrics, caches or observations."""
+"""Secrets come from the environment and never reach logs, metrics, caches or observations.
+
+A secret is the value of one of the tools' key variables (`SECRET_ENV`), or of any environment variable
+whose name says it holds one (KEY, TOKEN, SECRET, PASSWORD, CREDENTIAL as a word of the name, any case:
+`HF_TOKEN`, `MY_JUDGE_KEY`, `APIKEY`, not `TOKENIZERS_PARALLELISM`) and is at least `MIN_SECRET_CHARS` long.
+So the variable a config names for a key (`reward.options.judge_api_key_env`) is covered without
+being listed.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
 SECRET_ENV = ("WANDB_API_KEY", "SERPAPI_API_KEY", "JINA_API_KEY", "OPENAI_API_KEY")
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)S?(_|$)", re.I)
+MIN_SECRET_CHARS = 8  # shorter values of secret-looking names (flags, "true", ports) are not keys
+_QUERY_KEY = re.compile(r"(api[_-]?key=)[^&\s\"']+", re.I)
+
+
+@functools.lru_cache(maxsize=4096)
+def secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret."""
+    return name in SECRET_ENV or SECRET_NAME.search(name) is not None
+
+
+def secret_values() -> list[str]:
+    """The secrets set in the environment now, longest first (a secret that contains another is removed
+    whole). Read on every call, so a key set later is covered; cheap: one pass over the names (each
+    name's test is cached), values read only for secret names."""
+    values = (os.environ.get(name, "") for name in list(os.environ) if secret_name(name))
+    found = {v for v in values if len(v) >= MIN_SECRET_CHARS}
+    found.update(v for v in map(os.environ.get, SECRET_ENV) if v and len(v) >= 4)  # the tools' keys, as before
+    return sorted(found, key=len, reverse=True)
 
 
 def redact(text: str) -> str:
-    """Remove the values of known secret environment variables from a string."""
-    for name in SECRET_ENV:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
+    """Remove the values of secret environment variables, and `api_key=` query values, from a string."""
+    for value in secret_values():
+        if value in text:
             text = text.replace(value, "***")
-    return re.sub(r"(api[_-]?key=)[^&\s\"']+", r"\1***", text, flags=re.I)
+    return _QUERY_KEY.sub(r"\1***", text)

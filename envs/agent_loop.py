@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
 from agentrl.config import EnvConfig
-from agentrl.envs.protocol import Protocol
+from agentrl.envs.protocol import Action, Protocol
 from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
 from agentrl.grammar import IMAGE_SEARCH_TOOL, INVALID_ACTION_OBSERVATION, OVER_LIMIT_OBSERVATION, TEXT_SEARCH_TOOL
-from agentrl.models.base import ImageError, ModelAdapter
+from agentrl.images import ImageError
+from agentrl.models.base import ModelAdapter
 from agentrl.records import DataRow, GenerationRequest, GenerationResult, SamplingConfig, ToolCall, Trajectory
 from agentrl.redaction import redact
 from agentrl.web.cache import ToolCache, cache_key
@@ -44,6 +45,11 @@ class ChatFormat:
         # cost in an environment actor running thousands of trajectories (docs/benchmarks.md)
         backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._backend = backend
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether `encode` calls the Rust tokenizer directly (a fast tokenizer), skipping the Python wrapper."""
+        return self._backend is not None
 
     def encode(self, text: str) -> list[int]:
         """Token ids of text, no special tokens added (the same ids as `tokenizer.encode`)."""
@@ -179,7 +185,7 @@ async def call_tool(tool: Tool, argument: str, state: TrajectoryState, timeout_s
         return obs, ToolCall(tool.name, {"raw": argument}, 0.0, False, obs.error)
     try:
         obs = await _run_tool(tool, args, state, timeout_s, cache, cache_mode)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         obs = Observation(f"The {tool.name} call timed out.", ok=False, error="timeout")
     except Exception as e:
         obs = Observation(f"The {tool.name} call failed.", ok=False, error=redact(f"{type(e).__name__}: {e}"))
@@ -193,8 +199,49 @@ def tool_limit(env: EnvConfig, tool: str) -> int | None:
     return {IMAGE_SEARCH_TOOL: env.max_image_searches, TEXT_SEARCH_TOOL: env.max_text_searches}.get(tool)
 
 
+def image_token_cut(token_ids: list[int], adapter: ModelAdapter) -> int | None:
+    """Where a model turn's first image placeholder token is, if it wrote one (None: it did not)."""
+    return next((k for k, t in enumerate(token_ids) if adapter.is_image_token(t)), None)
+
+
+async def model_turn(traj: Trajectory, turn: int, budget: int, ctx: RolloutContext,
+                     generate: GenerateFn) -> tuple[GenerationResult, Action]:
+    """Generate one model turn of at most `budget` tokens, append it (mask 1) and parse its action.
+
+    Sets `traj.truncated` to whether this turn was cut (it stopped at `budget`: `max_tokens_per_turn` or
+    the total budget), so at the end it says whether the LAST model turn was cut (learner.overlong_filter).
+    An image placeholder token written by the model is an invalid action: the turn is kept up to it,
+    since a placeholder without an image would fail the engine's next prompt and the learner's forward.
+    """
+    env, s = ctx.env, ctx.sampling
+    request = GenerationRequest(
+        request_id=f"{traj.traj_id}-t{turn}",
+        prompt_ids=traj.prompt_ids + traj.response_ids,
+        sampling=SamplingConfig(max_tokens=budget, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                                stop=ctx.protocol.stop, seed=s.seed,
+                                regex=(env.turn_regex[turn] or None) if turn < len(env.turn_regex) else None),
+        images=list(traj.images),
+    )
+    result = await generate(request)
+    cut = image_token_cut(result.token_ids, ctx.adapter)
+    traj.truncated = result.finish_reason == "length" and cut is None
+    if cut is not None:
+        result = replace(result, token_ids=result.token_ids[:cut], logprobs=result.logprobs[:cut],
+                         policy_versions=result.policy_versions[:cut])
+    traj.append(result.token_ids, trainable=True, logprobs=result.logprobs, versions=result.policy_versions)
+    text = ctx.chat.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+    traj.turn_texts.append(text)
+    if cut is not None:
+        return result, Action("invalid", error="an image placeholder token in a model turn")
+    return result, ctx.protocol.parse(text)
+
+
 async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, generate: GenerateFn) -> Trajectory:
-    """Run one trajectory to its end and return it, filled in (reward excluded)."""
+    """Run one trajectory to its end and return it, filled in (reward excluded).
+
+    `traj.truncated` is set when the last model turn was cut at `max_tokens_per_turn` or at the total
+    budget; a trajectory ended because an observation filled the budget is not truncated.
+    """
     env = ctx.env
     # as in the prompt: image tokens typed into a question must not reach the observations (which repeat it)
     question = ctx.adapter.strip_image_tokens(row.question)
@@ -202,28 +249,15 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
                             data_id=row.data_id)
     for turn in range(env.max_turns):
         budget = min(env.max_tokens_per_turn, env.max_total_tokens - len(traj.response_ids))
-        if budget <= 0:
-            traj.finish_reason, traj.truncated = "max_total_tokens", True
+        if budget <= 0:  # an observation filled the budget: no model turn was cut by it
+            traj.finish_reason = "max_total_tokens"
             return traj
-        s = ctx.sampling
-        request = GenerationRequest(
-            request_id=f"{traj.traj_id}-t{turn}",
-            prompt_ids=traj.prompt_ids + traj.response_ids,
-            sampling=SamplingConfig(max_tokens=budget, temperature=s.temperature, top_p=s.top_p,
-                                    stop=ctx.protocol.stop, seed=s.seed,
-                                    regex=(env.turn_regex[turn] or None) if turn < len(env.turn_regex) else None),
-            images=list(traj.images),
-        )
-        result = await generate(request)
-        traj.append(result.token_ids, trainable=True, logprobs=result.logprobs, versions=result.policy_versions)
-        text = ctx.chat.tokenizer.decode(result.token_ids, skip_special_tokens=True)
-        traj.turn_texts.append(text)
-        action = ctx.protocol.parse(text)
+        result, action = await model_turn(traj, turn, budget, ctx, generate)
         if action.kind == "answer":
             traj.answer, traj.finish_reason = action.argument, "answer"
             return traj
         if len(traj.response_ids) >= env.max_total_tokens:
-            traj.finish_reason, traj.truncated = "max_total_tokens", True
+            traj.finish_reason = "max_total_tokens"
             return traj
         if turn == env.max_turns - 1:
             break

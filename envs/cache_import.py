@@ -5,12 +5,12 @@ user says the file is trusted.
 
 Nothing is written outside `--out`: an entry whose data_id is not a plain folder name (empty, `.` or
 `..`, a path separator, a NUL byte, an absolute path, too long) is refused and counted, and the rest is
-imported; so is an image that does not decode (its title is kept, without the image).
+imported; so is an image that does not decode or claims more pixels than `agentrl.images` allows (its
+title is kept, without the image).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.errors import UserError
+from agentrl.images import ImageError, decode_image, encode_png, image_size
 
 MAX_NAME_BYTES = 255  # the longest file name common file systems take
 
@@ -37,23 +38,20 @@ class ImportReport:
 
 
 def _to_png(obj: Any) -> bytes | None:
-    """An image (encoded bytes or a PIL image) as PNG; None for no image; ValueError if it does not decode."""
-    from PIL import Image
-
+    """An image (encoded bytes or a PIL image) as PNG; None for no image; ImageError if it does not decode
+    or claims more pixels than agentrl.images allows."""
     if obj is None:
         return None
-    try:  # PIL parses bytes from the pickle: any exception means "not a usable image"
-        if isinstance(obj, (bytes, bytearray)):
-            img = Image.open(io.BytesIO(obj))
-        elif hasattr(obj, "save"):
-            img = obj
-        else:
-            return None
-        out = io.BytesIO()
-        img.convert("RGB").save(out, format="PNG")
+    if isinstance(obj, (bytes, bytearray)):
+        return encode_png(decode_image(bytes(obj)))  # the pixel cap, read from the header before decoding
+    if not hasattr(obj, "save"):
+        return None
+    try:  # an object from the pickle: any exception means "not a usable image"
+        png = encode_png(obj.convert("RGB"))
     except Exception as e:
-        raise ValueError(f"unreadable image ({type(e).__name__})") from None
-    return out.getvalue()
+        raise ImageError(f"unreadable image ({type(e).__name__})") from None
+    image_size(png)  # the same pixel cap as for bytes
+    return png
 
 
 def _entries(value: Any) -> list[tuple[str, Any]]:

@@ -19,7 +19,8 @@ from agentrl.config import ImageSearchConfig, ToolsConfig
 from agentrl.data.synthetic import demo_image_index
 from agentrl.envs.cache_import import safe_folder
 from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState, escape_text, register_tool
-from agentrl.models.base import ImageError, decode_image
+from agentrl.errors import UserError
+from agentrl.images import ImageError, decode_image, readable_image
 from agentrl.web.cache import content_hash
 from agentrl.web.http import Backend, BackendError
 from agentrl.web.safe_fetch import SafeFetcher
@@ -33,27 +34,45 @@ def _signature(data: bytes) -> list[float]:
     return [c / 255.0 for c in img.tobytes()]  # row-major RGB, as getdata() (deprecated) gave
 
 
-def readable_image(data: bytes) -> bool:
-    """Whether the bytes decode as an image."""
+def _index_entry(folder: Path, line: str, where: str) -> tuple[str, bytes, list[float]]:
+    """One index line `{"title": ..., "image": file}` -> (title, image bytes, signature); UserError naming
+    the file and line when the line or its image is unusable."""
     try:
-        decode_image(data)
-    except ImageError:
-        return False
-    return True
+        e = json.loads(line)
+    except ValueError:
+        raise UserError(f"{where}: not JSON (one {{title, image}} object a line)") from None
+    if not isinstance(e, dict) or not isinstance(e.get("title"), str) or not isinstance(e.get("image"), str):
+        raise UserError(f"{where}: expected {{\"title\": text, \"image\": file name}}")
+    try:
+        data = (folder / e["image"]).read_bytes()
+        return e["title"], data, _signature(data)
+    except OSError as err:
+        raise UserError(f"{where}: cannot read image {folder / e['image']} ({err.strerror})") from None
+    except ImageError as err:
+        raise UserError(f"{where}: image {folder / e['image']}: {err}") from None
 
 
 class LocalImageIndex:
-    """Nearest images by an 8x8 colour signature (enough for generated demo data; swap in embeddings)."""
+    """Nearest images by an 8x8 colour signature (enough for generated demo data; swap in embeddings).
+
+    `folder` holds `index.jsonl` (one `{"title", "image"}` a line, the image a file in the folder); a
+    missing, empty or bad index, or an unreadable image, is a UserError naming the file (and line)."""
 
     def __init__(self, folder: Path) -> None:
         self.entries = []
         digest = hashlib.sha256()  # the index's identity for the cache: its titles and images
-        for line in (folder / "index.jsonl").read_text().splitlines():
+        path = folder / "index.jsonl"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"image index {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+        for n, line in enumerate(lines, 1):
             if line.strip():
-                e = json.loads(line)
-                data = (folder / e["image"]).read_bytes()
-                self.entries.append((e["title"], data, _signature(data)))
-                digest.update(json.dumps(e["title"]).encode() + hashlib.sha256(data).digest())
+                title, data, signature = _index_entry(folder, line, f"image index {path} line {n}")
+                self.entries.append((title, data, signature))
+                digest.update(json.dumps(title).encode() + hashlib.sha256(data).digest())
+        if not self.entries:
+            raise UserError(f"image index {path}: no entries (the file is empty)")
         self.digest = digest.hexdigest()[:32]
 
     def search(self, image: bytes, k: int) -> list[tuple[str, bytes]]:
@@ -82,7 +101,7 @@ class ImageSearchTool(Tool):
         self.fetch_cfg = (tools or ToolsConfig()).fetch
         self.fetcher = SafeFetcher(cfg.http, self.fetch_cfg, name="thumbnails")
         self._index: LocalImageIndex | None = None
-        self.stats: Counter = Counter()
+        self.stats: Counter = Counter(thumbnails_dropped=0)  # reported from the start, at 0
 
     @classmethod
     def from_config(cls, cfg: Any) -> Tool:
@@ -91,6 +110,14 @@ class ImageSearchTool(Tool):
 
     def parse_args(self, action_text: str) -> dict[str, Any]:
         return {}  # the input image is the query
+
+    def check(self) -> None:
+        """A local index (`tools.image_search.local_dir`) that cannot be read fails now, naming the key and file."""
+        if self.cfg.backend == "local" and self.cfg.local_dir:
+            try:
+                self.index()
+            except UserError as e:
+                raise UserError(f"tools.image_search.local_dir: {e}") from None
 
     def index(self) -> LocalImageIndex:
         if self._index is None:

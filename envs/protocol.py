@@ -24,6 +24,7 @@ from agentrl.grammar import (
     TEXT_SEARCH,
     TEXT_SEARCH_TOOL,
     close_tag,
+    final_answer,
     find_image_search,
     first_block,
     open_tag,
@@ -32,7 +33,8 @@ from agentrl.grammar import (
 
 @dataclass
 class Action:
-    """What one model turn asks for."""
+    """What one model turn asks for. An answer's argument is the turn's final answer
+    (`agentrl.grammar.final_answer`, its last `<answer>` block): the one the rewards score."""
 
     kind: str  # "answer" | "tool" | "invalid"
     tool: str = ""
@@ -57,8 +59,8 @@ class Protocol:
         """Every action the turn holds, each at the start of its first complete block."""
         found: list[tuple[int, Action]] = []
         block = first_block(text, ANSWER)
-        if block is not None:
-            found.append((block[0], Action("answer", argument=block[1])))
+        if block is not None:  # placed by its first block; its answer is the turn's final one, as rewards read it
+            found.append((block[0], Action("answer", argument=final_answer(text) or "")))
         for tag, tool in self.tool_tags.items():
             block = first_block(text, tag)
             if block is None:

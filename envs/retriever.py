@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agentrl.data.synthetic import demo_corpus
 from agentrl.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,19 +27,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Document:
+    """One corpus passage: `{id, title, contents}`."""
+
     id: str
     title: str
     contents: str
-
-
-def demo_corpus() -> list[Document]:
-    """A small corpus about the demo's made-up names (the lookup facts, written as passages)."""
-    from agentrl.data.synthetic import lookup_table
-
-    docs = [Document(f"fact-{i}", name, f"{name} is a made-up name whose colour is {colour}.")
-            for i, (name, colour) in enumerate(sorted(lookup_table().items()))]
-    docs.append(Document("paris", "Eiffel Tower", "The Eiffel Tower is a wrought-iron tower in Paris, France."))
-    return docs
 
 
 def _document(line: bytes, where: str) -> Document:
@@ -47,7 +40,7 @@ def _document(line: bytes, where: str) -> Document:
         d = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{where}: not UTF-8 text") from None
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or a number past the int digit limit
         raise UserError(f"{where}: not JSON (a corpus is JSONL: one {{id, title, contents}} object a line)") from None
     if not isinstance(d, dict):
         raise UserError(f"{where}: expected an object {{id, title, contents}}, got a JSON {type(d).__name__}")
@@ -64,7 +57,7 @@ def load_corpus(path: str) -> list[Document]:
     """The documents of a JSONL corpus `{id, title, contents}` (the demo corpus when no path is given);
     UserError, one line naming the file (and line), when it is missing, empty, not JSONL or not UTF-8."""
     if not path:
-        return demo_corpus()
+        return [Document(**d) for d in demo_corpus()]
     if not os.path.isfile(path):
         raise UserError(f"corpus '{path}' is not a file")
     docs = []
@@ -139,7 +132,7 @@ def _json_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or a number past the int digit limit
         raise BadRequest("the body is not JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object {queries, topk, return_scores}")

@@ -19,10 +19,11 @@ from typing import Any
 
 from agentrl.config import TextSearchConfig, ToolsConfig
 from agentrl.envs.tool import Observation, Tool, TrajectoryState, escape_text, register_tool
+from agentrl.errors import UserError
 from agentrl.web.cache import content_hash
 from agentrl.web.chat import ChatClient
-from agentrl.web.http import Backend, BackendError
-from agentrl.web.safe_fetch import Page, SafeFetcher
+from agentrl.web.http import Backend, BackendError, Page
+from agentrl.web.safe_fetch import SafeFetcher
 
 DEFAULT_URLS = {"serpapi": "https://serpapi.com/search", "searxng": "http://127.0.0.1:8888",
                 "retriever": "http://127.0.0.1:8000"}
@@ -40,7 +41,7 @@ class SearchHit:
 def corpus_identity(path: str) -> str:
     """A content hash of the corpus file (of the built-in demo corpus when no path is set)."""
     if not path:
-        from agentrl.envs.retriever import demo_corpus
+        from agentrl.data.synthetic import demo_corpus
 
         return content_hash(repr(demo_corpus()))
     with open(path, "rb") as f:
@@ -79,12 +80,24 @@ class TextSearchTool(Tool):
         self.fetcher = SafeFetcher(cfg.http, self.fetch_cfg) if cfg.reader == "direct" else None
         self._index: Any = None
         self._corpus_id = ""
-        self.stats: Counter = Counter()
+        self.stats: Counter = Counter(snippet_fallbacks=0, pages_cut=0)  # reported from the start, at 0
 
     @classmethod
     def from_config(cls, cfg: Any) -> Tool:
         tools = cfg.tools if cfg is not None else ToolsConfig()
         return cls(tools.text_search, tools)
+
+    def check(self) -> None:
+        """A local corpus (`tools.text_search.corpus`) that cannot be read fails now, naming the key and file."""
+        if self.cfg.backend == "local" and self.cfg.corpus:
+            from agentrl.envs.retriever import load_corpus
+
+            try:
+                load_corpus(self.cfg.corpus)
+            except UserError as e:
+                raise UserError(f"tools.text_search.corpus: {e}") from None
+            except OSError as e:
+                raise UserError(f"tools.text_search.corpus: cannot read {self.cfg.corpus} ({e.strerror})") from None
 
     def parse_args(self, action_text: str) -> dict[str, Any]:
         query = " ".join(action_text.split())
@@ -151,11 +164,12 @@ class TextSearchTool(Tool):
         if c.reader == "jina":
             headers = {"Authorization": f"Bearer {os.environ['JINA_API_KEY']}"} if os.environ.get(
                 "JINA_API_KEY") else {}
-            text = await self.reader_http.request("GET", c.reader_url + hit.url, parse="text", headers=headers,
-                                                  max_bytes=self.fetch_cfg.max_bytes)
-            return Page(text[: c.max_page_chars])
-        assert self.fetcher is not None
-        page = await self.fetcher.fetch_page(hit.url)
+            page = await self.reader_http.request("GET", c.reader_url + hit.url, parse="text", headers=headers,
+                                                  max_bytes=self.fetch_cfg.max_bytes,
+                                                  on_oversize=self.fetch_cfg.on_oversize)
+        else:
+            assert self.fetcher is not None
+            page = await self.fetcher.fetch_page(hit.url)
         return Page(page.text[: c.max_page_chars], page.cut_at)
 
     async def summarise(self, query: str, page: str) -> str:

@@ -59,6 +59,11 @@ class Tool:
         """Build from the run config; user tools get `tools.options.<name>` as keyword arguments."""
         return cls(**dict(cfg.tools.options.get(cls.name, {}) if cfg is not None else {}))
 
+    def check(self) -> None:
+        """Called once before any actor starts (`agentrl.actors.factory.check_plugins`): raise ValueError
+        (or UserError), one line naming the config key and the file, when a setting is unusable (a missing
+        corpus, a bad index), so the run fails at start instead of on every call. The default checks nothing."""
+
     async def close(self) -> None:
         """Release sessions and files."""
 

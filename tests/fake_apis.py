@@ -12,6 +12,7 @@ import struct
 import threading
 import zlib
 from collections import Counter
+from typing import Any
 
 from aiohttp import web
 
@@ -104,135 +105,154 @@ class FakeAPIs:
         return f"http://127.0.0.1:{self.port}"
 
     def _app(self) -> web.Application:
-        async def serpapi(req: web.Request) -> web.Response:
-            self.hits["serpapi"] += 1
-            self.requests.append(dict(req.query))
-            if req.query.get("engine") == "google_lens":
-                matches = self.lens_matches or [(f"Match {i + 1}", f"{self.url}/thumb/{i}.png") for i in range(6)]
-                return web.json_response({"visual_matches": [
-                    {"position": i + 1, "title": title, "link": f"https://example.com/{i}", "thumbnail": thumb}
-                    for i, (title, thumb) in enumerate(matches)]})
-            if self.organic is not None:
-                return web.json_response({"organic_results": self.organic})
-            q = req.query.get("q", "")
-            return web.json_response({"search_metadata": {"status": "Success"}, "organic_results": [
-                {"position": 1, "title": "Eiffel Tower - Wikipedia", "link": f"{self.url}/page.html",
-                 "snippet": f"The Eiffel Tower ({q}) is in Paris."},
-                {"position": 2, "title": "Tower facts", "link": "https://example.org/facts",
-                 "snippet": "It is 330 m tall."}]})
-
-        async def thumb(req: web.Request) -> web.Response:
-            self.hits["thumb"] += 1
-            return web.Response(body=png_bytes(), content_type="image/png")
-
-        async def searxng(req: web.Request) -> web.Response:
-            self.hits["searxng"] += 1
-            assert req.query.get("format") == "json"
-            return web.json_response({"query": req.query["q"], "results": [
-                {"title": "SearX result", "url": "https://example.net/a", "content": "Snippet from searx."}]})
-
-        async def jina(req: web.Request) -> web.Response:
-            self.hits["jina"] += 1
-            self.requests.append({"auth": req.headers.get("Authorization", ""), "path": req.path})
-            return web.Response(text="Title: Eiffel Tower\n\nThe tower is 330 metres tall and in Paris.")
-
-        async def chat(req: web.Request) -> web.Response:
-            self.hits["chat"] += 1
-            body = await req.json()
-            assert body["messages"][-1]["role"] == "user"
-            if "no-choices-please" in body["messages"][-1]["content"]:
-                return web.json_response({"id": "x", "object": "error", "message": "overloaded"})
-            return web.json_response({"id": "x", "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "SUMMARY: 330 m tall, Paris."},
-                 "finish_reason": "stop"}]})
-
-        async def page(req: web.Request) -> web.Response:
-            self.hits["page"] += 1
-            return web.Response(text="<html><body><article><h1>Eiffel</h1><p>The Eiffel Tower is a wrought-iron "
-                                     "lattice tower in Paris, France, 330 metres tall.</p></article></body></html>",
-                                content_type="text/html")
-
-        async def redirect_to_metadata(req: web.Request) -> web.Response:
-            raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
-
-        async def flaky(req: web.Request) -> web.Response:
-            self.hits["flaky"] += 1
-            if self.flaky_left > 0:
-                self.flaky_left -= 1
-                return web.Response(status=503)
-            return web.json_response({"organic_results": [{"title": "ok", "link": "", "snippet": "recovered"}]})
-
-        async def slow(req: web.Request) -> web.Response:
-            self.hits["slow"] += 1
-            await asyncio.sleep(5)
-            return web.json_response({})
-
-        async def concurrent(req: web.Request) -> web.Response:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            await asyncio.sleep(0.2)
-            self.in_flight -= 1
-            return web.json_response({"ok": True})
-
-        async def fail(req: web.Request) -> web.Response:
-            self.hits["fail"] += 1
-            return web.Response(status=500)
-
-        async def status(req: web.Request) -> web.Response:
-            self.hits[f"status-{req.match_info['code']}"] += 1
-            return web.Response(status=int(req.match_info["code"]), text="no")
-
-        async def chunked(req: web.Request) -> web.StreamResponse:
-            """`size` bytes of text/plain, or of a 270 KB noise PNG for big.png, sent in 64 KB chunks."""
-            big = req.match_info["size"] == "big.png"
-            body = noise_png(300) if big else (b"word " * (int(req.match_info["size"]) // 5 + 1))[
-                : int(req.match_info["size"])]
-            resp = web.StreamResponse(headers={"Content-Type": "image/png" if big else "text/plain"})
-            resp.enable_chunked_encoding()
-            await resp.prepare(req)
-            for i in range(0, len(body), 1 << 16):
-                await resp.write(body[i: i + (1 << 16)])
-                await asyncio.sleep(0)  # separate network chunks
-            await resp.write_eof()
-            return resp
-
-        async def bomb(req: web.Request) -> web.Response:
-            return web.Response(body=bomb_png(), content_type="image/png")
-
-        async def odd_charset(req: web.Request) -> web.Response:
-            return web.Response(body="Caf\u00e9 page in a made-up charset.".encode(),
-                                headers={"Content-Type": "text/plain; charset=x-no-such-charset"})
-
-        async def echo(req: web.Request) -> web.Response:
-            """A page that shows the request's headers, as some misconfigured servers do."""
-            return web.Response(text="Headers: " + "; ".join(f"{k}: {v}" for k, v in req.headers.items()))
-
-        async def no_choices_page(req: web.Request) -> web.Response:
-            return web.Response(text="A page whose summary request gets no choices: no-choices-please.")
-
-        async def redirect_to(req: web.Request) -> web.Response:
-            raise web.HTTPFound(req.query["to"])
-
         app = web.Application()
-        app.router.add_get("/serpapi/search", serpapi)
-        app.router.add_get("/thumb/{n}", thumb)
-        app.router.add_get("/searxng/search", searxng)
-        app.router.add_get("/jina/{tail:.*}", jina)
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_get("/page.html", page)
-        app.router.add_get("/redirect", redirect_to_metadata)
-        app.router.add_get("/flaky/search", flaky)
-        app.router.add_get("/slow/search", slow)
-        app.router.add_get("/fail/search", fail)
-        app.router.add_get("/concurrent", concurrent)
-        app.router.add_get("/status/{code}", status)
-        app.router.add_get("/chunked/{size}", chunked)
-        app.router.add_get("/bomb.png", bomb)
-        app.router.add_get("/odd-charset", odd_charset)
-        app.router.add_get("/echo/{tail:.*}", echo)
-        app.router.add_get("/no-choices", no_choices_page)
-        app.router.add_get("/redirect-to", redirect_to)
+        for method, path, handler in (*self._search_routes(), *self._fault_routes(), *self._hostile_routes()):
+            app.router.add_route(method, path, handler)
         return app
+
+    def _search_routes(self) -> list[tuple[str, str, Any]]:
+        """The search APIs, page reader, chat model and pages the tools call."""
+        return [
+            ("GET", "/serpapi/search", self.serpapi),
+            ("GET", "/thumb/{n}", self.thumb),
+            ("GET", "/searxng/search", self.searxng),
+            ("GET", "/jina/{tail:.*}", self.jina),
+            ("POST", "/v1/chat/completions", self.chat),
+            ("GET", "/page.html", self.page),
+        ]
+
+    def _fault_routes(self) -> list[tuple[str, str, Any]]:
+        """Endpoints that fail, stall or count concurrency: for retries, timeouts, breakers and slots."""
+        return [
+            ("GET", "/flaky/search", self.flaky),
+            ("GET", "/slow/search", self.slow),
+            ("GET", "/fail/search", self.fail),
+            ("GET", "/status/{code}", self.status),
+            ("GET", "/concurrent", self.concurrent),
+        ]
+
+    def _hostile_routes(self) -> list[tuple[str, str, Any]]:
+        """Replies a safe fetcher must survive: redirects inward, oversize bodies, bombs, odd charsets, echoes."""
+        return [
+            ("GET", "/redirect", self.redirect_to_metadata),
+            ("GET", "/chunked/{size}", self.chunked),
+            ("GET", "/bomb.png", self.bomb),
+            ("GET", "/odd-charset", self.odd_charset),
+            ("GET", "/echo/{tail:.*}", self.echo),
+            ("GET", "/no-choices", self.no_choices_page),
+            ("GET", "/redirect-to", self.redirect_to),
+        ]
+
+    # ---- handlers ------------------------------------------------------------------------------
+    async def serpapi(self, req: web.Request) -> web.Response:
+        self.hits["serpapi"] += 1
+        self.requests.append(dict(req.query))
+        if req.query.get("engine") == "google_lens":
+            matches = self.lens_matches or [(f"Match {i + 1}", f"{self.url}/thumb/{i}.png") for i in range(6)]
+            return web.json_response({"visual_matches": [
+                {"position": i + 1, "title": title, "link": f"https://example.com/{i}", "thumbnail": thumb}
+                for i, (title, thumb) in enumerate(matches)]})
+        if self.organic is not None:
+            return web.json_response({"organic_results": self.organic})
+        q = req.query.get("q", "")
+        return web.json_response({"search_metadata": {"status": "Success"}, "organic_results": [
+            {"position": 1, "title": "Eiffel Tower - Wikipedia", "link": f"{self.url}/page.html",
+             "snippet": f"The Eiffel Tower ({q}) is in Paris."},
+            {"position": 2, "title": "Tower facts", "link": "https://example.org/facts",
+             "snippet": "It is 330 m tall."}]})
+
+    async def thumb(self, req: web.Request) -> web.Response:
+        self.hits["thumb"] += 1
+        return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def searxng(self, req: web.Request) -> web.Response:
+        self.hits["searxng"] += 1
+        assert req.query.get("format") == "json"
+        return web.json_response({"query": req.query["q"], "results": [
+            {"title": "SearX result", "url": "https://example.net/a", "content": "Snippet from searx."}]})
+
+    async def jina(self, req: web.Request) -> web.Response:
+        self.hits["jina"] += 1
+        self.requests.append({"auth": req.headers.get("Authorization", ""), "path": req.path})
+        return web.Response(text="Title: Eiffel Tower\n\nThe tower is 330 metres tall and in Paris.")
+
+    async def chat(self, req: web.Request) -> web.Response:
+        self.hits["chat"] += 1
+        body = await req.json()
+        assert body["messages"][-1]["role"] == "user"
+        if "no-choices-please" in body["messages"][-1]["content"]:
+            return web.json_response({"id": "x", "object": "error", "message": "overloaded"})
+        return web.json_response({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "SUMMARY: 330 m tall, Paris."},
+             "finish_reason": "stop"}]})
+
+    async def page(self, req: web.Request) -> web.Response:
+        self.hits["page"] += 1
+        return web.Response(text="<html><body><article><h1>Eiffel</h1><p>The Eiffel Tower is a wrought-iron "
+                                 "lattice tower in Paris, France, 330 metres tall.</p></article></body></html>",
+                            content_type="text/html")
+
+    async def redirect_to_metadata(self, req: web.Request) -> web.Response:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+    async def flaky(self, req: web.Request) -> web.Response:
+        self.hits["flaky"] += 1
+        if self.flaky_left > 0:
+            self.flaky_left -= 1
+            return web.Response(status=503)
+        return web.json_response({"organic_results": [{"title": "ok", "link": "", "snippet": "recovered"}]})
+
+    async def slow(self, req: web.Request) -> web.Response:
+        self.hits["slow"] += 1
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    async def concurrent(self, req: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await asyncio.sleep(0.2)
+        self.in_flight -= 1
+        return web.json_response({"ok": True})
+
+    async def fail(self, req: web.Request) -> web.Response:
+        self.hits["fail"] += 1
+        return web.Response(status=500)
+
+    async def status(self, req: web.Request) -> web.Response:
+        self.hits[f"status-{req.match_info['code']}"] += 1
+        return web.Response(status=int(req.match_info["code"]), text="no")
+
+    async def chunked(self, req: web.Request) -> web.StreamResponse:
+        """`size` bytes of text/plain, or of a 270 KB noise PNG for big.png, sent in 64 KB chunks."""
+        big = req.match_info["size"] == "big.png"
+        body = noise_png(300) if big else (b"word " * (int(req.match_info["size"]) // 5 + 1))[
+            : int(req.match_info["size"])]
+        resp = web.StreamResponse(headers={"Content-Type": "image/png" if big else "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        for i in range(0, len(body), 1 << 16):
+            await resp.write(body[i: i + (1 << 16)])
+            await asyncio.sleep(0)  # separate network chunks
+        await resp.write_eof()
+        return resp
+
+    async def bomb(self, req: web.Request) -> web.Response:
+        return web.Response(body=bomb_png(), content_type="image/png")
+
+    async def odd_charset(self, req: web.Request) -> web.Response:
+        return web.Response(body="Caf\u00e9 page in a made-up charset.".encode(),
+                            headers={"Content-Type": "text/plain; charset=x-no-such-charset"})
+
+    async def echo(self, req: web.Request) -> web.Response:
+        """A page that shows the request's headers, as some misconfigured servers do."""
+        return web.Response(text="Headers: " + "; ".join(f"{k}: {v}" for k, v in req.headers.items()))
+
+    async def no_choices_page(self, req: web.Request) -> web.Response:
+        return web.Response(text="A page whose summary request gets no choices: no-choices-please.")
+
+    async def redirect_to(self, req: web.Request) -> web.Response:
+        raise web.HTTPFound(req.query["to"])
+
 
     def start(self) -> FakeAPIs:
         def run() -> None:

@@ -1,11 +1,19 @@
-"""GRPO advantages, the clipped decoupled loss, and the seed's learning-rate schedule."""
+"""GRPO advantages, the clipped decoupled loss, mini-batches, and the learning-rate schedules."""
 
 import math
 
 import pytest
 import torch
 
-from agentrl.algorithms import PolicyLossConfig, group_advantages, lr_at, policy_loss
+from agentrl.algorithms import (
+    PolicyLossConfig,
+    group_advantages,
+    lr_at,
+    policy_loss,
+    scheduled_lr,
+    sigmoid_decay_lr,
+    split_evenly,
+)
 
 
 def test_group_advantages_are_centred_and_scaled():
@@ -55,7 +63,7 @@ def test_masked_tokens_do_not_count():
     assert logp.grad.tolist() == [-1.0, 0.0]
 
 
-def test_lr_schedule_warms_up_then_decays_to_the_floor():
+def test_warmup_sigmoid_warms_up_from_zero_then_decays_to_the_floor():
     lrs = [lr_at(s, 2e-6, warmup_steps=60, total_steps=300, min_ratio=0.9) for s in range(300)]
     assert lrs[0] < 1e-7 and lrs[59] == pytest.approx(2e-6)
     assert all(b >= a for a, b in zip(lrs[:59], lrs[1:60], strict=True))
@@ -72,3 +80,58 @@ def test_tokens_sampled_under_a_constraint_count_as_on_policy():
     assert torch.isfinite(loss)
     expected = -(1.0 + min(float(torch.exp(torch.tensor(0.5))), 2.0)) / 2
     assert float(loss) == pytest.approx(expected)
+
+
+def test_clipped_tokens_get_no_gradient_and_are_counted_in_clip_frac():
+    cfg = PolicyLossConfig(clip_low=0.2, clip_high=0.3)
+    # ratios e^0.5 (A>0: clipped at 1.3), e^-0.5 (A<0: clipped at 0.8), e^0.1 (inside), e^0.5 with A<0
+    # (the unclipped term is the pessimistic one: it keeps its gradient)
+    logp = torch.tensor([0.5, -0.5, 0.1, 0.5], requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss, stats = policy_loss(logp, torch.zeros(4), torch.zeros(4), adv, torch.ones(4), cfg, total_tokens=4)
+    loss.backward()
+    assert logp.grad[0] == 0.0 and logp.grad[1] == 0.0
+    assert logp.grad[2] != 0.0 and logp.grad[3] != 0.0
+    assert stats["clip_frac"] == pytest.approx(0.5)
+
+
+def test_mask_mode_drops_tokens_whose_importance_weight_exceeds_the_cap():
+    cfg = PolicyLossConfig(importance_cap=2.0, importance_mode="mask")
+    logp = torch.tensor([-1.0, -1.0, -1.0, -1.0], requires_grad=True)
+    # weights proximal/behaviour: 1.5 (kept), e^4 (dropped), 1 (kept), NaN behaviour (on-policy, kept)
+    behaviour = torch.tensor([-1.0 - math.log(1.5), -5.0, -1.0, float("nan")])
+    loss, stats = policy_loss(logp, logp.detach(), behaviour, torch.ones(4), torch.ones(4), cfg, total_tokens=4)
+    assert float(loss) == pytest.approx(-(1.5 + 0.0 + 1.0 + 1.0) / 4)  # the denominator keeps every token
+    assert stats["is_masked_frac"] == pytest.approx(0.25)
+    loss.backward()
+    assert logp.grad[1] == 0.0 and all(logp.grad[i] != 0.0 for i in (0, 2, 3))
+    truncated, stats = _loss([-1.0], [-1.0], [-5.0], [1.0], PolicyLossConfig(importance_cap=2.0))
+    assert float(truncated) == pytest.approx(-2.0) and stats["is_masked_frac"] == 0.0
+
+
+def test_groups_are_split_into_whole_mini_batches():
+    assert split_evenly(list("abcdefghij"), 4) == [list("abc"), list("def"), list("gh"), list("ij")]
+    assert split_evenly(list("ab"), 4) == [["a"], ["b"]]  # fewer groups than mini-batches
+    assert split_evenly(list("abc"), 1) == [list("abc")]
+
+
+def test_sigmoid_decay_starts_at_the_full_rate_and_falls_to_the_floor():
+    lr, w, f = 1e-5, 10, 0.9
+    assert sigmoid_decay_lr(0, lr, w, f) == pytest.approx(lr, rel=1e-4)
+    assert sigmoid_decay_lr(w, lr, w, f) == pytest.approx(lr * (f + (1 - f) / 2))
+    assert sigmoid_decay_lr(10 * w, lr, w, f) == pytest.approx(f * lr)
+    assert sigmoid_decay_lr(10**9, lr, w, f) == pytest.approx(f * lr)  # no overflow
+    for t in (0, 3, 10, 12, 17):  # the formula itself
+        assert sigmoid_decay_lr(t, lr, w, f) == pytest.approx(lr * ((1 - f) / (1 + math.exp((t - w) / (0.1 * w))) + f))
+    lrs = [sigmoid_decay_lr(t, lr, w, f) for t in range(40)]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))
+    # W = 0: the decay is over before the first step
+    assert [sigmoid_decay_lr(t, lr, 0, f) for t in (0, 1, 50)] == [pytest.approx(f * lr)] * 3
+
+
+def test_each_schedule_by_name():
+    assert scheduled_lr("sigmoid_decay", 0, 1.0, 4, 100, 0.5) == sigmoid_decay_lr(0, 1.0, 4, 0.5)
+    assert scheduled_lr("warmup_sigmoid", 0, 1.0, 4, 100, 0.5) == lr_at(0, 1.0, 4, 100, 0.5) < 0.1
+    assert scheduled_lr("constant", 77, 1.0, 4, 100, 0.5) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        scheduled_lr("cosine", 0, 1.0, 4, 100, 0.5)

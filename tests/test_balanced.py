@@ -9,8 +9,10 @@ import subprocess
 
 import pytest
 
+from agentrl.cli import main
 from agentrl.evaluation.balanced import SEARCH_FREE, SEARCH_REQUIRED, UNSOLVED, RowLabel, label, select_balanced
 from tests.conftest import ROOT, agentrl_cmd
+from tests.test_eval import crashing_actors
 
 
 @pytest.mark.parametrize("direct,search,t,expected", [
@@ -37,6 +39,16 @@ def test_the_scarcer_class_bounds_the_size():
     chosen = select_balanced(labels(100, 10), 0.68)  # 10 search-free rows allow 31 rows at 68 %
     assert len(chosen) == 31 and sum(x.category == SEARCH_FREE for x in chosen) == 10
     assert select_balanced(labels(0, 10), 0.68) == []
+
+
+def test_an_actor_crash_while_labelling_is_an_actor_failure_and_exit_1(monkeypatch, capsys, tmp_path, example_data):
+    from ray.exceptions import RayTaskError
+
+    crashing_actors(monkeypatch, RayTaskError("evaluate", "Traceback ...\nRuntimeError: boom", RuntimeError("boom")))
+    out = tmp_path / "balanced.parquet"
+    assert main(["build-balanced", "configs/eval_mini.yaml", "--data", str(example_data), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.startswith("agentrl: actor task 'evaluate' failed. Traceback (remote):")
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ No test here starts Ray."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentrl.cli import main
+from agentrl.console import LOG_LEVEL_ENV
 from agentrl.errors import ActorFailure
 from tests.conftest import ROOT, agentrl_cmd
 
@@ -50,6 +52,17 @@ def _deep_bad_parquet(d: Path, rows: int = 600, bad: int = 517) -> str:
 
 
 GOOD_SCORE_ROW = '{"turns": ["<answer>Paris</answer>"], "ground_truth": "Paris"}\n'
+LONG_NUMBER = "1" * 5000  # past Python's 4,300-digit limit: json.loads raises a plain ValueError
+
+
+def _score_row_with(options: str) -> str:
+    return '{"turns": ["<answer>x</answer>"], "ground_truth": "x", "options": ' + options + "}\n"
+
+
+@pytest.fixture(autouse=True)
+def no_recorded_log_level(monkeypatch):
+    """Each test starts with AGENTRL_LOG_LEVEL unset (a command run in-process records its level there)."""
+    monkeypatch.delenv(LOG_LEVEL_ENV, raising=False)
 
 
 # (what is wrong, the command line given a scratch folder)
@@ -61,11 +74,22 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]]]] = [
                                          "data.source=" + _write(d / "d.jsonl", '{"prompt": []}\n')]),
     ("eval: a missing data file", lambda d: ["eval", "configs/eval_mini.yaml", "--data", str(d / "no.parquet")]),
     ("eval: a bad option value", lambda d: ["eval", "configs/eval_mini.yaml", "-n", "many"]),
+    ("eval: no workflow", lambda d: ["eval", "configs/eval_mini.yaml", "--workflow", ","]),
+    ("eval: no samples", lambda d: ["eval", "configs/eval_mini.yaml", "-n", "0"]),
+    ("eval: a workflow the config cannot run", lambda d: ["eval", "configs/demo.yaml", "--workflow", "rag",
+                                                          "--data", _write(d / "d.jsonl", "{}\n")]),
+    ("eval: a file that is no summary", lambda d: ["eval", "--compare", _write(d / "summary.json", "[1]")]),
+    ("eval: a missing summary", lambda d: ["eval", "--compare", str(d / "no.json")]),
+    ("bench: an unknown config key", lambda d: ["bench", "async", "trainer.nope=1"]),
     ("bench: an unknown benchmark", lambda d: ["bench", "sync"]),
     ("bench: too few steps", lambda d: ["bench", "async", "--steps", "1"]),
     ("build-balanced: a bad -k", lambda d: ["build-balanced", "configs/eval_mini.yaml", "--data", "x.parquet",
                                             "--out", str(d / "b.parquet"), "-k", "0"]),
     ("build-balanced: no --out", lambda d: ["build-balanced", "configs/eval_mini.yaml", "--data", "x.parquet"]),
+    ("build-balanced: a bad --ratio", lambda d: ["build-balanced", "configs/eval_mini.yaml", "--data", "x.parquet",
+                                                 "--out", str(d / "b.parquet"), "--ratio", "1.5"]),
+    ("build-balanced: a missing data file", lambda d: ["build-balanced", "configs/eval_mini.yaml", "--data",
+                                                       str(d / "no.parquet"), "--out", str(d / "b.parquet")]),
     ("score: a missing file", lambda d: ["score", "--preset", "exact_match", str(d / "no.jsonl")]),
     ("score: an unknown preset", lambda d: ["score", "--preset", "nope", _write(d / "s.jsonl", "{}\n")]),
     ("score: a bad row", lambda d: ["score", "--preset", "exact_match", _write(d / "s.jsonl", "{not json\n")]),
@@ -95,6 +119,14 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]]]] = [
         d / "s.jsonl", '{"turns": ["<answer>x</answer>"], "ground_truth": {"a": 1}}')]),
     ("score: options that are not an object", lambda d: ["score", "--preset", "exact_match", _write(
         d / "s.jsonl", '{"turns": [], "ground_truth": "x", "options": [1]}')]),
+    ("score: options that are an empty list", lambda d: ["score", "--preset", "exact_match",
+                                                        _write(d / "s.jsonl", _score_row_with("[]"))]),
+    ("score: an option that is null", lambda d: ["score", "--preset", "mmsearch_r1", _write(
+        d / "s.jsonl", _score_row_with('{"search_penalty": null}'))]),
+    ("score: an option that is a list", lambda d: ["score", "--preset", "mmsearch_r1", _write(
+        d / "s.jsonl", _score_row_with('{"search_penalty": [0.1]}'))]),
+    ("score: an option of the wrong kind", lambda d: ["score", "--preset", "mmsearch_r1", _write(
+        d / "s.jsonl", _score_row_with('{"search_penalty": "a lot"}'))]),
     ("score: a file that is not UTF-8", lambda d: ["score", "--preset", "exact_match",
                                                   _write_bytes(d / "s.jsonl", b'{"turns": ["\xff"]}\n')]),
     ("score: --out is the input", lambda d: ["score", "--preset", "exact_match", _write(d / "s.jsonl", GOOD_SCORE_ROW),
@@ -145,6 +177,31 @@ def test_the_message_names_what_is_wrong(tmp_path, capsys, monkeypatch):
     assert f"'{tmp_path / 'no.jsonl'}'" in capsys.readouterr().err
     main(["bench", "sync"])
     assert capsys.readouterr().err.startswith("agentrl: bench: argument what: invalid choice: 'sync'")
+    scores = _write(tmp_path / "s.jsonl", GOOD_SCORE_ROW + _score_row_with('{"search_penalty": null}'))
+    main(["score", "--preset", "mmsearch_r1", scores])
+    assert capsys.readouterr().err == (f"agentrl: {scores} row 1: field 'options.search_penalty': expected a number, "
+                                       "string or boolean, got null\n")
+
+
+def test_a_json_number_past_pythons_digit_limit_is_bad_input_not_a_crash(tmp_path, capsys, monkeypatch):
+    from agentrl.envs.retriever import BadRequest, RequestLimits, parse_request
+
+    monkeypatch.chdir(ROOT)
+    row = _write(tmp_path / "d.jsonl", '{"prompt": ' + LONG_NUMBER + "}\n")
+    assert main(["check-data", "configs/demo.yaml", f"data.source={row}"]) == 2
+    assert capsys.readouterr().err == f"agentrl: {row} row 0: not valid JSON (a number with too many digits)\n"
+    candidates = json.dumps({"prompt": [{"role": "user", "content": "Q?"}],
+                             "reward_model": {"ground_truth": "a", "candidate_answers": f"[{LONG_NUMBER}]"}})
+    row = _write(tmp_path / "c.jsonl", candidates + "\n")
+    assert main(["check-data", "configs/demo.yaml", f"data.source={row}"]) == 2
+    assert capsys.readouterr().err == (f"agentrl: {row} row 0: field 'reward_model.candidate_answers': "
+                                       "not JSON (a number with too many digits)\n")
+    corpus = _write(tmp_path / "corpus.jsonl", '{"id": ' + LONG_NUMBER + ', "contents": "x"}\n')
+    assert main(["serve-retriever", "--corpus", corpus]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"agentrl: corpus {corpus} line ") and ": not JSON" in err and err.count("\n") == 1
+    with pytest.raises(BadRequest, match="the body is not JSON"):  # the server answers 400, not 500
+        parse_request(b'{"queries": ["q"], "topk": ' + LONG_NUMBER.encode() + b"}", RequestLimits())
 
 
 def test_an_actor_failure_exits_1(capsys, monkeypatch):
@@ -155,6 +212,73 @@ def test_an_actor_failure_exits_1(capsys, monkeypatch):
     monkeypatch.setattr("agentrl.training.orchestrator.train", crashed)
     assert main(["train", "configs/demo.yaml"]) == 1
     assert capsys.readouterr().err.startswith("agentrl: actor 'learner' died.")
+
+
+def test_a_user_error_met_during_a_run_is_one_line_and_exit_2(capsys, monkeypatch):
+    """Not only a bad data row: any user error the run meets (an unusable cache, a bad setting an actor found)."""
+    from agentrl.training import orchestrator
+    from agentrl.web.cache import CacheError
+
+    async def unusable_cache(self):
+        raise CacheError("runs/cache.sqlite: not a tool cache")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(orchestrator, "connect_ray", lambda: False)  # no Ray: the run fails before any actor
+    monkeypatch.setattr(orchestrator.Orchestrator, "run", unusable_cache)
+    assert main(["train", "configs/demo.yaml"]) == 2
+    assert capsys.readouterr().err == "agentrl: runs/cache.sqlite: not a tool cache\n"
+
+
+class RayStarting(Exception):
+    """Raised where a command would connect to Ray; carries the log level recorded by then."""
+
+
+@pytest.fixture
+def level_at_ray_start(monkeypatch, example_data):
+    """A function: the log level a command (train, eval or bench) records before it starts Ray, with
+    AGENTRL_LOG_LEVEL set to `env` (None: unset) and these config overrides."""
+    import logging
+
+    from agentrl.actors import factory
+    from agentrl.training import orchestrator
+
+    def connect_ray(*args, **kwargs):
+        raise RayStarting(os.environ.get(LOG_LEVEL_ENV), logging.getLogger("vllm").level)
+
+    monkeypatch.setattr(factory, "connect_ray", connect_ray)
+    monkeypatch.setattr(orchestrator, "connect_ray", connect_ray)
+    monkeypatch.chdir(ROOT)
+    commands = {"train": ["train", "configs/demo.yaml"],
+                "eval": ["eval", "configs/eval_mini.yaml", "--data", str(example_data)],
+                "bench": ["bench", "async"]}
+
+    def level(command: str, env: str | None, *overrides: str) -> str:
+        if env is None:
+            monkeypatch.delenv(LOG_LEVEL_ENV, raising=False)
+        else:
+            monkeypatch.setenv(LOG_LEVEL_ENV, env)
+        with pytest.raises(RayStarting) as started:
+            main([*commands[command], *overrides])
+        recorded, vllm_logger = started.value.args
+        assert vllm_logger == (logging.NOTSET if recorded == "debug" else logging.ERROR)
+        return recorded
+
+    return level
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench"])
+def test_agentrl_log_level_wins_over_the_configs_level(command, level_at_ray_start):
+    assert level_at_ray_start(command, None) == "info"
+    assert level_at_ray_start(command, None, "trainer.log_level=debug") == "debug"
+    assert level_at_ray_start(command, "debug") == "debug"
+    assert level_at_ray_start(command, "info", "trainer.log_level=debug") == "info"
+    assert level_at_ray_start(command, "DEBUG") == "debug"
+
+
+def test_an_agentrl_log_level_that_is_no_level_is_a_user_error(capsys, monkeypatch):
+    monkeypatch.setenv(LOG_LEVEL_ENV, "loud")
+    assert main(["check-data", "configs/demo.yaml"]) == 2
+    assert capsys.readouterr().err == "agentrl: AGENTRL_LOG_LEVEL: 'loud' is not one of info, debug\n"
 
 
 def test_the_installed_command_exits_2_with_one_line(tmp_path):

@@ -34,6 +34,11 @@ def test_unknown_key_in_the_yaml_file_is_reported(tmp_path):
     ("model.path=/no/such/model", "model.path"),
     ("rollout.n=abc", "rollout.n"),
     ("trainer.mode=fast", "trainer.mode"),
+    ("learner.mini_batches=0", "learner.mini_batches"),
+    ("learner.epochs=0", "learner.epochs"),
+    ("learner.importance_mode=clip", "learner.importance_mode"),
+    ("learner.lr_schedule=cosine", "learner.lr_schedule"),
+    ("env.on_invalid_action=ignore", "env.on_invalid_action"),
 ])
 def test_bad_values_fail_before_anything_starts(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -43,3 +48,22 @@ def test_bad_values_fail_before_anything_starts(override, key):
 def test_missing_config_file_is_named():
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config("nope.yaml")
+
+
+def test_the_loss_and_schedule_defaults_are_the_seeds():
+    cfg = load_config(DEMO)
+    assert cfg.learner.lr_schedule == "sigmoid_decay" and cfg.learner.importance_mode == "truncate"
+    assert (cfg.learner.mini_batches, cfg.learner.epochs) == (1, 1)
+    assert cfg.env.on_invalid_action == "end"
+
+
+@pytest.mark.parametrize("override,key", [("rollout.top_p=0.9", "rollout.top_p"),
+                                          ("rollout.top_k=20", "rollout.top_k")])
+def test_a_filtered_sampler_is_refused_since_the_learner_scores_the_full_distribution(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*unfiltered"):
+        load_config(DEMO, [override])
+
+
+def test_a_group_of_one_is_refused_for_grpo():
+    with pytest.raises(ConfigError, match=r"rollout\.n.*every advantage would be 0"):
+        load_config(DEMO, ["rollout.n=1"])

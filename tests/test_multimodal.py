@@ -141,6 +141,31 @@ def test_a_text_only_adapter_drops_image_markers_and_takes_no_images(tiny_text_p
     assert (text, images, error) == ("1. title: t", [], None)
 
 
+def test_every_way_in_refuses_an_image_over_the_pixel_cap_from_its_header_alone():
+    from agentrl.images import ImageError, check_image, image_size, readable_image
+    from tests.fake_apis import bomb_png
+
+    bomb = bomb_png()  # 144 megapixels claimed in a few bytes
+    for way_in in (check_image, decode_image, image_size):
+        with pytest.raises(ImageError, match="12000x12000 pixels is over the limit"):
+            way_in(bomb)
+    assert not readable_image(bomb) and readable_image(png(8, 8, 0))
+
+
+def test_the_demo_image_index_appears_whole_even_when_actors_build_it_at_once(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentrl.data.synthetic import demo_image_index, demo_tiles
+
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path))
+    with ThreadPoolExecutor(4) as pool:
+        folders = set(pool.map(lambda _: demo_image_index(), range(4)))
+    assert len(folders) == 1 and [p.name for p in tmp_path.iterdir()] == [folders.pop().name]  # no leftovers
+    tiles = demo_tiles()
+    titles = [json.loads(line)["title"] for line in (demo_image_index() / "index.jsonl").read_text().splitlines()]
+    assert titles == [f"{t.name}, a {t.colour} tile" for t in tiles] and all(t.image.is_file() for t in tiles)
+
+
 def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
     from agentrl.config import EnvConfig
     from agentrl.envs.agent_loop import RolloutContext, observation_images
@@ -296,7 +321,7 @@ def test_a_row_with_corrupt_image_bytes_fails_alone_with_a_reason_naming_the_row
 
 
 def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
-    cfg = load_config("configs/demo_vl.yaml", ["rollout.n=1", "env.tools=[tests.plugins.corrupt_image_tool:"
+    cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "env.tools=[tests.plugins.corrupt_image_tool:"
                                                "CorruptImageSearch, text_search]", "env.max_tokens_per_turn=64",
                                                "env.max_total_tokens=900", SCRIPT])
     (env,) = create_environment_actors(cfg, vl.path, vl.pool, vl.rewards, vl.queue, prefix="bad-tool-env")

@@ -114,7 +114,8 @@ def test_agentrl_score_names_the_bad_line(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"turns": ["x"], "ground_truth": "a"}\n{"turns": ["x"]}\n')
     assert main(["score", "--preset", "mmsearch_r1", str(src)]) == 2
-    assert "line 2" in capsys.readouterr().err
+    err = capsys.readouterr().err  # rows count from 0, as in every data message
+    assert err.count("\n") == 1 and "in.jsonl row 1: field 'ground_truth'" in err
 
 
 def test_a_string_ground_truth_is_one_gold_answer_never_its_characters():

@@ -9,8 +9,8 @@ from agentrl.config import BackendConfig, FetchConfig
 from agentrl.envs.agent_loop import call_tool
 from agentrl.envs.tool import TrajectoryState
 from agentrl.web.cache import ToolCache
-from agentrl.web.http import Backend, BackendError
-from agentrl.web.safe_fetch import Oversize, PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
+from agentrl.web.http import Backend, BackendError, Oversize
+from agentrl.web.safe_fetch import PublicOnlyResolver, SafeFetcher, UnsafeURL, check_url
 from tests.fake_apis import SECRET, LoopRunner, lens, png_bytes, serp
 
 LOOP = LoopRunner()  # one loop for the module, so sessions can be closed on it at the end
@@ -150,6 +150,36 @@ def test_local_backends_work_offline():
     assert len(obs.images) == 5 and "title:" in obs.text
     obs = run(tool("text_search").run({"query": "kasazo colour"}, TrajectoryState("q")))
     assert obs.text.startswith("1. kasazo")
+
+
+def bad_corpus_or_index(tmp_path, case: str) -> tuple[str, str]:
+    """A config override pointing a local search tool at a broken file, and the error it must give."""
+    corpus, folder = tmp_path / "corpus.jsonl", tmp_path / "images"
+    folder.mkdir()
+    if case == "missing corpus":
+        return f"tools.text_search.corpus={corpus}", f"tools.text_search.corpus: corpus '{corpus}' is not a file"
+    if case == "corpus not JSONL":
+        corpus.write_text('{"id": 1, "contents": "fine"}\nnot json\n')
+        return f"tools.text_search.corpus={corpus}", f"tools.text_search.corpus: corpus {corpus} line 2: not JSON"
+    if case == "no image index":
+        return (f"tools.image_search.local_dir={folder}",
+                f"tools.image_search.local_dir: image index {folder / 'index.jsonl'}: cannot read it")
+    (folder / "index.jsonl").write_text('{"title": "gone", "image": "gone.png"}\n')
+    return (f"tools.image_search.local_dir={folder}",
+            f"tools.image_search.local_dir: image index {folder / 'index.jsonl'} line 1: cannot read image "
+            f"{folder / 'gone.png'}")
+
+
+@pytest.mark.parametrize("case", ["missing corpus", "corpus not JSONL", "no image index", "missing image"])
+def test_a_bad_corpus_or_image_index_fails_before_any_actor_starts_naming_the_key_and_file(tmp_path, case):
+    from agentrl.actors.factory import check_plugins
+    from agentrl.config import ConfigError, load_config
+
+    override, message = bad_corpus_or_index(tmp_path, case)
+    cfg = load_config("configs/demo_vl.yaml", ["tools.cache.mode='off'", override])
+    with pytest.raises(ConfigError) as e:
+        check_plugins(cfg)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
 def test_image_search_without_an_image_is_an_error_observation():

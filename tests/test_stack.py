@@ -38,7 +38,9 @@ run = asyncio.run
 def stack(tiny_text_path):
     """Training's actors as the factory builds them: queue, reward pool, engine, environment actor, learner."""
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    cfg = load_config("configs/demo.yaml", ["rollout.n=2", "env.max_turns=3", "env.max_tokens_per_turn=16"])
+    # the random model's invalid actions get an observation, so the rollouts have observation spans to check
+    cfg = load_config("configs/demo.yaml", ["rollout.n=2", "env.max_turns=3", "env.max_tokens_per_turn=16",
+                                            "env.on_invalid_action=observe"])
     actors = create_actors(cfg, tiny_text_path, max_staleness=4, learner_steps=10)
     run(start_actors(actors))
     yield SimpleNamespace(cfg=cfg, path=tiny_text_path, pool=actors.generators, learner=actors.learner,

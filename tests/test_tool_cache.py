@@ -13,7 +13,7 @@ import pytest
 from agentrl.envs import text_search
 from agentrl.envs.agent_loop import call_tool
 from agentrl.envs.tool import Observation, TrajectoryState
-from agentrl.web.cache import CacheError, ToolCache, cache_key
+from agentrl.web.cache import CacheError, ToolCache, cache_key, image_hash
 from tests.fake_apis import LoopRunner, png_bytes
 
 LOOP = LoopRunner()
@@ -131,10 +131,18 @@ def test_a_corrupt_entry_is_a_miss_and_is_replaced(tmp_path):
     t = tool("text_search")
     first, _ = run(call_tool(t, "kasazo", TrajectoryState("q"), 10, cache))
     for bad in ["not json", json.dumps({"text": "t"}), json.dumps({"text": "t", "images": ["!!"]})]:
-        cache._db.execute("UPDATE results SET value = ?", (bad,))
-        cache._db.commit()
+        db = sqlite3.connect(path)  # damaged from outside, as another process or a bad disk might
+        db.execute("UPDATE results SET value = ?", (bad,))
+        db.commit()
+        db.close()
         again, call = run(call_tool(t, "kasazo", TrajectoryState("q"), 10, cache))
         assert not call.cached and again.text == first.text  # a miss: run again, and stored anew
     assert cache.corrupt == 3
+    assert cache.counters() == {"hits": 0, "misses": 4, "corrupt": 3, "put_errors": 0}
     _, call = run(call_tool(t, "kasazo", TrajectoryState("q"), 10, cache))
     assert call.cached
+
+
+def test_image_lists_that_join_to_the_same_bytes_have_different_hashes():
+    assert image_hash([b"ab", b"c"]) != image_hash([b"a", b"bc"]) != image_hash([b"abc"])
+    assert image_hash([b"ab", b"c"]) == image_hash([b"ab", b"c"]) and image_hash([]) == ""

@@ -28,7 +28,7 @@ def metrics(run_dir: Path) -> list[dict]:
 REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean", "staleness_max",
             "learner_idle_frac", "gen_tokens_per_s", "tool_latency_p50", "tool_latency_p99",
             "weight_sync_s", "queue_depth", "groups_dropped_stale",
-            # the time profile of every step (agentrl/profile.py)
+            # the time profile of every step (agentrl/timing.py)
             "time/generation_s", "time/tools_s", "time/reward_s", "time/queue_wait_s", "time/learner_s",
             "time/weight_sync_s"]
 

@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from agentrl.errors import UserError
+
 QUICK_STEPS, FULL_STEPS, SWEEP_STEPS = 5, 10, 4
 
 
@@ -88,20 +90,24 @@ def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> tuple[Any, list[Any
 
 
 def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
-    """A fresh learner trains on pre-generated batches with nothing else running."""
+    """A fresh learner trains on pre-generated batches with nothing else running (its crash: ActorFailure)."""
     import ray
 
-    from agentrl.actors.factory import create_learner
+    from agentrl.actors.factory import create_learner, guarded
     from agentrl.models.tiny import ensure_model
 
     path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
     learner = create_learner(cfg, path, steps + 1)
-    try:
-        ray.get(learner.train_step.remote(batches[0]))  # warm-up, as the runs' first step
+
+    async def timed() -> tuple[int, float]:
+        await learner.train_step.remote(batches[0])  # warm-up, as the runs' first step
         samples, t0 = 0, time.perf_counter()
         for i in range(steps):
-            samples += ray.get(learner.train_step.remote(batches[(i + 1) % len(batches)])).samples
-        wall = time.perf_counter() - t0
+            samples += (await learner.train_step.remote(batches[(i + 1) % len(batches)])).samples
+        return samples, time.perf_counter() - t0
+
+    try:
+        samples, wall = asyncio.run(guarded(timed()))
     finally:
         ray.kill(learner)
     return {"steps": steps, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
@@ -110,12 +116,12 @@ def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace, extra: list[str]) -> Any:
     from agentrl.config import load_config
-    from agentrl.console import configure_driver_logging
+    from agentrl.console import configure_driver_logging, resolve_level
 
     cfg = load_config(args.config, [*_latency_overrides(args.latency_median, args.latency_p99, args.failure_rate),
                                      f"trainer.max_staleness={args.max_staleness}", "trainer.progress=false",
                                      *args.overrides, *extra])
-    configure_driver_logging(cfg.trainer.log_level)
+    configure_driver_logging(resolve_level(cfg.trainer.log_level))
     return cfg
 
 
@@ -172,21 +178,16 @@ def _machine() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; returns the exit code."""
+    """Run the benchmark; returns 0. Raises UserError (bad input) or ActorFailure (an actor died); the
+    command line reports them (agentrl/cli.py)."""
     from agentrl.actors.factory import check_plugins, connect_ray  # torch before Ray, as `agentrl train`
-    from agentrl.config import ConfigError
 
     steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     skip = {s for s in args.skip.split(",") if s}
-    try:
-        base = _config(args, [])
-        check_plugins(base)  # the latency tool's options, as `agentrl train` checks them
-    except ConfigError as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
     if steps < 2:
-        print("agentrl: --steps must be >= 2 (the first step is warm-up)", file=sys.stderr)
-        return 2
+        raise UserError("--steps must be >= 2 (the first step is warm-up)")
+    base = _config(args, [])
+    check_plugins(base)  # the latency tool's options, as `agentrl train` checks them
     import ray
 
     t_start = time.perf_counter()

@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from agentrl.data.synthetic import demo_image_index, lookup_table
+from agentrl.data.synthetic import demo_tiles
 from agentrl.paths import cache_root
 
 QUESTIONS = {
@@ -53,15 +53,7 @@ def example_schema() -> Any:
 
 def _tiles() -> list[tuple[str, str, bytes]]:
     """(name, colour, PNG bytes) of every tile of the demo image index, in index order."""
-    folder = demo_image_index()
-    table = lookup_table()
-    tiles = []
-    for line in (folder / "index.jsonl").read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            name = entry["title"].partition(",")[0]
-            tiles.append((name, table[name], (folder / entry["image"]).read_bytes()))
-    return tiles
+    return [(t.name, t.colour, t.image.read_bytes()) for t in demo_tiles()]
 
 
 def _photo(tile_png: bytes, scale: int) -> bytes:

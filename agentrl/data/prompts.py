@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import os
 import random
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentrl.errors import UserError
+from agentrl.images import check_image
 from agentrl.records import DataRow
 
 JSONL_SUFFIXES, PARQUET_SUFFIXES = (".jsonl", ".json"), (".parquet", ".pq")
@@ -57,27 +56,7 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-# ---- images ---------------------------------------------------------------------------------------
-def check_image(data: bytes) -> bytes:
-    """`data` if it is a whole, decodable image; ValueError saying why not (corrupt, truncated, too big)."""
-    from PIL import Image
-
-    try:  # PIL parses untrusted bytes: any exception it raises means "not a usable image"
-        with warnings.catch_warnings():  # its size warning: refused below, in one line
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-        with img:
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and img.width * img.height > limit:  # refused before decoding: a small file can be huge
-                raise ValueError(f"{img.width}x{img.height} is more than {limit} pixels")
-            img.verify()  # structure and checksums
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # verify() passes a truncated JPEG; decoding it does not
-    except Exception as e:
-        raise ValueError(f"unreadable image ({type(e).__name__}: {e})") from None
-    return bytes(data)
-
-
+# ---- images (checked by agentrl.images.check_image: one pixel cap, one decode, for every image) ------
 def _read_path(path: Any, base_dir: str) -> bytes:
     if not isinstance(path, str) or not path:
         raise ValueError(f"'path' must be a file path, got {_type_name(path)}")
@@ -212,6 +191,8 @@ def _candidates(value: Any, fail: Fail) -> list[str]:
             value = json.loads(value) if value.strip() else []
         except (json.JSONDecodeError, RecursionError) as e:
             raise fail(name, f"not JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+        except ValueError:  # a number past Python's integer digit limit: no JSONDecodeError
+            raise fail(name, "not JSON (a number with too many digits)") from None
     if value is not None and not isinstance(value, (list, tuple)):
         raise fail(name, f"expected a list (or a JSON string of one), got {_type_name(value)}")
     return _answers(value, name, fail)
@@ -299,6 +280,8 @@ def _json_record(line: bytes, path: str, index: int) -> dict[str, Any] | DataErr
         return bad(f"not valid JSON ({e.msg})")
     except RecursionError:
         return bad("not valid JSON (nested too deeply)")
+    except ValueError:  # a number past Python's integer digit limit: no JSONDecodeError
+        return bad("not valid JSON (a number with too many digits)")
     return value if isinstance(value, dict) else bad(f"not a JSON object (a JSON {_type_name(value)})")
 
 

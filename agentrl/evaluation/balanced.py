@@ -19,8 +19,9 @@ import dataclasses
 import json
 import os
 import random
-import sys
 from dataclasses import dataclass
+
+from agentrl.errors import UserError
 
 SEARCH_FREE, SEARCH_REQUIRED, UNSOLVED = "search_free", "search_required", "unsolved"
 SEED_RATIO = 3400 / 5000  # the seed's share of search-required questions
@@ -103,19 +104,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command; returns the exit code."""
+    """Run the command; returns 0. Raises UserError (bad input) or ActorFailure (an actor died); the
+    command line reports them (agentrl/cli.py)."""
     from agentrl.evaluation.evaluate import evaluate_rows, prepare, run_with_actors
 
-    problems = ["-k must be >= 1 and -t in 1..k"] if not (args.k >= 1 and 1 <= args.t <= args.k) else []
-    problems += ["--ratio must be in [0, 1]"] if not 0 <= args.ratio <= 1 else []
-    if problems:
-        print(f"agentrl: {problems[0]}", file=sys.stderr)
-        return 2
-    try:
-        cfg, rows = prepare(args.config, args.overrides, args.data, ["direct", args.search_workflow], args.limit)
-    except ValueError as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
+    if not (args.k >= 1 and 1 <= args.t <= args.k):
+        raise UserError("-k must be >= 1 and -t in 1..k")
+    if not 0 <= args.ratio <= 1:
+        raise UserError("--ratio must be in [0, 1]")
+    cfg, rows = prepare(args.config, args.overrides, args.data, ["direct", args.search_workflow], args.limit)
     temp = cfg.rollout.temperature if args.temperature is None else args.temperature
 
     async def work(actors):

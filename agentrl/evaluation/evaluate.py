@@ -17,11 +17,11 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar  # noqa: UP035
 
+from agentrl.errors import UserError
 from agentrl.evaluation.summary import EvalItem, EvalSummary, compare_table, summary_table, write_results
-from agentrl.grammar import WORKFLOWS
+from agentrl.grammar import WORKFLOWS, check_workflow
 from agentrl.records import DataRow
 
 if TYPE_CHECKING:  # omegaconf, torch and Ray load with the command that needs them, not with every CLI command
@@ -78,9 +78,10 @@ def _label(cfg: Config, workflow: str, given: str) -> str:
 
 def run_with_actors(cfg: Config, work: Callable[[ActorGroups], Awaitable[T]]) -> T:
     """Start the rollout side (engines, reward actors, environment actors; no queue, no learner), run `work`
-    with them, stop them. Joins RAY_ADDRESS or starts a local cluster."""
+    with them, stop them. Joins RAY_ADDRESS or starts a local cluster. An actor crash raises ActorFailure
+    naming the actor."""
     # the factory loads torch before Ray connects
-    from agentrl.actors.factory import connect_ray, create_actors, start_actors, stop_actors
+    from agentrl.actors.factory import connect_ray, create_actors, guarded, start_actors, stop_actors
     from agentrl.models.tiny import ensure_model
 
     started_here = connect_ray()
@@ -90,8 +91,8 @@ def run_with_actors(cfg: Config, work: Callable[[ActorGroups], Awaitable[T]]) ->
         try:
             model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
             groups = create_actors(cfg, model_path, env_prefix="eval-env")
-            await start_actors(groups)
-            return await work(groups)
+            await guarded(start_actors(groups), groups)
+            return await guarded(work(groups), groups)
         finally:
             if groups is not None:
                 await stop_actors(groups)
@@ -150,35 +151,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command; returns the exit code."""
+    """Run the command; returns 0. Raises UserError (bad input) or ActorFailure (an actor died); the
+    command line reports them (agentrl/cli.py)."""
     if args.compare:
-        try:
-            print(compare_table([EvalSummary.load(p) for p in args.compare]))
-        except ValueError as e:
-            print(f"agentrl: {e}", file=sys.stderr)
-            return 2
+        print(compare_table([EvalSummary.load(p) for p in args.compare]))
         return 0
     workflows = [w.strip() for w in args.workflow.split(",") if w.strip()]
     bad = [w for w in workflows if w not in WORKFLOWS]
-    problems = ([f"--workflow: '{bad[0]}' is not one of {', '.join(WORKFLOWS)}"] if bad or not workflows else [])
-    problems += ["eval needs a CONFIG"] if not args.config else []
-    problems += ["-n/--samples must be >= 1"] if args.samples < 1 else []
-    if problems:
-        print(f"agentrl: {problems[0]}", file=sys.stderr)
-        return 2
-    try:
-        cfg, rows = prepare(args.config, args.overrides, args.data, workflows, args.limit)
-    except ValueError as e:
-        print(f"agentrl: {e}", file=sys.stderr)
-        return 2
+    if bad or not workflows:
+        raise UserError(f"--workflow: '{bad[0] if bad else args.workflow}' is not one of {', '.join(WORKFLOWS)}")
+    if not args.config:
+        raise UserError("eval needs a CONFIG")
+    if args.samples < 1:
+        raise UserError("-n/--samples must be >= 1")
+    cfg, rows = prepare(args.config, args.overrides, args.data, workflows, args.limit)
     out = args.out or os.path.join("runs", "eval", "-".join(workflows))
-    try:
-        summaries = run_eval(cfg, rows, args.data, workflows, out, args.samples, args.temperature, args.label)
-    except Exception as e:  # an actor crash: one line naming it, then the remote traceback
-        from agentrl.redaction import redact
-
-        print(f"agentrl: eval failed: {redact(f'{type(e).__name__}: {e}')}", file=sys.stderr)
-        return 1
+    summaries = run_eval(cfg, rows, args.data, workflows, out, args.samples, args.temperature, args.label)
     for s in summaries:
         print(summary_table(s) + "\n")
     if len(summaries) > 1:
@@ -189,19 +177,20 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare(config: str, overrides: list[str], data: str, workflows: list[str],
             limit: int = 0) -> tuple[Config, list[DataRow]]:
-    """The config and the rows, checked before any actor starts: ValueError with one line naming the bad
+    """The config and the rows, checked before any actor starts: UserError with one line naming the bad
     thing (config key, file, row, field, workflow)."""
     from agentrl.actors.factory import check_plugins
     from agentrl.config import load_config
-    from agentrl.console import configure_driver_logging
+    from agentrl.console import configure_driver_logging, resolve_level
 
     if not os.path.isfile(data):
-        raise ValueError(f"--data: '{data}' does not exist")
+        raise UserError(f"--data: '{data}' does not exist")
     cfg = load_config(config, overrides)
-    configure_driver_logging(cfg.trainer.log_level)
+    configure_driver_logging(resolve_level(cfg.trainer.log_level))
     check_plugins(cfg)
-    from agentrl.grammar import check_workflow
-
     for wf in workflows:
-        check_workflow(wf, cfg.env.protocol, cfg.env.tools)
+        try:
+            check_workflow(wf, cfg.env.protocol, cfg.env.tools)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     return cfg, load_rows(data, limit, cfg.data.on_bad_row)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrl.errors import UserError
 from agentrl.grammar import IMAGE_SEARCH_TOOL
 from agentrl.records import DataRow, Trajectory
 
@@ -117,13 +118,14 @@ class EvalSummary:
 
     @classmethod
     def load(cls, path: str) -> EvalSummary:
+        """A summary.json written by `write_results`; UserError (one line, naming the file) if it is not one."""
         try:
             with open(path) as f:
                 d = json.load(f)
             return cls(**{**d, "overall": EvalMetrics(**d["overall"]),
                           "by_source": {k: EvalMetrics(**v) for k, v in d["by_source"].items()}})
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: not an eval summary.json ({type(e).__name__}: {e})") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: JSON, UTF-8
+            raise UserError(f"{path}: not an eval summary.json ({type(e).__name__}: {e})") from None
 
     def flat(self, prefix: str = "eval/") -> dict[str, float]:
         """Overall metrics as flat keys (`eval/accuracy`, ...) for metrics.jsonl and wandb."""

@@ -8,53 +8,16 @@ one resize, so the two sides agree token for token.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from typing import Any, ClassVar
 
 from agentrl.config import VisionConfig
+from agentrl.images import ImageError, decode_image, encode_png, image_size
 
-
-class ImageError(ValueError):
-    """Image bytes that cannot be decoded (a corrupt data row or tool result)."""
-
-
-# Images larger than this are refused before their pixels are decoded (a 17 KB PNG can claim 144
-# megapixels, 432 MB as RGB): Pillow's own decompression-bomb threshold, where it only warns.
-MAX_IMAGE_PIXELS = 89_478_485
-
-
-def decode_image(data: bytes) -> Any:
-    """Encoded bytes -> an RGB PIL image; ImageError when the bytes are not a readable image or claim
-    more than MAX_IMAGE_PIXELS (checked from the header, before decoding)."""
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(data))  # lazy: reads the header only
-    except Exception as e:
-        raise ImageError(f"unreadable image ({type(e).__name__}: {e})") from None
-    w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:
-        raise ImageError(f"image of {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels")
-    try:
-        img.load()
-        return img.convert("RGB")
-    except Exception as e:
-        raise ImageError(f"unreadable image ({type(e).__name__}: {e})") from None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding the pixels."""
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data)).size
-
-
-def encode_png(img: Any) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format="PNG")  # lossless: both sides decode the same pixels
-    return out.getvalue()
+# the image rules live in agentrl.images; re-exported for the adapters and their callers
+__all__ = ["ImageError", "ModelAdapter", "decode_image", "encode_png", "get_adapter", "image_size",
+           "register_adapter"]
 
 
 class ModelAdapter:

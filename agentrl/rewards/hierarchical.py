@@ -9,9 +9,10 @@
 
 Judgments are cached (SQLite, the `agentrl.web.cache` store) by endpoint, model, prompt and inputs:
 every judge reply that came back is cached, parseable or not (at temperature 0 a judge repeats itself);
-a failed request is not, so a later run asks again. An unparseable reply scores accuracy 0 and is
-counted in `judge_unparsed`; a request that failed after its retries scores 0 and is counted in
-`judge_error`. The search penalty and the format score are those of the other presets.
+a failed request is not, so a later run asks again. A reply is cached with the process's secrets
+removed (`agentrl.redaction`: the judge's key too, whatever variable holds it). An unparseable reply
+scores accuracy 0 and is counted in `judge_unparsed`; a request that failed after its retries scores 0
+and is counted in `judge_error`. The search penalty and the format score are those of the other presets.
 
 Options (`reward.options`): `judge` (true; false = verifier only), `judge_url` (base URL ending in /v1),
 `judge_model`, `judge_api_key_env` (the name of the environment variable holding the key; the key is
@@ -31,6 +32,7 @@ from typing import Any
 
 from agentrl.config import BackendConfig
 from agentrl.records import Observation, RewardInput, RewardResult
+from agentrl.redaction import redact
 from agentrl.rewards.answers import gold_answers, is_correct, normalize_answer, predicted_answer
 from agentrl.rewards.mmsearch_r1 import FORMATS, combine, format_score
 from agentrl.rewards.registry import register_reward
@@ -173,7 +175,8 @@ class LLMJudge:
                 return Judgment(parse_verdict(hit.text), hit.text, cached=True)
         messages = self.messages(question, golds, prediction, images)  # base64 images: only when asking
         try:
-            reply = await self.client.complete(messages, max_tokens=self.cfg.max_tokens)
+            # an endpoint may echo the request (its key included): scrubbed before it is cached or returned
+            reply = redact(await self.client.complete(messages, max_tokens=self.cfg.max_tokens))
         except BackendError as e:
             return Judgment(None, error=str(e))
         if self.cache is not None:

@@ -25,12 +25,12 @@ from typing import Any, Callable  # noqa: UP035
 
 import ray
 
-from agentrl.actors.factory import ActorGroups, connect_ray, create_actors, start_actors, stop_actors
+from agentrl.actors.factory import ActorGroups, connect_ray, create_actors, guarded, start_actors, stop_actors
 from agentrl.actors.weights import sync_weights
 from agentrl.config import Config, to_yaml
-from agentrl.data.prompts import DataError, PromptStream
+from agentrl.data.prompts import PromptStream
 from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
-from agentrl.errors import ActorFailure
+from agentrl.errors import ActorFailure, UserError
 from agentrl.evaluation.evaluate import periodic_eval
 from agentrl.metrics import MetricsWriter, percentile
 from agentrl.models.tiny import ensure_model
@@ -104,16 +104,8 @@ class Orchestrator:
             json.dump(dict(zip(actors, nodes, strict=True)), f, indent=1)
 
     async def _guard(self, awaitable: Any) -> Any:
-        """Await a Ray call; an actor crash becomes ActorFailure naming the actor."""
-        try:
-            return await awaitable
-        except ray.exceptions.RayActorError as e:
-            actor_id = getattr(e, "actor_id", "") or ""
-            name = self.groups.name_of(actor_id) if self.groups is not None and actor_id else "an actor"
-            raise ActorFailure(f"actor '{name}' died. Traceback (remote):\n{redact(str(e))}") from None
-        except ray.exceptions.RayTaskError as e:
-            raise ActorFailure(
-                f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None
+        """Await a Ray call; an actor crash becomes ActorFailure naming the actor (`guarded`)."""
+        return await guarded(awaitable, self.groups)
 
     async def shutdown(self) -> None:
         """Stop the engines cleanly, then kill every actor."""
@@ -139,7 +131,7 @@ class Orchestrator:
                 self._capacity_changed.clear()
                 try:
                     await asyncio.wait_for(self._capacity_changed.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self._sync_drops()
             ref = next(envs).run_group.remote(row, f"g{k}", self.policy_version)
             task = asyncio.ensure_future(self._guard(ref))
@@ -232,12 +224,23 @@ class Orchestrator:
             now = time.perf_counter()
             tokens = await self._engine_counters()
             row = {**self._row(stats, batch, train_version, now - last, tokens - last_tokens),
-                   **await self._eval_metrics(stats.step)}
+                   **await self._tool_counters(), **await self._eval_metrics(stats.step)}
             writer.log(row)
             if self.on_step is not None:
                 self.on_step(row, batch)
             last, last_tokens = now, tokens
         self.summary.steps = t.total_steps
+
+    async def _tool_counters(self) -> dict[str, int]:
+        """The environment actors' tool and tool-cache counters (`EnvironmentStats.tool_counters`), summed
+        over the actors: cumulative totals as `tool/<tool>/<counter>` and `tool/cache/<counter>`."""
+        assert self.groups is not None
+        stats = await self._guard(asyncio.gather(*[env.stats.remote() for env in self.groups.envs]))
+        total: dict[str, int] = {}
+        for s in stats:
+            for name, value in s.tool_counters.items():
+                total[name] = total.get(name, 0) + value
+        return {f"tool/{name}": value for name, value in sorted(total.items())}
 
     async def _engine_counters(self) -> float:
         """Tokens the engines have generated so far; also samples their busy time (`gen_busy`)."""
@@ -295,7 +298,9 @@ class Orchestrator:
 
 
 def train(cfg: Config) -> RunSummary:
-    """Run a training job: join RAY_ADDRESS or start a local cluster; exit cleanly either way."""
+    """Run a training job: join RAY_ADDRESS or start a local cluster; exit cleanly either way. A user error
+    met during the run (a bad data row deep in the file, an unusable cache, a bad setting an actor found)
+    comes out as itself; an actor failure as ActorFailure; anything else as ActorFailure with its traceback."""
     started_here = connect_ray()
     orch = Orchestrator(cfg)
 
@@ -307,7 +312,7 @@ def train(cfg: Config) -> RunSummary:
 
     try:
         return asyncio.run(main())
-    except (ActorFailure, DataError):
+    except (ActorFailure, UserError):
         raise
     except Exception as e:
         raise ActorFailure(f"run failed: {redact(traceback.format_exc())}") from e

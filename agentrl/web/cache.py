@@ -43,9 +43,12 @@ def _normalise(value: Any) -> Any:
 
 
 def image_hash(images: Sequence[Any]) -> str:
+    """A short hash of a list of images (bytes, or anything else by its repr, such as a URL); "" for none.
+    Each item is hashed with its length first, so [b"ab", b"c"] and [b"a", b"bc"] differ."""
     h = hashlib.sha256()
     for img in images:
-        h.update(img if isinstance(img, bytes) else repr(img).encode())
+        data = img if isinstance(img, bytes) else repr(img).encode()
+        h.update(len(data).to_bytes(8, "big") + data)
     return h.hexdigest()[:16] if images else ""
 
 
@@ -140,6 +143,10 @@ class ToolCache:
             return None
         self.hits += 1
         return obs
+
+    def counters(self) -> dict[str, int]:
+        """The lookup and store counters so far (the environment actor reports them as tool/cache/*)."""
+        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "put_errors": self.put_errors}
 
     def put_sync(self, key: str, tool: str, obs: Observation) -> None:
         if self.read_only:

@@ -3,7 +3,12 @@ timeouts, 429 and 5xx, a concurrency and a rate limit shared by all actors of a 
 
 Errors raise `BackendError` with a message safe to show the model and to log (no keys, no query strings).
 The breaker counts only outages of the server (5xx, 429, timeouts, connection errors): a 4xx answer is
-this request's failure, not the server's. Bodies are read in full up to a byte limit, never past it.
+this request's failure, not the server's.
+
+Every body (JSON, text, raw) is read in full up to a byte limit and never past it: the caller's
+`max_bytes` (pages and images: `tools.fetch.max_bytes`), else the backend's `max_response_bytes`. A body
+over the limit raises `Oversize`, or with `on_oversize="truncate"` (text and raw only: a cut JSON is
+no JSON) comes back cut, saying so (`Page.cut_at`, `RawReply.oversize`) so the caller can mark and count it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import json
 import random
 import time
 import uuid
@@ -26,6 +32,10 @@ from agentrl.redaction import redact
 
 class BackendError(RuntimeError):
     """A backend call failed for good (after retries, or with the circuit open)."""
+
+
+class Oversize(BackendError):
+    """The body is larger than its byte limit (and not to be cut)."""
 
 
 class CircuitBreaker:
@@ -68,8 +78,6 @@ class LocalLimits:
     """Concurrency and rate limits within one process. A call cancelled while it waits gives its slot back."""
 
     def __init__(self, cfg: BackendConfig) -> None:
-        self.max_concurrency = cfg.max_concurrency
-        self.in_use = 0
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
         self._rate = rate_limiter(cfg.rate_per_s)
 
@@ -81,15 +89,9 @@ class LocalLimits:
         except BaseException:  # cancelled (or timed out) waiting for the rate limiter: the slot goes back
             self._sem.release()
             raise
-        self.in_use += 1
 
     def release(self) -> None:
-        self.in_use -= 1
         self._sem.release()
-
-    def free(self) -> int:
-        """Slots free now (tests and diagnostics)."""
-        return self.max_concurrency - self.in_use
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -141,9 +143,6 @@ class NodeLimiter:
         else:
             self.abandoned.add(ticket)
 
-    async def free(self) -> int:
-        return self.limits.free()
-
 
 class SharedLimits:
     """The caller's side of a NodeLimiter actor."""
@@ -167,6 +166,10 @@ class SharedLimits:
             self.handle.release.remote(ticket)
 
 
+# Every NodeLimiter actor's name starts so: `stop_actors` kills this run's limiters by it.
+NODE_LIMITER_PREFIX = "agentrl-limits-"
+
+
 def node_limits(name: str, cfg: BackendConfig) -> LocalLimits | SharedLimits:
     """The node-shared limiter inside a Ray actor, a process-local one elsewhere."""
     import ray
@@ -177,12 +180,20 @@ def node_limits(name: str, cfg: BackendConfig) -> LocalLimits | SharedLimits:
 
     node = ray.get_runtime_context().get_node_id()
     handle = ray.remote(NodeLimiter).options(
-        name=f"agentrl-limits-{name}-{node[:12]}", get_if_exists=True, num_cpus=0, max_concurrency=10000,
+        name=f"{NODE_LIMITER_PREFIX}{name}-{node[:12]}", get_if_exists=True, num_cpus=0, max_concurrency=10000,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(cfg)
     return SharedLimits(handle)
 
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Page:
+    """A text body (`parse="text"`, or a fetched page); `cut_at` is the byte limit it was cut at (0: read whole)."""
+
+    text: str
+    cut_at: int = 0
 
 
 @dataclass
@@ -201,12 +212,12 @@ class RawReply:
 
 
 async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> tuple[bytes, bool]:
-    """The body read in full up to max_bytes (0: no limit), chunk by chunk (a single read returns only
-    what one network chunk brought); and whether the server sent more than that."""
+    """The body read in full up to max_bytes, chunk by chunk (a single read returns only what one
+    network chunk brought); and whether the server sent more than that."""
     buf = bytearray()
     async for chunk in resp.content.iter_chunked(1 << 16):
         buf += chunk
-        if max_bytes and len(buf) > max_bytes:
+        if len(buf) > max_bytes:
             return bytes(buf[:max_bytes]), True
     return bytes(buf), False
 
@@ -218,6 +229,12 @@ def decode_text(body: bytes, charset: str | None) -> str:
     except LookupError:
         charset = "utf-8"
     return body.decode(charset or "utf-8", errors="replace")
+
+
+def parse_json(body: bytes, charset: str | None) -> Any:
+    """A JSON body in its declared charset (json detects UTF-8/16/32 when none is declared); ValueError
+    or LookupError when it is not JSON."""
+    return json.loads(body.decode(charset) if charset else body)
 
 
 class _Retry(Exception):
@@ -247,9 +264,12 @@ class Backend:
         return self._session
 
     async def request(self, method: str, url: str, *, parse: str = "json", max_bytes: int = 0,
-                      **kwargs: Any) -> Any:
-        """Send with retries; returns parsed JSON, text, or a RawReply for parse='raw'. Text and raw
-        bodies are read up to max_bytes (0: no limit); text past it is cut."""
+                      on_oversize: str = "refuse", **kwargs: Any) -> Any:
+        """Send with retries; returns parsed JSON, a Page for parse='text', or a RawReply for parse='raw'.
+        The body is read up to max_bytes (0: the backend's max_response_bytes); past it the call raises
+        Oversize, or with on_oversize='truncate' a text or raw body comes back cut, saying so."""
+        limit = max_bytes or self.cfg.max_response_bytes
+        cut = on_oversize == "truncate" and parse != "json"
         if not self.breaker.allow():
             raise BackendError(f"{self.name}: circuit open after repeated failures")
         last = ""
@@ -261,10 +281,10 @@ class Backend:
             try:
                 async with self._limits.slot():
                     self.calls += 1
-                    return await self._send(session, method, url, parse, max_bytes, kwargs)
+                    return await self._send(session, method, url, parse, limit, cut, kwargs)
             except _Retry as e:
                 last = str(e)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 last = "timeout"
             except aiohttp.ClientError as e:
                 last = redact(type(e).__name__)
@@ -272,7 +292,7 @@ class Backend:
         raise BackendError(f"{self.name}: failed after {self.cfg.retries + 1} attempts ({last})")
 
     async def _send(self, session: aiohttp.ClientSession, method: str, url: str, parse: str, max_bytes: int,
-                    kwargs: dict[str, Any]) -> Any:
+                    cut: bool, kwargs: dict[str, Any]) -> Any:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         async with session.request(method, url, timeout=timeout, **kwargs) as resp:
             if resp.status in RETRY_STATUS:
@@ -280,14 +300,16 @@ class Backend:
             self.breaker.record(True)  # the server answered; a 4xx refuses this request, not the service
             if resp.status >= 400:
                 raise BackendError(f"{self.name}: HTTP {resp.status}")
+            body, oversize = await read_body(resp, max_bytes)
+            if oversize and not cut:
+                raise Oversize(f"{self.name}: refused a reply larger than {max_bytes} bytes")
             if parse == "json":
                 try:
-                    return await resp.json(content_type=None)
-                except (ValueError, LookupError):  # not JSON, bad bytes, an unknown charset
+                    return parse_json(body, resp.charset)
+                except (ValueError, LookupError):  # not JSON, bad bytes, an unknown charset, a huge number
                     raise BackendError(f"{self.name}: the reply is not JSON") from None
-            body, oversize = await read_body(resp, max_bytes)
             if parse == "text":
-                return decode_text(body, resp.charset)
+                return Page(decode_text(body, resp.charset), max_bytes if oversize else 0)
             return RawReply(resp.status, resp.headers, resp.charset, body, oversize)
 
     async def close(self) -> None:

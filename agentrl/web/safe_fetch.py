@@ -4,8 +4,9 @@ included), and again at connection time (a resolver that drops non-public addres
 re-resolves elsewhere is caught), with size, redirect and content-type limits. `tools.fetch.allow_hosts`
 opens named hosts (loopback for tests).
 
-A body over `tools.fetch.max_bytes` is refused, or for pages with `tools.fetch.on_oversize=truncate`
-cut at the limit and marked as cut; an image over the limit is always refused (a cut image is corrupt).
+A body over `tools.fetch.max_bytes` is refused (`Oversize`, from the backend's one size rule), or for
+pages with `tools.fetch.on_oversize=truncate` cut at the limit and marked as cut (`Page.cut_at`); an
+image over the limit is always refused (a cut image is corrupt).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -23,15 +23,11 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 from agentrl.config import BackendConfig, FetchConfig
-from agentrl.web.http import Backend, BackendError, RawReply, decode_text
+from agentrl.web.http import Backend, BackendError, Page, RawReply, decode_text
 
 
 class UnsafeURL(BackendError):
     """The URL is not allowed (invalid, its scheme, or an address that is not public)."""
-
-
-class Oversize(BackendError):
-    """The body is larger than `tools.fetch.max_bytes` (and not to be cut)."""
 
 
 # IPv6 ranges Python's ipaddress counts as global that still reach private networks: 6to4 embeds any
@@ -107,14 +103,6 @@ def content_type_allowed(ctype: str, allowed: Sequence[str]) -> bool:
     return any(ctype == t or (t.endswith("/") and ctype.startswith(t)) for t in allowed)
 
 
-@dataclass
-class Page:
-    """A fetched page's text; `cut_at` is the byte limit it was cut at (0: read whole)."""
-
-    text: str
-    cut_at: int = 0
-
-
 class SafeFetcher:
     """GETs third-party pages and images; its backend has no circuit breaker (one dead host says
     nothing about the next)."""
@@ -128,13 +116,15 @@ class SafeFetcher:
 
         self.backend = Backend(name, backend_cfg, session_factory=session, breaker=False)
 
-    async def fetch(self, url: str, content_types: Sequence[str]) -> RawReply:
+    async def fetch(self, url: str, content_types: Sequence[str], on_oversize: str = "refuse") -> RawReply:
         """The answer to GET url after at most `max_redirects` redirects, each target checked; its
-        content type must start with one of `content_types`."""
+        content type must start with one of `content_types`. A body over max_bytes raises Oversize, or
+        with on_oversize='truncate' comes back cut (`oversize` set)."""
         for _ in range(self.cfg.max_redirects + 1):
             await check_url(url, self.cfg)
             reply = await self.backend.request("GET", url, parse="raw", allow_redirects=False,
-                                               max_bytes=self.cfg.max_bytes, headers={"User-Agent": "agentrl-reader"})
+                                               max_bytes=self.cfg.max_bytes, on_oversize=on_oversize,
+                                               headers={"User-Agent": "agentrl-reader"})
             if reply.status in REDIRECTS:
                 url = urljoin(url, reply.headers.get("Location", ""))
                 continue
@@ -145,20 +135,15 @@ class SafeFetcher:
 
     async def fetch_page(self, url: str) -> Page:
         """A page's text (HTML reduced to its main text); cut or refused past max_bytes, as configured."""
-        reply = await self.fetch(url, self.cfg.content_types)
-        if reply.oversize and self.cfg.on_oversize != "truncate":
-            raise Oversize(f"refused: page larger than {self.cfg.max_bytes} bytes")
+        reply = await self.fetch(url, self.cfg.content_types, self.cfg.on_oversize)
         text = decode_text(reply.body, reply.charset)
         if "html" in reply.content_type:  # extraction of a large page takes a while: off the event loop
             text = await asyncio.to_thread(html_to_text, text)
         return Page(text, self.cfg.max_bytes if reply.oversize else 0)
 
     async def fetch_image(self, url: str) -> bytes:
-        """An image's bytes, whole; refused past max_bytes."""
-        reply = await self.fetch(url, ["image/"])
-        if reply.oversize:
-            raise Oversize(f"refused: image larger than {self.cfg.max_bytes} bytes")
-        return reply.body
+        """An image's bytes, whole; refused (Oversize) past max_bytes."""
+        return (await self.fetch(url, ["image/"])).body
 
     async def close(self) -> None:
         await self.backend.close()
