@@ -172,10 +172,12 @@ class LearnerActor:
         return torch.cat(lps), (torch.cat(ents) if need_entropy else None)
 
     # ---- public API --------------------------------------------------------------------------
-    def _loss(self, mb: list[_Sequence], total_tokens: int) -> tuple[Any, dict[str, float]]:
+    def _loss(self, mb: list[_Sequence], total_tokens: int, logp: Any = None) -> tuple[Any, dict[str, float]]:
+        """The micro-batch's loss; `logp` given: with these log-probs instead of a forward (no entropy term)."""
         torch = self.torch
-        need_entropy = self.cfg.entropy_coef > 0
-        logp, ent = self._forward(self.engine, mb, need_entropy)
+        ent = None
+        if logp is None:
+            logp, ent = self._forward(self.engine, mb, self.cfg.entropy_coef > 0)
         mask = torch.tensor([m for s in mb for m in s.mask], device=logp.device, dtype=logp.dtype)
         behaviour = torch.tensor([b for s in mb for b in s.behaviour], device=logp.device, dtype=logp.dtype)
         adv = torch.tensor([s.advantage for s in mb for _ in s.mask], device=logp.device, dtype=logp.dtype)
@@ -263,6 +265,24 @@ class LearnerActor:
         total = sum(sum(s.mask) for s in seqs)
         with self.torch.no_grad():
             return sum(float(self._loss(mb, total)[0]) for mb in pack_by_tokens(seqs, self.cfg.micro_batch_tokens))
+
+    def token_gradients(self, batch: TrainBatch, proximal: list[list[float]]) -> list[list[float]]:
+        """d loss / d log-prob of every response token under the current weights, with these proximal
+        log-probs (one list per trajectory, in batch order), the loss normalised over the whole batch: the
+        parameters' gradient is the sum of these times d log-prob / d parameters, so a token with 0 here
+        does not move the update. Diagnostics; the weights are not changed."""
+        seqs = self._sequences(batch)
+        total = sum(sum(s.mask) for s in seqs)
+        out = []
+        for s, prox in zip(seqs, proximal, strict=True):
+            s.proximal = list(prox)
+            with self.torch.no_grad():
+                lp, _ = self._forward(self.engine, [s])
+            leaf = lp.detach().requires_grad_(True)
+            loss, _ = self._loss([s], total, logp=leaf)
+            loss.backward()
+            out.append(leaf.grad.cpu().tolist())
+        return out
 
     def compute_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
         """The learner's log-probs of each response token (to compare with the behaviour ones)."""

@@ -262,6 +262,7 @@ def test_a_deepspeed_step_on_a_multimodal_batch_reduces_the_loss_and_the_push_re
     group = copy.deepcopy(vl_free_group)
     for i, t in enumerate(group.trajectories):
         t.reward = RewardResult(float(i % 2))
+        t.truncated = False  # the random model's free turn runs to max_tokens_per_turn: trained all the same
     batch = TrainBatch(groups=[group])
     ad = vl.adapter
     image = ad.prepare_image(synthetic_image_rows(1)[0].images[0], "input")

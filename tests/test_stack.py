@@ -188,7 +188,8 @@ def test_sync_and_async_modes_give_the_same_loss_on_a_fixed_batch(stack, rolled_
     batch = TrainBatch(groups=[group])
     losses = []
     for mode in ("sync", "async"):  # two fresh learners, from the same checkpoint
-        cfg = load_config("configs/demo.yaml", ["rollout.n=2", f"trainer.mode={mode}"])
+        # the random model's turns run to max_tokens_per_turn: without the overlong filter, so they train
+        cfg = load_config("configs/demo.yaml", ["rollout.n=2", f"trainer.mode={mode}", "learner.overlong_filter=false"])
         learner = create_learner(cfg, stack.path, 10, name=None)
         losses.append(ray.get(learner.train_step.remote(batch)).loss)
         ray.kill(learner)
