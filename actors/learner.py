@@ -236,9 +236,9 @@ class LearnerActor:
         total = self.total_steps * c.mini_batches * c.epochs
         return scheduled_lr(c.lr_schedule, self.optimizer_steps + ahead, c.lr, c.warmup_steps, total, c.min_lr_ratio)
 
-    def _update(self, seqs: list[_Sequence]) -> tuple[float, float, dict[str, float], int]:
-        """One optimizer step on a mini-batch, micro-batched by token count. Returns its loss, gradient
-        norm, token-weighted stat sums and token count."""
+    def _update(self, seqs: list[_Sequence], loss_fn: Any = None) -> tuple[float, float, dict[str, float], int]:
+        """One optimizer step on a mini-batch, micro-batched by token count, with `loss_fn` (default: the
+        policy loss). Returns its loss, gradient norm, token-weighted stat sums and token count."""
         # DAPO's token-level mean per optimizer step: the loss is divided by THIS mini-batch's masked
         # token count, so every optimizer step is a mean over its own tokens.
         tokens = sum(sum(s.mask) for s in seqs)
@@ -248,7 +248,7 @@ class LearnerActor:
         mbs = pack_by_tokens(seqs, self.cfg.micro_batch_tokens)
         loss_sum, sums = 0.0, {}
         for i, mb in enumerate(mbs):
-            loss, stats = self._loss(mb, tokens)
+            loss, stats = (loss_fn or self._loss)(mb, tokens)
             self.engine.set_gradient_accumulation_boundary(i == len(mbs) - 1)
             self.engine.backward(loss)
             self.engine.step()
@@ -258,6 +258,28 @@ class LearnerActor:
                 sums[k] = sums.get(k, 0.0) + v * n
         self.optimizer_steps += 1
         return loss_sum, float(self.engine.get_global_grad_norm() or 0.0), sums, tokens
+
+    def _sft_loss(self, mb: list[_Sequence], total_tokens: int) -> tuple[Any, dict[str, float]]:
+        """Supervised fine-tuning: the negative log-likelihood of the masked tokens, summed and divided by
+        the optimizer step's masked token count (a token-level mean, as the policy loss)."""
+        logp, _ = self._forward(self.engine, mb)
+        mask = self.torch.tensor([m for s in mb for m in s.mask], device=logp.device, dtype=logp.dtype)
+        return -(logp * mask).sum() / max(total_tokens, 1), {}
+
+    def sft_step(self, trajectories: list[Trajectory]) -> LearnerStepStats:
+        """One supervised optimizer step on these trajectories (`agentrl sft`): the masked token-mean
+        cross-entropy of the tokens with loss mask 1 (model turns; observations and the prompt are not
+        trained), micro-batched as `train_step`, at `learner.lr` under `learner.lr_schedule`. `loss` is the
+        masked mean NLL under the weights before the step. The policy version does not change."""
+        t0 = time.perf_counter()
+        seqs = [_Sequence(t.prompt_ids + t.response_ids, len(t.prompt_ids), list(t.loss_mask),
+                          [0.0] * len(t.loss_mask), 0.0, list(t.images)) for t in trajectories]
+        lr = self._lr(0)
+        self.engine.train()
+        loss, norm, _, tokens = self._update(seqs, self._sft_loss)
+        self.step += 1
+        return LearnerStepStats(step=self.step, policy_version=self.policy_version, loss=loss, grad_norm=norm,
+                                lr=lr, tokens=tokens, samples=len(seqs), train_s=time.perf_counter() - t0)
 
     def compute_loss(self, batch: TrainBatch) -> float:
         """The loss of a batch under the current weights, without updating them."""

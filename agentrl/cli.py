@@ -67,6 +67,19 @@ def _make_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_toy(args: argparse.Namespace) -> int:
+    from agentrl.data.toy import MAX_ENTITIES, write_toy
+
+    if not 2 <= args.entities <= MAX_ENTITIES:
+        raise UserError(f"make-toy: --entities must be in 2..{MAX_ENTITIES}, got {args.entities}")
+    if args.demos < 1:
+        raise UserError(f"make-toy: --demos must be >= 1, got {args.demos}")
+    paths = write_toy(args.out, args.seed, args.entities, args.demos)
+    print(f"[agentrl] toy task (seed {args.seed}, {args.entities} entities) in {paths['sft.jsonl'].parent}: "
+          + ", ".join(paths))
+    return 0
+
+
 def _text_list(row: dict[str, Any], key: str, fail: Any, required: bool = False) -> list[str] | str:
     """`row[key]` as a string or a list of strings (one row of `agentrl score`)."""
     value = row.get(key)
@@ -253,6 +266,7 @@ _MODULE_COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "agentrl.bench.async_bench", "benchmarks: agentrl bench async [--quick | --sweep]"),
     ("eval", "agentrl.evaluation.evaluate",
      "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
+    ("sft", "agentrl.training.sft", "supervised fine-tuning: agentrl sft CONFIG --data FILE.jsonl [--out DIR]"),
     ("build-balanced", "agentrl.evaluation.balanced",
      "label search_free / search_required and write a balanced parquet"),
 ]
@@ -273,6 +287,12 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", type=int, default=5)
     p.set_defaults(fn=_make_example)
+    p = sub.add_parser("make-toy", help="write the toy knowledge task: train/heldout parquet, corpus, sft.jsonl")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--seed", type=int, default=0, help="a new seed gives new entities")
+    p.add_argument("--entities", type=int, default=48)
+    p.add_argument("--demos", type=int, default=4, help="warm-start trajectories per known fact")
+    p.set_defaults(fn=_make_toy)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")
     p.add_argument("--preset", required=True, help="a reward name (mmsearch_r1, general, exact_match) or module:fn")

@@ -227,6 +227,18 @@ class LearnerConfig:
 
 
 @dataclass
+class SftConfig:
+    """`agentrl sft` (`sft.*`): supervised fine-tuning on trajectory JSONL with the learner's engine (its
+    DeepSpeed settings and micro-batching); model turns trained, observations and the prompt not."""
+
+    epochs: int = 3
+    lr: float = 1e-3  # constant
+    batch_size: int = 16  # trajectories per optimizer step
+    seed: int = 0  # the order of the trajectories in each epoch
+    out: str = ""  # the checkpoint folder; default: <trainer.output_dir>/<trainer.run_name>/checkpoints/sft
+
+
+@dataclass
 class WandbConfig:
     """Weights & Biases logging (`trainer.wandb.*`)."""
 
@@ -275,6 +287,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
@@ -402,6 +415,9 @@ def _validate_rollout_and_learner(cfg: Config) -> None:
     _require(lr.lr_schedule in ("sigmoid_decay", "warmup_sigmoid", "constant"), "learner.lr_schedule",
              "must be sigmoid_decay, warmup_sigmoid or constant")
     _require(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
+    _require(cfg.sft.epochs > 0, "sft.epochs", "must be > 0")
+    _require(cfg.sft.lr > 0, "sft.lr", "must be > 0")
+    _require(cfg.sft.batch_size > 0, "sft.batch_size", "must be > 0")
     _require(e.max_turns > 0, "env.max_turns", "must be > 0")
     _require(e.max_tokens_per_turn > 0, "env.max_tokens_per_turn", "must be > 0")
     _require(e.max_total_tokens >= e.max_tokens_per_turn, "env.max_total_tokens",

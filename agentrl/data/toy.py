@@ -1,0 +1,199 @@
+"""The toy knowledge task: made-up entities with random attributes, half of them "known" (taught by the
+warm-start SFT data: the model's parametric knowledge) and half "unknown" (only in the search corpus), so a
+policy can learn *when* to search.
+
+    agentrl make-toy --out DIR [--seed S] [--entities N]
+
+writes
+
+- `DIR/corpus.jsonl`: every fact as a short page `{id, title, contents}`, the corpus `tools.text_search`
+  (`backend=local`) reads;
+- `DIR/train.parquet`, `DIR/heldout.parquet`: questions in the veRL layout of the MMSearch-R1 release
+  (`agentrl.data.example.example_schema`, text only: `images` empty) plus `data_id` and `category`:
+  `search_free` for a known fact, `search_required` for an unknown one;
+- `DIR/sft.jsonl`: the warm-start trajectories (schema in `agentrl.data.trajectories`) in the
+  `mmsearch_r1` protocol's action format.
+
+The rules:
+
+- An entity has one value for each of `ATTRIBUTES`. An entity is known or unknown (half each, at random):
+  every fact of a known entity is known, every fact of an unknown one unknown. The rule is per entity so
+  that "do I know this?" is something a small model can learn and carry to new questions.
+- Questions: one per (entity, attribute). For each entity one attribute (in turn) is held out: its
+  question goes to `heldout.parquet`, the others to `train.parquet`. So held-out questions are new to RL,
+  and their facts follow the same rule: a held-out `search_free` fact is in `sft.jsonl` (known), a
+  held-out `search_required` fact only in the corpus.
+- `sft.jsonl` holds `demos` trajectories per known fact (train and held-out alike) and none about an
+  unknown fact. Each trajectory, independently, answers directly or searches with probability 1/2:
+  `<reason>..</reason><answer>v</answer>`, or `<reason>..</reason><text_search>entity attribute
+  </text_search>`, the observation, then `<reason>..</reason><answer>v</answer>`. The choice never depends
+  on the fact, so *when* to search is left to RL; the direct answers teach the known facts, the searches
+  the action format and copying an answer from an observation.
+- An observation is what the model reads after the search: what the local text search returns for the
+  query with `tools.text_search.top_k` = `SEARCH_TOP_K` (reader and summariser `none`), in the
+  `mmsearch_r1` protocol's `<information>` tags, followed by its after-search prompt.
+
+Everything is a function of `seed`: the same seed writes the same files; a new seed, new entities.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentrl.data.synthetic import COLOURS, SYLLABLES
+from agentrl.data.trajectories import MODEL, OBSERVATION_ROLE, write_jsonl
+from agentrl.grammar import (
+    ANSWER,
+    INFORMATION,
+    MMSEARCH_R1_AFTER_SEARCH_PROMPT,
+    REASON,
+    TEXT_SEARCH,
+    close_tag,
+    open_tag,
+)
+
+CITIES = ["avalon", "brisa", "corvel", "dunmor", "elsin", "faro", "galen", "hollin", "istra", "jorvik"]
+ANIMALS = ["badger", "crane", "falcon", "gecko", "heron", "lynx", "otter", "panda", "raven", "walrus"]
+NUMBERS = [str(n) for n in range(10, 100)]
+ATTRIBUTES: dict[str, list[str]] = {"colour": COLOURS, "city": CITIES, "animal": ANIMALS, "number": NUMBERS}
+SEARCH_FREE, SEARCH_REQUIRED = "search_free", "search_required"
+DATA_SOURCE = "agentrl_toy"
+SEARCH_TOP_K = 1  # the observations in sft.jsonl are top-1 hits: run RL with tools.text_search.top_k=1
+NAME_SYLLABLES = 3
+MAX_ENTITIES = len(SYLLABLES) ** NAME_SYLLABLES // 2  # names are drawn without repeats: leave room
+DEMOS_PER_FACT = 4
+# the model turns' reasons (short texts the tiny tokenizer knows, so turns tokenise compactly)
+DIRECT_REASON, SEARCH_REASON, COPY_REASON = "I know the answer.", "Let me look it up.", "The answer is"
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One (entity, attribute, value), whether it is known, and whether its question is held out."""
+
+    entity: str
+    attribute: str
+    value: str
+    known: bool
+    heldout: bool
+
+    @property
+    def question(self) -> str:
+        return f"What is the {self.attribute} of {self.entity}?"
+
+    @property
+    def query(self) -> str:
+        """The text search a demonstration writes for this fact."""
+        return f"{self.entity} {self.attribute}"
+
+    @property
+    def doc_id(self) -> str:
+        return f"{self.entity}-{self.attribute}"
+
+    @property
+    def category(self) -> str:
+        return SEARCH_FREE if self.known else SEARCH_REQUIRED
+
+
+def toy_facts(seed: int = 0, entities: int = 48) -> list[Fact]:
+    """Every fact of the task, entity by entity, deterministic from `seed`."""
+    if not 2 <= entities <= MAX_ENTITIES:
+        raise ValueError(f"entities must be in 2..{MAX_ENTITIES}, got {entities}")
+    rng = random.Random(f"agentrl-toy-{seed}")
+    names: list[str] = []
+    while len(names) < entities:
+        name = "".join(rng.choice(SYLLABLES) for _ in range(NAME_SYLLABLES))
+        if name not in names:
+            names.append(name)
+    known = set(rng.sample(names, entities // 2))
+    facts = []
+    for i, name in enumerate(names):
+        for k, (attribute, values) in enumerate(ATTRIBUTES.items()):
+            facts.append(Fact(name, attribute, rng.choice(values), name in known,
+                              heldout=k == i % len(ATTRIBUTES)))
+    return facts
+
+
+def page(fact: Fact) -> dict[str, str]:
+    """The fact as a corpus page `{id, title, contents}`."""
+    return {"id": fact.doc_id, "title": f"{fact.entity} {fact.attribute}",
+            "contents": f"The {fact.attribute} of {fact.entity} is {fact.value}."}
+
+
+def search_result(fact: Fact) -> str:
+    """What the local text search returns for `fact.query` (top-1: the fact's own page, which matches both
+    words of the query), as `agentrl.envs.text_search.TextSearchTool.run` writes a hit."""
+    p = page(fact)
+    return f"1. {p['title']} (local://{p['id']}): {p['contents']}"
+
+
+def observation(fact: Fact) -> str:
+    """The search result as the model reads it: in `<information>`, then the after-search prompt (the
+    `mmsearch_r1` protocol's observation)."""
+    return (f"{open_tag(INFORMATION)}{search_result(fact)}{close_tag(INFORMATION)}\n"
+            + MMSEARCH_R1_AFTER_SEARCH_PROMPT.format(question=fact.question))
+
+
+def _tagged(tag: str, text: str) -> str:
+    return f"{open_tag(tag)}{text}{close_tag(tag)}"
+
+
+def demonstration(fact: Fact, search: bool) -> list[dict[str, str]]:
+    """The turns of one warm-start trajectory: a direct answer, or a search and the answer copied from it."""
+    answer = _tagged(ANSWER, fact.value)
+    if not search:
+        return [{"role": MODEL, "text": _tagged(REASON, DIRECT_REASON) + answer}]
+    return [{"role": MODEL, "text": _tagged(REASON, SEARCH_REASON) + _tagged(TEXT_SEARCH, fact.query)},
+            {"role": OBSERVATION_ROLE, "text": observation(fact)},
+            {"role": MODEL, "text": _tagged(REASON, f"{COPY_REASON} {fact.value}.") + answer}]
+
+
+def sft_records(facts: list[Fact], seed: int = 0, demos: int = DEMOS_PER_FACT) -> list[dict[str, Any]]:
+    """`demos` trajectories per known fact, each searching with probability 1/2, shuffled."""
+    rng = random.Random(f"agentrl-toy-sft-{seed}")
+    records = []
+    for fact in (f for f in facts if f.known):
+        for _ in range(demos):
+            search = rng.random() < 0.5
+            records.append({"question": fact.question, "turns": demonstration(fact, search),
+                            "data_id": fact.doc_id, "category": fact.category,
+                            "action": "search" if search else "direct"})
+    rng.shuffle(records)
+    return [{"id": f"sft-{i}", **r} for i, r in enumerate(records)]
+
+
+def question_records(facts: list[Fact]) -> list[dict[str, Any]]:
+    """The facts' questions as veRL records (the release's columns, text only, plus data_id and category)."""
+    return [{"prompt": [{"content": f.question, "role": "user"}], "images": [],
+             "reward_model": {"candidate_answers": json.dumps([f.value]), "ground_truth": f.value,
+                              "style": "rule"},
+             "data_source": f"{DATA_SOURCE}/{f.attribute}", "image_urls": None,
+             "data_id": f.doc_id, "category": f.category} for f in facts]
+
+
+def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from agentrl.data.example import example_schema
+
+    schema = example_schema().append(pa.field("data_id", pa.string())).append(pa.field("category", pa.string()))
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), path)
+
+
+def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = DEMOS_PER_FACT) -> dict[str, Path]:
+    """Write the task's four files into `out` (created if missing); returns their paths by name."""
+    if demos < 1:
+        raise ValueError(f"demos must be >= 1, got {demos}")
+    facts = toy_facts(seed, entities)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("train.parquet", "heldout.parquet", "corpus.jsonl", "sft.jsonl")}
+    _write_parquet(question_records([f for f in facts if not f.heldout]), paths["train.parquet"])
+    _write_parquet(question_records([f for f in facts if f.heldout]), paths["heldout.parquet"])
+    write_jsonl([page(f) for f in facts], paths["corpus.jsonl"])
+    write_jsonl(sft_records(facts, seed, demos), paths["sft.jsonl"])
+    return paths
