@@ -44,7 +44,7 @@ class EnvironmentActor:
         self.rewards = rewards
         self.queue = queue
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        protocol = get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags))
+        protocol = get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags), cfg.env.system_prompt)
         tools = {}
         for spec in cfg.env.tools:
             t = load_tool(spec, cfg)

@@ -64,6 +64,8 @@ class LearnerActor:
 
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        if cfg.cpu_threads > 0:  # Ray starts actors with one intra-op thread
+            torch.set_num_threads(cfg.cpu_threads)
         for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
                      "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
             os.environ.setdefault(k, v)

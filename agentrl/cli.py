@@ -74,7 +74,9 @@ def _make_toy(args: argparse.Namespace) -> int:
         raise UserError(f"make-toy: --entities must be in 2..{MAX_ENTITIES}, got {args.entities}")
     if args.demos < 1:
         raise UserError(f"make-toy: --demos must be >= 1, got {args.demos}")
-    paths = write_toy(args.out, args.seed, args.entities, args.demos)
+    if not 0 <= args.fillers <= MAX_ENTITIES - args.entities:
+        raise UserError(f"make-toy: --fillers must be in 0..{MAX_ENTITIES - args.entities}, got {args.fillers}")
+    paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers)
     print(f"[agentrl] toy task (seed {args.seed}, {args.entities} entities) in {paths['sft.jsonl'].parent}: "
           + ", ".join(paths))
     return 0
@@ -263,7 +265,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 _MODULE_COMMANDS: list[tuple[str, str, str]] = [
-    ("bench", "agentrl.bench.async_bench", "benchmarks: agentrl bench async [--quick | --sweep]"),
+    ("bench", "agentrl.bench.command", "benchmarks: agentrl bench async|learning [options]"),
     ("eval", "agentrl.evaluation.evaluate",
      "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
     ("sft", "agentrl.training.sft", "supervised fine-tuning: agentrl sft CONFIG --data FILE.jsonl [--out DIR]"),
@@ -291,7 +293,8 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p.add_argument("--out", required=True, help="the folder to write")
     p.add_argument("--seed", type=int, default=0, help="a new seed gives new entities")
     p.add_argument("--entities", type=int, default=48)
-    p.add_argument("--demos", type=int, default=4, help="warm-start trajectories per known fact")
+    p.add_argument("--demos", type=int, default=8, help="warm-start trajectories per known fact")
+    p.add_argument("--fillers", type=int, default=400, help="known entities never asked (teach copying names)")
     p.set_defaults(fn=_make_toy)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")

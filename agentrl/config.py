@@ -67,6 +67,7 @@ class EnvConfig:
     """The environment actors (`env.*`): protocol and tools, concurrency, turn and token budgets, tool limits."""
 
     protocol: str = "lookup"
+    system_prompt: str = ""  # "": the protocol's own; else this text (the actions and rewards stay the protocol's)
     tools: list[str] = field(default_factory=lambda: ["lookup"])
     tool_tags: dict[str, str] = field(default_factory=dict)  # extra action tags: tag -> tool name
     num_actors: int = 1
@@ -222,6 +223,9 @@ class LearnerConfig:
     scale_rewards: bool = True  # GRPO: divide advantages by the group's std
     overlong_filter: bool = True
     num_gpus: float = 0.0
+    # torch intra-op threads of the learner on the CPU; 0: Ray's default (one). `agentrl sft` and the warm start
+    # run the learner alone and take every core when this is 0
+    cpu_threads: int = 0
     resources: dict[str, float] = field(default_factory=dict)
     slowdown_s: float = 0.0  # test hook: sleep this long per step to emulate a slow learner
 
@@ -236,6 +240,9 @@ class SftConfig:
     batch_size: int = 16  # trajectories per optimizer step
     seed: int = 0  # the order of the trajectories in each epoch
     out: str = ""  # the checkpoint folder; default: <trainer.output_dir>/<trainer.run_name>/checkpoints/sft
+    # trajectory JSONL: when set, `agentrl train` first fine-tunes model.path on it (the warm start, built
+    # once and cached under the cache root by content) and runs RL from the result
+    data: str = ""
 
 
 @dataclass
@@ -415,9 +422,11 @@ def _validate_rollout_and_learner(cfg: Config) -> None:
     _require(lr.lr_schedule in ("sigmoid_decay", "warmup_sigmoid", "constant"), "learner.lr_schedule",
              "must be sigmoid_decay, warmup_sigmoid or constant")
     _require(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
+    _require(lr.cpu_threads >= 0, "learner.cpu_threads", "must be >= 0")
     _require(cfg.sft.epochs > 0, "sft.epochs", "must be > 0")
     _require(cfg.sft.lr > 0, "sft.lr", "must be > 0")
     _require(cfg.sft.batch_size > 0, "sft.batch_size", "must be > 0")
+    _require(not cfg.sft.data or os.path.isfile(cfg.sft.data), "sft.data", f"'{cfg.sft.data}' is not a file")
     _require(e.max_turns > 0, "env.max_turns", "must be > 0")
     _require(e.max_tokens_per_turn > 0, "env.max_tokens_per_turn", "must be > 0")
     _require(e.max_total_tokens >= e.max_tokens_per_turn, "env.max_total_tokens",

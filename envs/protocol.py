@@ -150,15 +150,17 @@ REASONING = Protocol(
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [LOOKUP, MMSEARCH_R1, REACT, REASONING]}
 
 
-def get_protocol(name: str, extra_tags: dict[str, str] | None = None) -> Protocol:
-    """A protocol by name, with extra `<tag>argument</tag>` actions for plugin tools (tags taken literally)."""
+def get_protocol(name: str, extra_tags: dict[str, str] | None = None, system_prompt: str = "") -> Protocol:
+    """A protocol by name, with extra `<tag>argument</tag>` actions for plugin tools (tags taken literally)
+    and, when given, its own system prompt (`env.system_prompt`) instead of the protocol's."""
     if name not in PROTOCOLS:
         raise ValueError(f"env.protocol '{name}' is unknown; known: {sorted(PROTOCOLS)}")
     proto = PROTOCOLS[name]
-    if extra_tags:
+    if extra_tags or system_prompt:
         import copy
 
         proto = copy.copy(proto)
-        proto.tool_tags = {**proto.tool_tags, **extra_tags}
-        proto.stop = [*proto.stop, *(close_tag(t) for t in extra_tags)]
+        proto.tool_tags = {**proto.tool_tags, **(extra_tags or {})}
+        proto.stop = [*proto.stop, *(close_tag(t) for t in extra_tags or {})]
+        proto.system_prompt = system_prompt or proto.system_prompt
     return proto

@@ -176,7 +176,7 @@ def test_the_message_names_what_is_wrong(tmp_path, capsys, monkeypatch):
     main(["score", "--preset", "exact_match", str(tmp_path / "no.jsonl")])
     assert f"'{tmp_path / 'no.jsonl'}'" in capsys.readouterr().err
     main(["bench", "sync"])
-    assert capsys.readouterr().err.startswith("agentrl: bench: argument what: invalid choice: 'sync'")
+    assert capsys.readouterr().err.startswith("agentrl: bench: argument NAME: invalid choice: 'sync'")
     scores = _write(tmp_path / "s.jsonl", GOOD_SCORE_ROW + _score_row_with('{"search_penalty": null}'))
     main(["score", "--preset", "mmsearch_r1", scores])
     assert capsys.readouterr().err == (f"agentrl: {scores} row 1: field 'options.search_penalty': expected a number, "

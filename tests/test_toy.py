@@ -17,7 +17,7 @@ from agentrl.cli import main
 from agentrl.config import load_config
 from agentrl.data.example import example_schema
 from agentrl.data.prompts import PromptStream
-from agentrl.data.toy import SEARCH_FREE, SEARCH_REQUIRED, SEARCH_TOP_K
+from agentrl.data.toy import FILLER, FILLER_ENTITIES, SEARCH_FREE, SEARCH_REQUIRED, SEARCH_TOP_K
 
 TOY_CONFIG = ["env.protocol=mmsearch_r1", "env.tools=[text_search]"]
 
@@ -68,10 +68,15 @@ def test_known_facts_are_taught_and_unknown_facts_are_only_in_the_corpus(toy):
         assert (data_id in taught) == (row["category"] == SEARCH_FREE)  # held-out known facts too
     for d in demos:
         question = d["question"]
-        assert d["category"] == SEARCH_FREE
-        assert [r for r in rows.values() if r["prompt"][0]["content"] == question][0]["category"] == SEARCH_FREE
+        asked = [r for r in rows.values() if r["prompt"][0]["content"] == question]
+        if d["category"] == FILLER:  # a filler entity: taught, in the corpus, never asked
+            assert not asked and d["data_id"] in corpus
+            continue
+        assert d["category"] == SEARCH_FREE and asked[0]["category"] == SEARCH_FREE
         answers = [t["text"] for t in d["turns"] if t["role"] == "model"]
         assert f"<answer>{rows[d['data_id']]['reward_model']['ground_truth']}</answer>" in answers[-1]
+    fillers = {d["data_id"].split("-")[0] for d in demos if d["category"] == FILLER}
+    assert len(fillers) == FILLER_ENTITIES and not fillers & {i.split("-")[0] for i in rows}
     direct = [d for d in demos if len(d["turns"]) == 1]
     assert 0.35 < len(direct) / len(demos) < 0.65  # searching is demonstrated at random, about half the time
 
@@ -99,13 +104,14 @@ def test_search_demonstrations_show_what_the_local_text_search_returns(toy):
 
 
 def test_the_same_seed_writes_the_same_files_and_a_new_seed_new_entities(tmp_path):
-    a, b, c = (make_toy(tmp_path / n, "--seed", s, "--entities", "6") for n, s in (("a", "1"), ("b", "1"), ("c", "2")))
+    a, b, c = (make_toy(tmp_path / n, "--seed", s, "--entities", "6", "--fillers", "2")
+               for n, s in (("a", "1"), ("b", "1"), ("c", "2")))
     for name in ("corpus.jsonl", "sft.jsonl"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     for name in ("train.parquet", "heldout.parquet"):
         assert pq.read_table(a / name).equals(pq.read_table(b / name))
     entities = [{d["id"].split("-")[0] for d in jsonl(x / "corpus.jsonl")} for x in (a, c)]
-    assert len(entities[0]) == 6 and entities[0] != entities[1]
+    assert len(entities[0]) == 6 + 2 and entities[0] != entities[1]
 
 
 def test_bad_arguments_and_rows_fail_in_one_line(tmp_path, capsys):

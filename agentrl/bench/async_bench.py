@@ -29,7 +29,6 @@ QUICK_STEPS, FULL_STEPS, SWEEP_STEPS = 5, 10, 4
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare this command's arguments."""
-    parser.add_argument("what", choices=["async"], help="the benchmark to run")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per mode (about 6 minutes)")
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep tool latency, max staleness and trajectories per env actor")

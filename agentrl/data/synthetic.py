@@ -122,10 +122,10 @@ def synthetic_image_rows(num: int, seed: int = 0) -> list[DataRow]:
 
 def synthetic_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on, so prompts and answers tokenise compactly."""
-    from agentrl.grammar import INVALID_ACTION_OBSERVATION, PROTOCOL_PROMPTS
+    from agentrl.grammar import INVALID_ACTION_OBSERVATION, MMSEARCH_R1_TEXT_PROMPT, PROTOCOL_PROMPTS
 
     table = lookup_table()
-    texts = list(PROTOCOL_PROMPTS.values()) + [INVALID_ACTION_OBSERVATION]
+    texts = list(PROTOCOL_PROMPTS.values()) + [MMSEARCH_R1_TEXT_PROMPT, INVALID_ACTION_OBSERVATION]
     texts += [f"What colour is {k}? {k}: {v}." for k, v in table.items()]
     texts += [" ".join(COLOURS), "The answer is", "I need to search for the name.",
               "Let me look it up.", "I know the answer."]

@@ -2,7 +2,7 @@
 warm-start SFT data: the model's parametric knowledge) and half "unknown" (only in the search corpus), so a
 policy can learn *when* to search.
 
-    agentrl make-toy --out DIR [--seed S] [--entities N]
+    agentrl make-toy --out DIR [--seed S] [--entities N] [--demos D] [--fillers F]
 
 writes
 
@@ -24,8 +24,11 @@ The rules:
   and their facts follow the same rule: a held-out `search_free` fact is in `sft.jsonl` (known), a
   held-out `search_required` fact only in the corpus.
 - `sft.jsonl` holds `demos` trajectories per known fact (train and held-out alike) and none about an
-  unknown fact. Each trajectory, independently, answers directly or searches with probability 1/2:
-  `<reason>..</reason><answer>v</answer>`, or `<reason>..</reason><text_search>entity attribute
+  unknown fact, and one about each of `fillers` more entities (one fact each, category `filler`) that are
+  never asked: their many names teach the model to copy a name it has never seen into a query, which
+  every search about an unknown entity needs (with the task's few names alone a small model recalls names
+  instead). Each trajectory, independently, answers directly or searches with probability 1/2:
+  `<reason>..</reason><answer>v</answer>`, or `<reason>..</reason><text_search>attribute of entity
   </text_search>`, the observation, then `<reason>..</reason><answer>v</answer>`. The choice never depends
   on the fact, so *when* to search is left to RL; the direct answers teach the known facts, the searches
   the action format and copying an answer from an observation.
@@ -60,12 +63,17 @@ CITIES = ["avalon", "brisa", "corvel", "dunmor", "elsin", "faro", "galen", "holl
 ANIMALS = ["badger", "crane", "falcon", "gecko", "heron", "lynx", "otter", "panda", "raven", "walrus"]
 NUMBERS = [str(n) for n in range(10, 100)]
 ATTRIBUTES: dict[str, list[str]] = {"colour": COLOURS, "city": CITIES, "animal": ANIMALS, "number": NUMBERS}
-SEARCH_FREE, SEARCH_REQUIRED = "search_free", "search_required"
+SEARCH_FREE, SEARCH_REQUIRED, FILLER = "search_free", "search_required", "filler"
 DATA_SOURCE = "agentrl_toy"
 SEARCH_TOP_K = 1  # the observations in sft.jsonl are top-1 hits: run RL with tools.text_search.top_k=1
 NAME_SYLLABLES = 3
 MAX_ENTITIES = len(SYLLABLES) ** NAME_SYLLABLES // 2  # names are drawn without repeats: leave room
-DEMOS_PER_FACT = 4
+DEMOS_PER_FACT = 8
+# Filler entities: known entities that are never asked. Their demonstrations show many more names, so the
+# model learns to copy a name it has never seen into a query (a search about an unknown entity needs
+# exactly that) instead of recalling the few names of the task.
+FILLER_ENTITIES = 400
+FILLER_DEMOS_PER_FACT = 1
 # the model turns' reasons (short texts the tiny tokenizer knows, so turns tokenise compactly)
 DIRECT_REASON, SEARCH_REASON, COPY_REASON = "I know the answer.", "Let me look it up.", "The answer is"
 
@@ -79,6 +87,8 @@ class Fact:
     value: str
     known: bool
     heldout: bool
+    asked: bool = True  # False: a filler entity's fact, taught but never asked
+
 
     @property
     def question(self) -> str:
@@ -86,8 +96,9 @@ class Fact:
 
     @property
     def query(self) -> str:
-        """The text search a demonstration writes for this fact."""
-        return f"{self.entity} {self.attribute}"
+        """The text search a demonstration writes for this fact (the name after a space, as in the question,
+        so that both tokenise alike)."""
+        return f"{self.attribute} of {self.entity}"
 
     @property
     def doc_id(self) -> str:
@@ -95,13 +106,18 @@ class Fact:
 
     @property
     def category(self) -> str:
+        if not self.asked:
+            return FILLER
         return SEARCH_FREE if self.known else SEARCH_REQUIRED
 
 
-def toy_facts(seed: int = 0, entities: int = 48) -> list[Fact]:
-    """Every fact of the task, entity by entity, deterministic from `seed`."""
+def toy_facts(seed: int = 0, entities: int = 48, fillers: int = 0) -> list[Fact]:
+    """Every fact of the task, entity by entity, then the filler entities' facts; deterministic from `seed`
+    (the task's entities do not depend on `fillers`)."""
     if not 2 <= entities <= MAX_ENTITIES:
         raise ValueError(f"entities must be in 2..{MAX_ENTITIES}, got {entities}")
+    if not 0 <= fillers <= MAX_ENTITIES - entities:
+        raise ValueError(f"fillers must be in 0..{MAX_ENTITIES - entities}, got {fillers}")
     rng = random.Random(f"agentrl-toy-{seed}")
     names: list[str] = []
     while len(names) < entities:
@@ -114,6 +130,14 @@ def toy_facts(seed: int = 0, entities: int = 48) -> list[Fact]:
         for k, (attribute, values) in enumerate(ATTRIBUTES.items()):
             facts.append(Fact(name, attribute, rng.choice(values), name in known,
                               heldout=k == i % len(ATTRIBUTES)))
+    filler_rng = random.Random(f"agentrl-toy-fillers-{seed}")
+    while len(names) < entities + fillers:
+        name = "".join(filler_rng.choice(SYLLABLES) for _ in range(NAME_SYLLABLES))
+        if name not in names:
+            names.append(name)
+            attribute = filler_rng.choice(list(ATTRIBUTES))  # one fact each: many names for the same cost
+            facts.append(Fact(name, attribute, filler_rng.choice(ATTRIBUTES[attribute]), known=True,
+                              heldout=False, asked=False))
     return facts
 
 
@@ -151,12 +175,14 @@ def demonstration(fact: Fact, search: bool) -> list[dict[str, str]]:
             {"role": MODEL, "text": _tagged(REASON, f"{COPY_REASON} {fact.value}.") + answer}]
 
 
-def sft_records(facts: list[Fact], seed: int = 0, demos: int = DEMOS_PER_FACT) -> list[dict[str, Any]]:
-    """`demos` trajectories per known fact, each searching with probability 1/2, shuffled."""
+def sft_records(facts: list[Fact], seed: int = 0, demos: int = DEMOS_PER_FACT,
+                filler_demos: int = FILLER_DEMOS_PER_FACT) -> list[dict[str, Any]]:
+    """`demos` trajectories per known fact of the task and `filler_demos` per filler fact, each searching
+    with probability 1/2, shuffled."""
     rng = random.Random(f"agentrl-toy-sft-{seed}")
     records = []
     for fact in (f for f in facts if f.known):
-        for _ in range(demos):
+        for _ in range(demos if fact.asked else filler_demos):
             search = rng.random() < 0.5
             records.append({"question": fact.question, "turns": demonstration(fact, search),
                             "data_id": fact.doc_id, "category": fact.category,
@@ -184,16 +210,18 @@ def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(records, schema=schema), path)
 
 
-def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = DEMOS_PER_FACT) -> dict[str, Path]:
+def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = DEMOS_PER_FACT,
+              fillers: int = FILLER_ENTITIES) -> dict[str, Path]:
     """Write the task's four files into `out` (created if missing); returns their paths by name."""
     if demos < 1:
         raise ValueError(f"demos must be >= 1, got {demos}")
-    facts = toy_facts(seed, entities)
+    facts = toy_facts(seed, entities, fillers)
+    asked = [f for f in facts if f.asked]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("train.parquet", "heldout.parquet", "corpus.jsonl", "sft.jsonl")}
-    _write_parquet(question_records([f for f in facts if not f.heldout]), paths["train.parquet"])
-    _write_parquet(question_records([f for f in facts if f.heldout]), paths["heldout.parquet"])
+    _write_parquet(question_records([f for f in asked if not f.heldout]), paths["train.parquet"])
+    _write_parquet(question_records([f for f in asked if f.heldout]), paths["heldout.parquet"])
     write_jsonl([page(f) for f in facts], paths["corpus.jsonl"])
     write_jsonl(sft_records(facts, seed, demos), paths["sft.jsonl"])
     return paths

@@ -109,12 +109,16 @@ class EvalSummary:
     temperature: float
     overall: EvalMetrics = field(default_factory=EvalMetrics)
     by_source: dict[str, EvalMetrics] = field(default_factory=dict)
+    # rows with a `category` (search_free / search_required: `agentrl build-balanced`, `agentrl make-toy`)
+    by_category: dict[str, EvalMetrics] = field(default_factory=dict)
 
     @classmethod
     def of(cls, items: list[EvalItem], **describe: Any) -> EvalSummary:
         sources = sorted({it.data_source for it in items})
+        categories = sorted({it.category for it in items if it.category})
         return cls(**describe, overall=EvalMetrics.of(items),
-                   by_source={s: EvalMetrics.of([it for it in items if it.data_source == s]) for s in sources})
+                   by_source={s: EvalMetrics.of([it for it in items if it.data_source == s]) for s in sources},
+                   by_category={c: EvalMetrics.of([it for it in items if it.category == c]) for c in categories})
 
     @classmethod
     def load(cls, path: str) -> EvalSummary:
@@ -123,13 +127,18 @@ class EvalSummary:
             with open(path) as f:
                 d = json.load(f)
             return cls(**{**d, "overall": EvalMetrics(**d["overall"]),
-                          "by_source": {k: EvalMetrics(**v) for k, v in d["by_source"].items()}})
+                          "by_source": {k: EvalMetrics(**v) for k, v in d["by_source"].items()},
+                          "by_category": {k: EvalMetrics(**v) for k, v in d.get("by_category", {}).items()}})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: JSON, UTF-8
             raise UserError(f"{path}: not an eval summary.json ({type(e).__name__}: {e})") from None
 
     def flat(self, prefix: str = "eval/") -> dict[str, float]:
-        """Overall metrics as flat keys (`eval/accuracy`, ...) for metrics.jsonl and wandb."""
-        return {f"{prefix}{k}": float(v) for k, v in dataclasses.asdict(self.overall).items()}
+        """Overall metrics as flat keys (`eval/accuracy`, ...) for metrics.jsonl and wandb, and per category
+        accuracy and search ratio (`eval/search_free/accuracy`, ...)."""
+        out = {f"{prefix}{k}": float(v) for k, v in dataclasses.asdict(self.overall).items()}
+        for c, m in self.by_category.items():
+            out.update({f"{prefix}{c}/accuracy": m.accuracy, f"{prefix}{c}/search_ratio": m.search_ratio})
+        return out
 
 
 def write_results(out_dir: str, items: list[EvalItem], summary: EvalSummary) -> None:
@@ -159,7 +168,8 @@ def summary_table(summary: EvalSummary) -> str:
     header = ["data_source", "items", "acc", "search", "img only", "txt only", "both", "fail", "tool calls",
               "turns", "resp tokens"]
     rows = []
-    for name, m in [*summary.by_source.items(), ("overall", summary.overall)]:
+    named = [*summary.by_source.items(), *((f"category {c}", m) for c, m in summary.by_category.items())]
+    for name, m in [*named, ("overall", summary.overall)]:
         rows.append([name, str(m.items), _pct(m.accuracy), _pct(m.search_ratio), _pct(m.search_image_only_ratio),
                      _pct(m.search_text_only_ratio), _pct(m.search_both_ratio), _pct(m.search_fail_ratio),
                      f"{m.tool_calls_mean:.2f}", f"{m.turns_mean:.2f}", f"{m.response_tokens_mean:.1f}"])

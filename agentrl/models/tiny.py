@@ -16,7 +16,7 @@ from agentrl.paths import cache_root
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-BUILD_VERSION = "v3"  # bump when the builders change; corpus changes rebuild by themselves (see build_key)
+BUILD_VERSION = "v4"  # bump when the builders change; corpus changes rebuild by themselves (see build_key)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -42,8 +42,18 @@ def _corpus() -> list[str]:
     return synthetic_corpus()
 
 
+def task_words() -> list[str]:
+    """The toy task's attribute values (`agentrl.data.toy.ATTRIBUTES`). Each is one token, so that copying a
+    value out of an observation into an answer is a one-token copy, as it is for a real model's common words.
+    Names stay BPE pieces: a name never seen in training is then made of trained pieces that a model can copy."""
+    from agentrl.data.toy import ATTRIBUTES
+
+    return sorted({v for values in ATTRIBUTES.values() for v in values})
+
+
 def build_tokenizer(vocab_size: int = 1024):
-    """A byte-level BPE tokenizer trained on the project's own text, with tags as single tokens."""
+    """A byte-level BPE tokenizer trained on the project's own text, with tags and the synthetic tasks' words
+    (`task_words`) as single tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,6 +68,8 @@ def build_tokenizer(vocab_size: int = 1024):
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ACTION_TAGS])
+    # whole words only: a name inside a longer word stays BPE pieces; the space before one is its own token
+    tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in task_words()])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -143,7 +155,8 @@ def build_key() -> str:
     """The builders' version plus a hash of the tokenizer corpus, so a changed corpus never reuses a cache."""
     import hashlib
 
-    return f"{BUILD_VERSION}-{hashlib.sha256(chr(0).join(_corpus()).encode()).hexdigest()[:8]}"
+    text = chr(0).join(_corpus() + task_words())
+    return f"{BUILD_VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def ensure_model(name_or_path: str, cache_dir: str = "") -> str:

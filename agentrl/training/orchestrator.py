@@ -298,20 +298,22 @@ class Orchestrator:
 
 
 def train(cfg: Config) -> RunSummary:
-    """Run a training job: join RAY_ADDRESS or start a local cluster; exit cleanly either way. A user error
-    met during the run (a bad data row deep in the file, an unusable cache, a bad setting an actor found)
-    comes out as itself; an actor failure as ActorFailure; anything else as ActorFailure with its traceback."""
-    started_here = connect_ray()
-    orch = Orchestrator(cfg)
+    """Run a training job: join RAY_ADDRESS or start a local cluster; exit cleanly either way. With
+    `sft.data` set, the warm start (`agentrl.training.sft.warm_start`) comes first. A user error met during
+    the run (a bad data row deep in the file, an unusable cache, a bad setting an actor found) comes out as
+    itself; an actor failure as ActorFailure; anything else as ActorFailure with its traceback."""
+    from agentrl.training.sft import warm_start
 
-    async def main() -> RunSummary:
+    started_here = connect_ray()
+
+    async def main(orch: Orchestrator) -> RunSummary:
         try:
             return await orch.run()
         finally:
             await orch.shutdown()
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(main(Orchestrator(warm_start(cfg))))
     except (ActorFailure, UserError):
         raise
     except Exception as e:

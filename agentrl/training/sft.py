@@ -13,6 +13,10 @@ cross-entropy, micro-batched by `learner.micro_batch_tokens`) at the constant ra
 `sft.epochs` passes over the file in a seeded order (`sft.seed`). Each step is a line of
 `RUN/sft_metrics.jsonl` (RUN = `trainer.output_dir/trainer.run_name`); the model is saved in Hugging Face
 format (loadable by transformers and vLLM) to `--out`, else `sft.out`, else `RUN/checkpoints/sft`.
+
+With `sft.data` set, `agentrl train` runs the same fine-tuning first (`warm_start`) and starts RL from its
+checkpoint, which is kept under the cache root by content (data, SFT settings, model), so a second run
+with the same inputs starts at once.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ if TYPE_CHECKING:  # torch, Ray and omegaconf load with the command, not with ev
     from agentrl.config import Config
     from agentrl.data.trajectories import Demonstration
     from agentrl.records import Trajectory
+
+
+STEPS_AHEAD = 4
 
 
 @dataclass
@@ -63,7 +70,8 @@ def tokenise(demos: list[Demonstration], cfg: Config, model_path: str) -> list[T
     from agentrl.records import DataRow, SamplingConfig, Trajectory
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    ctx = RolloutContext(chat=ChatFormat(tokenizer), protocol=get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags)),
+    protocol = get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags), cfg.env.system_prompt)
+    ctx = RolloutContext(chat=ChatFormat(tokenizer), protocol=protocol,
                          tools={}, env=cfg.env, sampling=SamplingConfig(max_tokens=cfg.env.max_tokens_per_turn),
                          eos_token_id=tokenizer.eos_token_id, adapter=get_adapter(model_path, cfg.model.vision))
     out = []
@@ -104,16 +112,21 @@ async def _train(cfg: Config, trajs: list[Trajectory], model_path: str, out: str
 
     steps = batches(trajs, cfg)
     # the learner's engine and settings, at the constant SFT rate; no reference model (no KL term)
-    learner_cfg = dataclasses.replace(cfg.learner, lr=cfg.sft.lr, lr_schedule="constant", kl_coef=0.0)
+    learner_cfg = dataclasses.replace(cfg.learner, lr=cfg.sft.lr, lr_schedule="constant", kl_coef=0.0,
+                                      cpu_threads=cfg.learner.cpu_threads or os.cpu_count() or 1)  # alone: every core
     learner = create_learner(dataclasses.replace(cfg, learner=learner_cfg), model_path, len(steps), name=None)
     run_dir = os.path.join(cfg.trainer.output_dir, cfg.trainer.run_name)
     os.makedirs(run_dir, exist_ok=True)
     summary = SftSummary(len(steps), cfg.sft.epochs, len(trajs))
     per_epoch = len(steps) // cfg.sft.epochs
+    # a few steps submitted ahead: the learner runs them in order (a sync actor) while the driver ships the next
+    ahead = [learner.sft_step.remote(b) for b in steps[:STEPS_AHEAD]]
     try:
         with open(os.path.join(run_dir, "sft_metrics.jsonl"), "w") as metrics:
-            for i, batch in enumerate(steps):
-                stats = await guarded(learner.sft_step.remote(batch))
+            for i in range(len(steps)):
+                stats = await guarded(ahead.pop(0))
+                if i + STEPS_AHEAD < len(steps):
+                    ahead.append(learner.sft_step.remote(steps[i + STEPS_AHEAD]))
                 summary.losses.append(stats.loss)
                 metrics.write(json.dumps({"step": stats.step, "epoch": i // per_epoch, "loss": stats.loss,
                                           "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens": stats.tokens,
@@ -123,6 +136,55 @@ async def _train(cfg: Config, trajs: list[Trajectory], model_path: str, out: str
     finally:
         ray.kill(learner)
     return summary
+
+
+def warm_start_key(cfg: Config, data: str, model_path: str) -> str:
+    """What a warm start depends on: the data's bytes, the SFT settings, the model, how turns tokenise."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(data, "rb") as f:
+        h.update(f.read())
+    sft = {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k not in ("out", "data")}
+    learner = {k: getattr(cfg.learner, k) for k in ("micro_batch_tokens", "zero_stage", "grad_clip",
+                                                    "weight_decay")}
+    env = {k: getattr(cfg.env, k) for k in ("protocol", "system_prompt", "tool_tags", "max_tokens_per_turn")}
+    h.update(json.dumps([sft, learner, env, model_path, cfg.model.dtype], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def warm_start(cfg: Config) -> Config:
+    """`cfg` with `model.path` replaced by `model.path` fine-tuned on `sft.data` (nothing to do without
+    `sft.data`). Built once under a file lock in `<cache root>/warm_starts/<key>` and reused; the caller
+    has connected to Ray."""
+    import asyncio
+    import fcntl
+    import shutil
+
+    from agentrl.data.trajectories import read_demonstrations
+    from agentrl.models.tiny import ensure_model
+    from agentrl.paths import cache_root
+
+    if not cfg.sft.data:
+        return cfg
+    model_path = os.path.abspath(ensure_model(cfg.model.path, cfg.model.cache_dir))
+    root = cache_root() / "warm_starts"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / warm_start_key(cfg, cfg.sft.data, model_path)
+    with open(f"{out}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs with the same warm start build it once
+        if (out / "config.json").exists():
+            print(f"[agentrl] warm start: {out} (cached; fine-tuned on {cfg.sft.data})", flush=True)
+        else:
+            demos = read_demonstrations(cfg.sft.data)
+            print(f"[agentrl] warm start: fine-tuning {cfg.model.path} on {len(demos)} trajectories of {cfg.sft.data} "
+                 f"for {cfg.sft.epochs} epochs (once; cached in {out})", flush=True)
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run that was stopped while fine-tuning
+            s = asyncio.run(_train(cfg, tokenise(demos, cfg, model_path), model_path, str(tmp)))
+            tmp.rename(out)
+            print(f"[agentrl] warm start: loss {s.first_loss:.3f} -> {s.last_epoch_loss:.3f}", flush=True)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(out)))
 
 
 def run_sft(cfg: Config, data: str, out: str = "") -> SftSummary:
