@@ -39,8 +39,9 @@ def test_grpo_from_the_cached_warm_start_raises_the_reward_on_an_easy_toy_task(t
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))  # a fresh warm start, built by this run
     toy = tmp_path / "toy"
     assert main(["make-toy", "--out", str(toy), "--entities", "8", "--fillers", "120"]) == 0
-    cfg = load_config("configs/learn_toy.yaml", [*toy_overrides(toy, tmp_path / "runs"), "trainer.total_steps=40",
-                                                 "trainer.eval_every=0", "trainer.batch_groups=8"])
+    # the demo's settings (launch/demo.sh), without its held-out evals
+    cfg = load_config("configs/learn_toy.yaml", [*toy_overrides(toy, tmp_path / "runs"), "trainer.total_steps=60",
+                                                 "learner.lr=5e-4", "trainer.eval_every=0"])
     summary = train(cfg)
     assert "warm start: fine-tuning tiny-text" in capsys.readouterr().out
     rows = [json.loads(line) for line in open(Path(summary.run_dir) / "metrics.jsonl")]

@@ -9,10 +9,10 @@ at CPU scale, on the toy knowledge task (`agentrl.data.toy`).
    `trainer.eval_every` steps; the last of those evals is the *after*.
 
 Writes `bench/learning.json` (`before` and `after`: per category `accuracy` and `search_ratio`; `checkpoint`:
-the trained model's folder; the curves per step) and `bench/learning.png` (reward, accuracy and search ratio
-per category over the steps). `--ablate-penalty` sets the search penalty to 0 and writes
-`bench/learning_ablation.json` / `.png` (the seed's Finding 5: without the penalty the policy searches
-on questions it could answer directly).
+the trained model's folder; the curves per step) and `docs/bench_learning.png` (reward, accuracy and search
+ratio per category over the steps). `--ablate-penalty` sets the search penalty to 0 and writes
+`bench/learning_ablation.json` and `docs/bench_learning_ablation.png` (the seed's Finding 5: without the
+penalty the policy searches on questions it could answer directly).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entities", type=int, default=48, help="the toy task's entities")
     parser.add_argument("--work", default="", help="where the task and the run go (default runs/bench_learning"
                                                    "[_ablation])")
-    parser.add_argument("--out", default="", help="the JSON (default bench/learning[_ablation].json); the PNG "
-                                                  "goes beside it")
+    parser.add_argument("--out", default="", help="the JSON (default bench/learning[_ablation].json)")
+    parser.add_argument("--plot", default="", help="the PNG (default docs/bench_learning[_ablation].png)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.total_steps=40")
 
 
@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
-    png = os.path.splitext(out)[0] + ".png"
+    png = args.plot or os.path.join("docs", f"bench_{name}.png")
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     plot(result, png)
     for when in ("before", "after"):
         cells = ", ".join(f"{c}: accuracy {m['accuracy']:.2f} search {m['search_ratio']:.2f}"
