@@ -148,7 +148,7 @@ def test_sft_lowers_the_masked_loss_and_writes_a_loadable_checkpoint(tmp_path, t
     from agentrl.data.trajectories import read_demonstrations
     from agentrl.training.sft import run_sft, tokenise
 
-    toy = make_toy(tmp_path / "toy", "--entities", "4", "--demos", "2")
+    toy = make_toy(tmp_path / "toy", "--entities", "4", "--demos", "2", "--fillers", "0")
     cfg = load_config("configs/demo.yaml", [*TOY_CONFIG, f"trainer.output_dir={tmp_path / 'runs'}",
                                             "sft.epochs=4", "sft.batch_size=8", "sft.lr=3e-3"])
     summary = run_sft(cfg, str(toy / "sft.jsonl"))
