@@ -1,28 +1,12 @@
-"""Run configuration: a typed schema, YAML files in configs/, dotted command-line overrides.
-
-Every key a user can set is a field below. An unknown key fails with one line naming the key and the
-closest valid one; bad values fail before any actor starts.
-"""
+"""The configuration schema: every key a user can set is a field below (`agentrl.config.loading` reads
+YAML files and overrides into it and checks the values)."""
 
 from __future__ import annotations
 
-import difflib
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
-
-from agentrl.console import LOG_LEVELS
-from agentrl.errors import UserError
-from agentrl.grammar import check_workflow
-
 SYNTHETIC_SOURCES = ("synthetic", "synthetic_vl")  # generated data, no file
-
-
-class ConfigError(UserError):
-    """A one-line, user-facing configuration error."""
 
 
 @dataclass
@@ -184,6 +168,11 @@ class RolloutConfig:
     on_weight_update: str = "pause_resume"  # "pause_resume" (exact versions) or "continue"
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per engine
     num_gpus_per_engine: float = 0.0
+    tensor_parallel_size: int = 1  # GPUs one engine spans (vLLM tensor parallelism)
+    # how new weights reach the engines: "object_store" (Ray's object store + an in-place reload; any
+    # machine), "nccl" (vLLM's weight-transfer engine: a broadcast from learner rank 0; GPUs only) or
+    # "auto" (nccl where the learner and the engines have GPUs, else object_store)
+    weight_sync: str = "auto"
 
 
 @dataclass
@@ -219,14 +208,19 @@ class LearnerConfig:
     epochs: int = 1
     grad_clip: float = 1.0
     zero_stage: int = 2
+    # data-parallel DeepSpeed ranks, one Ray actor each (num_gpus GPUs and `resources` per rank), joined by
+    # torch.distributed (NCCL on GPUs, gloo on the CPU) and placed by a Ray placement group
+    num_ranks: int = 1
+    ranks_per_node: int = 0  # > 0: the ranks go in node groups of this many (one per node); 0: packed where they fit
+    offload: str = "none"  # DeepSpeed CPU offload: "none", "optimizer" (ZeRO >= 1) or "all" (also parameters; ZeRO-3)
     micro_batch_tokens: int = 4096  # micro-batches are packed by token count
     scale_rewards: bool = True  # GRPO: divide advantages by the group's std
     overlong_filter: bool = True
-    num_gpus: float = 0.0
+    num_gpus: float = 0.0  # per rank
     # torch intra-op threads of the learner on the CPU; 0: Ray's default (one). `agentrl sft` and the warm start
     # run the learner alone and take every core when this is 0
     cpu_threads: int = 0
-    resources: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank
     slowdown_s: float = 0.0  # test hook: sleep this long per step to emulate a slow learner
 
 
@@ -298,177 +292,3 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-_OPEN_DICTS = {"env.tool_tags", "env.resources", "rollout.resources", "learner.resources", "reward.options",
-               "tools.options"}
-
-
-def _valid_keys(node: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in node.items():
-        path = f"{prefix}{k}"
-        keys.append(path)
-        if isinstance(v, DictConfig) and path not in _OPEN_DICTS:
-            keys.extend(_valid_keys(v, path + "."))
-    return keys
-
-
-def _check_keys(user: Any, valid: set[str], prefix: str = "") -> None:
-    for k, v in user.items():
-        path = f"{prefix}{k}"
-        if path not in valid:
-            close = difflib.get_close_matches(path, sorted(valid), n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{path}'{hint}")
-        if isinstance(v, (dict, DictConfig)) and path not in _OPEN_DICTS:
-            _check_keys(v, valid, path + ".")
-
-
-def _parse_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ConfigError(f"override '{item}' is not of the form key=value")
-    key, value = item.split("=", 1)
-    try:  # YAML values, as in the files: lists, maps, numbers, booleans
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
-
-
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config, apply dotted overrides (`learner.lr=1e-5`), validate, return the result."""
-    schema = OmegaConf.structured(Config)
-    valid = set(_valid_keys(schema))
-    merged = schema
-    if path:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file '{path}' does not exist")
-        user = OmegaConf.load(path)
-        _check_keys(user, valid)
-        merged = OmegaConf.merge(merged, user)
-    for item in overrides or []:
-        key, value = _parse_override(item)
-        _check_keys(_nest(key, value), valid)
-        try:
-            OmegaConf.update(merged, key, value, merge=True)
-        except Exception as e:  # omegaconf type errors: report the key, one line
-            raise ConfigError(f"bad value for '{key}': {value!r} ({type(e).__name__})") from None
-    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    validate(cfg)
-    return cfg
-
-
-def _nest(key: str, value: Any) -> dict:
-    out: dict = {}
-    cur = out
-    parts = key.split(".")
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-    return out
-
-
-def _require(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"bad value for '{key}': {msg}")
-
-
-def validate(cfg: Config) -> None:
-    """Value checks that must fail before any actor starts (ConfigError naming the key)."""
-    _validate_trainer(cfg)
-    _validate_rollout_and_learner(cfg)
-    _validate_tools(cfg.tools)
-    _validate_model_and_data(cfg)
-
-
-def _validate_trainer(cfg: Config) -> None:
-    t, e = cfg.trainer, cfg.env
-    _require(t.mode in ("async", "sync"), "trainer.mode", f"'{t.mode}' is not 'async' or 'sync'")
-    _require(t.total_steps > 0, "trainer.total_steps", "must be > 0")
-    _require(t.batch_groups > 0, "trainer.batch_groups", "batch size must be > 0")
-    _require(t.max_staleness >= 0, "trainer.max_staleness", "must be >= 0")
-    _require(t.spare_groups >= 0, "trainer.spare_groups", "must be >= 0")
-    _require(t.queue_capacity >= t.batch_groups, "trainer.queue_capacity",
-             "must hold at least one batch (>= trainer.batch_groups)")
-    _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")
-    _require(t.log_level in LOG_LEVELS, "trainer.log_level", f"'{t.log_level}' is not {' or '.join(LOG_LEVELS)}")
-    if t.eval_every:
-        _require(os.path.isfile(t.eval_data), "trainer.eval_data", f"'{t.eval_data}' is not a file")
-        try:
-            check_workflow(t.eval_workflow, e.protocol, e.tools)
-        except ValueError as err:
-            _require(False, "trainer.eval_workflow", str(err))
-        _require(t.eval_samples > 0, "trainer.eval_samples", "must be > 0")
-
-
-def _validate_rollout_and_learner(cfg: Config) -> None:
-    r, lr, e = cfg.rollout, cfg.learner, cfg.env
-    _require(r.n > 1, "rollout.n", "GRPO needs at least 2 samples per prompt (with 1, every advantage would be 0)")
-    # the learner computes full-distribution log-probs; a filtered sampler would bias the importance weights
-    _require(r.top_p == 1.0, "rollout.top_p", "must be 1.0: the learner's log-probs are of the unfiltered "
-             "distribution")
-    _require(r.top_k == -1, "rollout.top_k", "must be -1 (off): the learner's log-probs are of the "
-             "unfiltered distribution")
-    _require(r.num_engines > 0, "rollout.num_engines", "must be > 0")
-    _require(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
-    _require(r.on_weight_update in ("pause_resume", "continue"), "rollout.on_weight_update",
-             "must be 'pause_resume' or 'continue'")
-    _require(r.temperature > 0, "rollout.temperature", "must be > 0")
-    _require(lr.lr > 0, "learner.lr", "must be > 0")
-    _require(lr.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "must be 0, 1, 2 or 3")
-    _require(0 <= lr.clip_low < 1 and lr.clip_high >= 0, "learner.clip_low", "clip range is invalid")
-    _require(lr.mini_batches > 0, "learner.mini_batches", "must be > 0")
-    _require(lr.epochs > 0, "learner.epochs", "must be > 0")
-    _require(lr.importance_mode in ("truncate", "mask"), "learner.importance_mode", "must be 'truncate' or 'mask'")
-    _require(lr.lr_schedule in ("sigmoid_decay", "warmup_sigmoid", "constant"), "learner.lr_schedule",
-             "must be sigmoid_decay, warmup_sigmoid or constant")
-    _require(lr.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
-    _require(lr.cpu_threads >= 0, "learner.cpu_threads", "must be >= 0")
-    _require(cfg.sft.epochs > 0, "sft.epochs", "must be > 0")
-    _require(cfg.sft.lr > 0, "sft.lr", "must be > 0")
-    _require(cfg.sft.batch_size > 0, "sft.batch_size", "must be > 0")
-    _require(not cfg.sft.data or os.path.isfile(cfg.sft.data), "sft.data", f"'{cfg.sft.data}' is not a file")
-    _require(e.max_turns > 0, "env.max_turns", "must be > 0")
-    _require(e.max_tokens_per_turn > 0, "env.max_tokens_per_turn", "must be > 0")
-    _require(e.max_total_tokens >= e.max_tokens_per_turn, "env.max_total_tokens",
-             "must be >= env.max_tokens_per_turn")
-    _require(e.num_actors > 0, "env.num_actors", "must be > 0")
-    _require(e.on_invalid_action in ("observe", "end"), "env.on_invalid_action",
-             "must be 'observe' or 'end'")
-    _require(cfg.reward.num_actors > 0, "reward.num_actors", "must be > 0")
-
-
-def _validate_tools(tl: ToolsConfig) -> None:
-    _require(tl.cache.mode in ("on", "off", "replay_only"), "tools.cache.mode", "must be on, off or replay_only")
-    _require(tl.fetch.on_oversize in ("refuse", "truncate"), "tools.fetch.on_oversize", "must be refuse or truncate")
-    _require(tl.fetch.max_bytes > 0, "tools.fetch.max_bytes", "must be > 0")
-    for name in ("image_search", "text_search"):
-        http = getattr(tl, name).http
-        _require(http.max_concurrency > 0, f"tools.{name}.http.max_concurrency", "must be > 0")
-        _require(http.rate_per_s >= 0, f"tools.{name}.http.rate_per_s", "must be >= 0 (0: no limit)")
-        _require(http.max_response_bytes > 0, f"tools.{name}.http.max_response_bytes", "must be > 0")
-    _require(tl.image_search.backend in ("serpapi_lens", "cache", "local"), "tools.image_search.backend",
-             f"'{tl.image_search.backend}' is not serpapi_lens, cache or local")
-    _require(tl.text_search.backend in ("serpapi", "searxng", "retriever", "local"), "tools.text_search.backend",
-             f"'{tl.text_search.backend}' is not serpapi, searxng, retriever or local")
-    _require(tl.text_search.reader in ("jina", "direct", "none"), "tools.text_search.reader",
-             "must be jina, direct or none")
-    _require(tl.text_search.summariser in ("openai", "none"), "tools.text_search.summariser",
-             "must be openai or none")
-
-
-def _validate_model_and_data(cfg: Config) -> None:
-    if cfg.model.path not in ("tiny-text", "tiny-vl"):
-        _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
-    v = cfg.model.vision
-    _require(0 < v.input_min_pixels <= v.input_max_pixels, "model.vision.input_min_pixels",
-             "must be > 0 and <= model.vision.input_max_pixels")
-    _require(0 < v.thumbnail_min_pixels <= v.thumbnail_max_pixels, "model.vision.thumbnail_min_pixels",
-             "must be > 0 and <= model.vision.thumbnail_max_pixels")
-    _require(v.max_images_per_trajectory > 0, "model.vision.max_images_per_trajectory", "must be > 0")
-    _require(cfg.data.on_bad_row in ("fail", "skip"), "data.on_bad_row", "must be fail or skip")
-    if cfg.data.source not in SYNTHETIC_SOURCES:
-        _require(os.path.exists(cfg.data.source), "data.source", f"'{cfg.data.source}' does not exist")
-
-
-def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
