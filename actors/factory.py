@@ -27,7 +27,7 @@ import ray
 
 from agentrl.actors.environment import EnvironmentActor
 from agentrl.actors.generator import GeneratorActor, GeneratorPool
-from agentrl.actors.learner import LearnerActor
+from agentrl.actors.learner_group import LearnerGroup
 from agentrl.actors.replay_queue import ReplayQueue
 from agentrl.actors.reward import RewardActor, RewardPool
 from agentrl.config import SYNTHETIC_SOURCES, Config, ConfigError
@@ -80,11 +80,11 @@ def _options(name: str | None, resources: dict[str, float] | None = None, **opts
 
 
 def create_learner(cfg: Config, model_path: str, total_steps: int, name: str | None = "learner") -> Any:
-    """The DeepSpeed learner actor, placed by `learner.num_gpus` and `learner.resources`."""
-    opts = _options(name, cfg.learner.resources, num_gpus=cfg.learner.num_gpus, runtime_env=actor_runtime_env())
-    return ray.remote(LearnerActor).options(**opts).remote(
-        model_path, cfg.learner, total_steps, cfg.rollout.temperature, cfg.model.dtype, cfg.trainer.seed,
-        cfg.rollout.n, cfg.model.vision)
+    """The learner group actor (agentrl/actors/learner_group.py): `learner.num_ranks` DeepSpeed ranks, each
+    placed by `learner.num_gpus` and `learner.resources`, started on the group's first call."""
+    runtime_env = actor_runtime_env()
+    opts = _options(name, max_concurrency=64, runtime_env=runtime_env)
+    return ray.remote(LearnerGroup).options(**opts).remote(cfg, model_path, total_steps, runtime_env, name)
 
 
 def create_replay_queue(capacity: int, max_staleness: int, name: str | None = "replay-queue",
@@ -193,6 +193,8 @@ async def start_actors(groups: ActorGroups) -> None:
     """Start the engines and wait until every actor is constructed (a failed constructor raises here)."""
     await asyncio.gather(*[h.start.remote() for h in groups.engines])
     await asyncio.gather(*[h.__ray_ready__.remote() for h in groups.named().values()])
+    if groups.learner is not None:  # its ranks placed, joined and built
+        await groups.learner.setup.remote()
 
 
 async def stop_actors(groups: ActorGroups) -> None:
@@ -206,6 +208,11 @@ async def stop_actors(groups: ActorGroups) -> None:
                                               return_exceptions=True), 30)
     except TimeoutError:
         pass
+    if groups.learner is not None:  # its ranks and their placement (they would die with it, but later)
+        try:
+            await asyncio.wait_for(groups.learner.shutdown.remote(), 30)
+        except Exception:  # a dead learner took its ranks with it
+            pass
     limiters = [n for n in ray.util.list_named_actors() if n.startswith(NODE_LIMITER_PREFIX)]
     for h in groups.named().values():
         _kill(h)
@@ -235,7 +242,7 @@ async def guarded(awaitable: Awaitable[T], groups: ActorGroups | None = None) ->
         who = name if name == "an actor" else f"actor '{name}'"
         raise ActorFailure(f"{who} died. Traceback (remote):\n{redact(str(e))}") from None
     except ray.exceptions.RayTaskError as e:
-        if isinstance(e.cause, UserError):
+        if isinstance(e.cause, (UserError, ActorFailure)):  # a user error, or a rank the learner names
             raise e.cause from None
         raise ActorFailure(
             f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None

@@ -1,15 +1,15 @@
 """Weight transport: how a new policy version travels from the learner's parameters into the engines.
 
 Three ends, each in one place:
-- the learner takes a `snapshot` of its parameters (`LearnerActor.get_weights`);
+- the learner takes a `snapshot` of its parameters (`LearnerRank.get_weights`, on rank 0);
 - the driver fans one snapshot out to every engine (`broadcast`, `sync_weights`);
 - each engine `apply`s it: an in-place reload, then the caches computed by the old weights are reset
   (`GeneratorActor.update_weights` holds requests back around it).
 
-`ObjectStoreReload` is the one implementation: numpy arrays through Ray's object store (each engine's
-node fetches the snapshot once; works across nodes), written as safetensors to /dev/shm and loaded by
-vLLM's `reload_weights`. A GPU path (NCCL broadcast from the learner's ranks to the engines' workers)
-is another `WeightTransport` with the same two ends.
+`ObjectStoreReload` is the one implementation: CPU torch tensors (any dtype, bf16 too) through Ray's
+object store (each engine's node fetches the snapshot once; works across nodes), written as safetensors
+to /dev/shm and loaded by vLLM's `reload_weights`. A GPU path (NCCL broadcast from the learner's rank 0
+to the engines' workers) is another `WeightTransport` with the same two ends.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class ObjectStoreReload(WeightTransport):
         self._dir: str | None = None  # made on the first apply: the learner's end needs none
 
     def snapshot(self, state: Mapping[str, Any], version: int) -> WeightSnapshot:
-        return WeightSnapshot(version, {k: v.detach().cpu().numpy().copy() for k, v in state.items()})
+        # no numpy round trip: numpy has no bfloat16
+        return WeightSnapshot(version, {k: v.detach().cpu() for k, v in state.items()})
 
     async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
         if self._dir is None:
@@ -86,7 +87,8 @@ def write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
-    tensors = {k: torch.from_numpy(np.array(v)) for k, v in snapshot.tensors.items()}  # writable copy
+    tensors = {k: v.contiguous() if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v))
+               for k, v in snapshot.tensors.items()}  # a test's snapshot may hold numpy arrays
     save_file(tensors, os.path.join(folder, "model.safetensors"))
 
 
@@ -98,5 +100,7 @@ async def broadcast(snapshot: Any, engines: list[Any]) -> float:
 
 
 async def sync_weights(learner: Any, engines: list[Any]) -> float:
-    """The learner's current policy into every engine: the end of each training step."""
-    return await broadcast(learner.get_weights.remote(), engines)
+    """The learner's current policy into every engine: the end of each training step. The snapshot goes
+    from learner rank 0's node to the engines' nodes, never through the driver or the group actor."""
+    [ref] = await learner.weights_ref.remote()
+    return await broadcast(ref, engines)

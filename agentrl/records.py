@@ -166,7 +166,46 @@ class WeightSnapshot:
     """Weights of one policy version, shipped through Ray's object store (works across nodes)."""
 
     version: int
-    tensors: dict[str, Any]  # name -> numpy array
+    # name -> CPU torch tensor in the learner's dtype (numpy has no bfloat16, so no numpy round trip)
+    tensors: dict[str, Any]
+
+
+@dataclass
+class TrainSequence:
+    """One trajectory as a learner rank trains on it: token ids as generated (prompt + response), the loss
+    mask and behaviour log-probs per response token, its advantage, and its images."""
+
+    ids: list[int]
+    prompt_len: int
+    mask: list[int]  # per response token
+    behaviour: list[float]
+    advantage: float
+    images: list[bytes] = field(default_factory=list)  # every image of the sequence, in order
+    proximal: list[float] | None = None  # the policy's log-probs at the start of the step (several updates)
+
+
+@dataclass
+class RankPlan:
+    """One learner rank's share of a learner step. Every rank of the group gets the same number of
+    micro-batches in each phase (padded with masked-out sequences), because under ZeRO-3 every forward
+    and backward is a collective that all ranks must join."""
+
+    # micro-batches whose log-probs become the proximal policy before the first update (empty: one update)
+    proximal: list[list[TrainSequence]]
+    updates: list[list[list[TrainSequence]]]  # per optimizer step, its micro-batches
+    update_tokens: list[int]  # per optimizer step, the masked tokens of ALL ranks (the token-mean's divisor)
+
+
+@dataclass
+class RankStepResult:
+    """What a rank reports for its share of a learner step: per optimizer step its loss share and the
+    (global) gradient norm, and token-weighted sums of the loss's diagnostics."""
+
+    losses: list[float]
+    grad_norms: list[float]
+    lrs: list[float]  # the rate each optimizer step used
+    stat_sums: dict[str, float]
+    tokens: int
 
 
 @dataclass

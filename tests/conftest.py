@@ -27,6 +27,16 @@ def tiny_text_path() -> str:
     return ensure_model("tiny-text")
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster (2 CPUs) for one test module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def example_data(tmp_path_factory) -> Path:
     """The project's example parquet (the release's layout, questions about the demo tiles)."""

@@ -5,7 +5,6 @@ is the one the update used."""
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import ray
@@ -13,52 +12,17 @@ import ray
 from agentrl.actors.factory import create_learner
 from agentrl.algorithms import group_advantages, sigmoid_decay_lr
 from agentrl.config import load_config
-from agentrl.data.synthetic import synthetic_rows
-from agentrl.records import RewardResult, TrainBatch, Trajectory, TrajectoryGroup
+from agentrl.records import TrainBatch
+from tests.learner_batches import real_batch
 
 pytestmark = pytest.mark.slow
 
 GROUPS, N = 8, 2
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
 def learner_for(path: str, *overrides: str):
     cfg = load_config("configs/demo.yaml", [f"rollout.n={N}", *overrides])
     return cfg, create_learner(cfg, path, total_steps=10, name=None)
-
-
-def real_batch(path: str, learner) -> TrainBatch:
-    """Tokenised trajectories of the tiny model (model turn, observation with mask 0, model turn), with
-    behaviour log-probs near the learner's own (as if sampled by a slightly older policy) and rewards
-    that differ inside every group."""
-    from transformers import AutoTokenizer
-
-    from agentrl.envs.agent_loop import ChatFormat
-
-    chat, rng = ChatFormat(AutoTokenizer.from_pretrained(path)), random.Random(0)
-    groups = []
-    for g, row in enumerate(synthetic_rows(GROUPS)):
-        trajs = []
-        for k in range(N):
-            t = Trajectory(f"g{g}-{k}", f"g{g}", row.row_id, chat.prompt_ids("Answer.", row.question))
-            t.append(chat.encode(f"<reason>look up {row.question[:12]}</reason><search>x{k}</search>"), trainable=True)
-            t.append(chat.observation_ids("<information>nothing</information>", False), trainable=False)
-            t.append(chat.encode(f"<answer>{rng.choice(['lilac', 'teal', 'amber'])}</answer>"), trainable=True)
-            t.reward = RewardResult(float(k % 2))
-            trajs.append(t)
-        groups.append(TrajectoryGroup(f"g{g}", 0, trajs))
-    trajs = [t for g in groups for t in g.trajectories]
-    for t, lps in zip(trajs, ray.get(learner.compute_logprobs.remote(trajs)), strict=True):
-        t.behaviour_logprobs = [lp + rng.uniform(-0.3, 0.3) if m else 0.0
-                                for lp, m in zip(lps, t.loss_mask, strict=True)]
-        t.policy_versions = [0 if m else -1 for m in t.loss_mask]
-    return TrainBatch(groups=groups)
 
 
 def token_advantages(batch: TrainBatch) -> list[list[float]]:
@@ -68,7 +32,7 @@ def token_advantages(batch: TrainBatch) -> list[list[float]]:
 
 def test_mini_batches_clip_and_clipped_tokens_get_no_gradient(cluster, tiny_text_path):
     cfg, learner = learner_for(tiny_text_path, "learner.mini_batches=4", "learner.lr=1e-2")
-    batch = real_batch(tiny_text_path, learner)
+    batch = real_batch(tiny_text_path, learner, GROUPS, N)
     trajs = [t for g in batch.groups for t in g.trajectories]
     proximal = ray.get(learner.compute_logprobs.remote(trajs))  # the policy at the start of the step
     stats = ray.get(learner.train_step.remote(batch))
@@ -108,7 +72,7 @@ def test_one_mini_batch_and_one_epoch_is_the_plain_step(cluster, tiny_text_path)
     from agentrl.algorithms import PolicyLossConfig, policy_loss
 
     cfg, learner = learner_for(tiny_text_path)
-    batch = real_batch(tiny_text_path, learner)
+    batch = real_batch(tiny_text_path, learner, GROUPS, N)
     trajs = [t for g in batch.groups for t in g.trajectories]
     before = ray.get(learner.compute_logprobs.remote(trajs))
     stats = ray.get(learner.train_step.remote(batch))

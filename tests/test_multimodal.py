@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
+import torch
 
 from agentrl.actors.factory import create_actors, create_environment_actors, start_actors, stop_actors
 from agentrl.actors.weights import broadcast, sync_weights
@@ -305,8 +306,8 @@ def test_a_weight_push_changes_the_vl_engines_output(vl):
 
     before = greedy("push-before")
     base = ray.get(vl.learner.get_weights.remote())
-    rng = np.random.default_rng(1)
-    pushed = {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in base.tensors.items()}
+    g = torch.Generator().manual_seed(1)
+    pushed = {k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in base.tensors.items()}
     run(broadcast(WeightSnapshot(base.version, pushed), vl.pool.handles))
     assert greedy("push-after") != before
     run(broadcast(base, vl.pool.handles))  # the learner's weights again
@@ -337,7 +338,7 @@ def test_a_tool_returning_corrupt_image_bytes_gives_an_error_observation(vl):
 
 
 def test_long_multi_image_sequences_are_micro_batched_by_token_count():
-    from agentrl.actors.learner import pack_by_tokens
+    from agentrl.batching import pack_by_tokens
 
     seqs = [SimpleNamespace(ids=[0] * n) for n in (100, 120, 900, 80, 2000, 300)]
     batches = pack_by_tokens(seqs, max_tokens=1024)

@@ -7,7 +7,6 @@ import asyncio
 import copy
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import ray
 
@@ -60,7 +59,7 @@ def hf_model(path, state):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    model.load_state_dict(dict(state))
     return model
 
 
@@ -83,8 +82,10 @@ def hf_logprobs(path, state, prompt, tokens):
 
 
 def perturbed(snapshot, seed):
-    rng = np.random.default_rng(seed)
-    return {k: (v + rng.normal(0, 0.3, v.shape)).astype(v.dtype) for k, v in snapshot.tensors.items()}
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in snapshot.tensors.items()}
 
 
 def test_weight_push_makes_the_engine_generate_what_the_pushed_weights_give(stack):

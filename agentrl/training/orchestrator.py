@@ -95,13 +95,17 @@ class Orchestrator:
         await self._write_placement()
 
     async def _write_placement(self) -> None:
-        """Which Ray node each engine, environment actor and the learner run on (multi-node runs place
-        them by resources)."""
+        """Which Ray node each engine, environment actor and learner rank runs on (multi-node runs place
+        them by resources); `learner` is rank 0's."""
         assert self.groups is not None
-        actors = {n: h for n, h in self.groups.named().items() if not n.startswith(("reward-", "replay-queue"))}
+        actors = {n: h for n, h in self.groups.named().items()
+                  if not n.startswith(("reward-", "replay-queue", "learner"))}
         nodes = await self._guard(asyncio.gather(*[h.__ray_call__.remote(_node_id) for h in actors.values()]))
+        placement = dict(zip(actors, nodes, strict=True))
+        ranks = await self._guard(self.learner.rank_nodes.remote())
+        placement.update({"learner": ranks[0], **{f"learner-rank-{r}": n for r, n in enumerate(ranks)}})
         with open(os.path.join(self.run_dir, "placement.json"), "w") as f:
-            json.dump(dict(zip(actors, nodes, strict=True)), f, indent=1)
+            json.dump(placement, f, indent=1)
 
     async def _guard(self, awaitable: Any) -> Any:
         """Await a Ray call; an actor crash becomes ActorFailure naming the actor (`guarded`)."""

@@ -8,7 +8,7 @@ Each trajectory is tokenised as the agent loop builds an RL sequence (`agentrl.e
 prompt by `initial_prompt` (the `env.protocol`'s system prompt and the question, in the model's chat
 template), a model turn's text as the model's tokens (loss mask 1), an observation with `ChatFormat`'s
 turn markers (loss mask 0). The learner (built by `agentrl.actors.factory.create_learner`) takes one
-optimizer step per `sft.batch_size` trajectories (`LearnerActor.sft_step`: the masked token-mean
+optimizer step per `sft.batch_size` trajectories (`LearnerGroup.sft_step`: the masked token-mean
 cross-entropy, micro-batched by `learner.micro_batch_tokens`) at the constant rate `sft.lr`, for
 `sft.epochs` passes over the file in a seeded order (`sft.seed`). Each step is a line of
 `RUN/sft_metrics.jsonl` (RUN = `trainer.output_dir/trainer.run_name`); the model is saved in Hugging Face
