@@ -5,6 +5,8 @@ pushes weights that the engine serves as transformers does."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import ray
 import torch
@@ -81,4 +83,55 @@ def test_a_rank_that_dies_is_named(cluster, tiny_text_path):
     with pytest.raises(ray.exceptions.RayTaskError) as err:
         ray.get(handle.train_step.remote(batch))
     assert isinstance(err.value.cause, ActorFailure) and "learner rank 1 died" in str(err.value.cause)
+    ray.kill(handle)
+
+
+def test_bf16_trains_and_the_engine_serves_the_pushed_weights_as_transformers_does(cluster, tiny_text_path):
+    from transformers import AutoModelForCausalLM
+
+    from agentrl.actors.factory import create_generator_pool
+    from agentrl.actors.weights import sync_weights
+    from agentrl.records import GenerationRequest, SamplingConfig
+
+    cfg = load_config("configs/demo.yaml", [f"rollout.n={N}", "model.dtype=bfloat16", "learner.lr=1e-2",
+                                            "learner.lr_schedule=constant", "learner.zero_stage=3"])
+    handle = create_learner(cfg, tiny_text_path, total_steps=10, name=None)
+    pool = create_generator_pool(cfg, tiny_text_path)
+    asyncio.run(pool.start())
+    batch = real_batch(tiny_text_path, handle, GROUPS, N)
+    initial = ray.get(handle.get_weights.remote()).tensors
+    stats = ray.get(handle.train_step.remote(batch))
+    assert stats.grad_norm > 0 and stats.policy_version == 1
+    asyncio.run(sync_weights(handle, pool.handles))
+    pushed = ray.get(handle.get_weights.remote())
+    assert pushed.version == 1 and all(t.dtype == torch.bfloat16 for t in pushed.tensors.values())
+    assert any(not torch.equal(t, initial[k]) for k, t in pushed.tensors.items())
+
+    prompt = [1, 2, 3, 4, 5]
+    request = GenerationRequest("bf16", prompt, SamplingConfig(max_tokens=12, temperature=0.0, ignore_eos=True))
+    served = asyncio.run(pool.generate("bf16", request))
+    assert set(served.policy_versions) == {1}
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_path, dtype=torch.bfloat16)
+    model.load_state_dict(pushed.tensors)
+    # Along the served continuation, transformers with the pushed weights gives the engine's log-probs,
+    # and makes the engine's greedy choice wherever its top two logits are clearly apart (more than 8 of
+    # bf16's rounding steps of 1/256 here); closer than that, the kernels' summation order decides a tie.
+    tokens = torch.tensor(served.token_ids)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + served.token_ids])).logits[0, len(prompt) - 1:-1].float()
+    top = logits.topk(2)
+    clear = (top.values[:, 0] - top.values[:, 1] > 0.03).tolist()
+    assert sum(clear) >= 3
+    assert [t for t, c in zip(served.token_ids, clear, strict=True) if c] == top.indices[clear, 0].tolist()
+    hf_logprobs = torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
+    assert torch.allclose(hf_logprobs, torch.tensor(served.logprobs), atol=0.01)
+    model.load_state_dict(initial)  # and the weights before the step do not
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + served.token_ids])).logits[0, len(prompt) - 1:-1].float()
+    assert not torch.allclose(torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0],
+                              torch.tensor(served.logprobs), atol=0.1)
+    for h in pool.handles:
+        ray.get(h.shutdown.remote())
+        ray.kill(h)
+    ray.get(handle.shutdown.remote())
     ray.kill(handle)

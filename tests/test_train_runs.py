@@ -102,6 +102,21 @@ def test_a_crashed_actor_stops_the_run_with_its_name_and_leaves_no_processes(tmp
     assert _ray_processes() - before == set()
 
 
+def test_two_bf16_learner_ranks_under_zero3_train_the_demo(tmp_path):
+    r = train(tmp_path, "learner.num_ranks=2", "learner.zero_stage=3", "model.dtype=bfloat16",
+              "trainer.total_steps=3", "trainer.run_name=ranks", "trainer.progress=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = tmp_path / "ranks"
+    assert [row["step"] for row in metrics(run_dir)] == [1, 2, 3]
+    placement = json.loads((run_dir / "placement.json").read_text())
+    assert {"learner", "learner-rank-0", "learner-rank-1"} <= set(placement)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "final")  # gathered from both ranks
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
 # Ray's default for a new cluster is token authentication (the token in ~/.ray/auth_token); every
 # process that joins or talks to the cluster must use it too.
 CLUSTER_ENV = {"RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
@@ -114,9 +129,10 @@ def _ray(*args: str, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def two_node_cluster():
-    """A real two-node Ray cluster on this machine: a head, and a node offering the `gen` resource."""
+    """A real two-node Ray cluster on this machine: a head offering `train` (two learner ranks' worth), and
+    a node offering the `gen` resource."""
     _ray("stop", "--force")
-    head = _ray("start", "--head", "--port", "6390", "--num-cpus", "2", "--resources", '{"train": 1}',
+    head = _ray("start", "--head", "--port", "6390", "--num-cpus", "2", "--resources", '{"train": 2}',
                 "--dashboard-port", "8265",
                 "--include-dashboard", "true", "--disable-usage-stats", timeout=120)
     assert head.returncode == 0, head.stderr
@@ -129,7 +145,7 @@ def two_node_cluster():
     _ray("stop", "--force", timeout=120)
 
 
-def test_ray_job_submit_places_generators_and_learner_by_their_resources(tmp_path, two_node_cluster):
+def test_ray_job_submit_places_generators_and_learner_ranks_by_their_resources(tmp_path, two_node_cluster):
     import sys
 
     py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
@@ -137,7 +153,7 @@ def test_ray_job_submit_places_generators_and_learner_by_their_resources(tmp_pat
              "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "wandb"]}), "--",
              py, "-m", "agentrl.cli", "train", "configs/demo.yaml", "trainer.total_steps=2",
              "trainer.run_name=multinode", f"trainer.output_dir={tmp_path}", "rollout.resources={gen: 1}",
-             "learner.resources={train: 1}", "trainer.progress=false", timeout=600)
+             "learner.resources={train: 1}", "learner.num_ranks=2", "trainer.progress=false", timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     rows = metrics(tmp_path / "multinode")
     assert [row["step"] for row in rows] == [1, 2]
@@ -149,6 +165,7 @@ def test_ray_job_submit_places_generators_and_learner_by_their_resources(tmp_pat
     gen_nodes = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert placement["generator-0"] in gen_nodes
     assert placement["learner"] not in gen_nodes  # the head, by its `train` resource
+    assert placement["learner-rank-0"] == placement["learner-rank-1"] == placement["learner"]
 
 
 def test_training_on_a_verl_parquet_with_the_search_tools_and_reward(tmp_path, example_data):
