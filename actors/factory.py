@@ -114,7 +114,8 @@ def create_generator_pool(cfg: Config, model_path: str, prefix: str = "generator
         handles.append(ray.remote(GeneratorActor).options(**opts).remote(
             model_path, i, dtype=cfg.model.dtype, gpu_memory_utilization=r.gpu_memory_utilization,
             kv_cache_gib=r.kv_cache_gib, enforce_eager=r.enforce_eager, max_model_len=r.max_model_len,
-            on_weight_update=r.on_weight_update, seed=cfg.trainer.seed, vision=cfg.model.vision))
+            on_weight_update=r.on_weight_update, seed=cfg.trainer.seed, vision=cfg.model.vision,
+            tensor_parallel_size=r.tensor_parallel_size))
     return GeneratorPool(handles)
 
 

@@ -43,7 +43,7 @@ class GeneratorActor:
     def __init__(self, model_path: str, engine_index: int, dtype: str = "float32",
                  gpu_memory_utilization: float = 0.1, kv_cache_gib: float = 0.25, enforce_eager: bool = True,
                  max_model_len: int = 1024, on_weight_update: str = "pause_resume",
-                 seed: int = 0, vision: VisionConfig | None = None) -> None:
+                 seed: int = 0, vision: VisionConfig | None = None, tensor_parallel_size: int = 1) -> None:
         from agentrl.models import get_adapter
 
         self.model_path = model_path
@@ -59,6 +59,8 @@ class GeneratorActor:
             logprobs_mode="processed_logprobs", enable_prefix_caching=True, **self.adapter.engine_kwargs(),
             **engine_log_options(),  # no weight-loading bar after every update unless debugging
         )
+        if tensor_parallel_size > 1:  # an engine over several GPUs: vLLM places its workers with Ray
+            self._engine_kwargs.update(tensor_parallel_size=tensor_parallel_size, distributed_executor_backend="ray")
         import torch
 
         if not torch.cuda.is_available():

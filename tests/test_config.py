@@ -67,3 +67,18 @@ def test_a_filtered_sampler_is_refused_since_the_learner_scores_the_full_distrib
 def test_a_group_of_one_is_refused_for_grpo():
     with pytest.raises(ConfigError, match=r"rollout\.n.*every advantage would be 0"):
         load_config(DEMO, ["rollout.n=1"])
+
+
+@pytest.mark.parametrize("overrides,key,why", [
+    (["learner.num_ranks=0"], "learner.num_ranks", "> 0"),
+    (["learner.num_ranks=4", "learner.ranks_per_node=3"], "learner.ranks_per_node", "divide"),
+    (["learner.offload=disk"], "learner.offload", "none, optimizer or all"),
+    (["learner.offload=all", "learner.zero_stage=2"], "learner.offload", "zero_stage=3"),
+    (["learner.offload=optimizer", "learner.zero_stage=0"], "learner.offload", "zero_stage >= 1"),
+    (["rollout.tensor_parallel_size=0"], "rollout.tensor_parallel_size", "> 0"),
+    (["rollout.weight_sync=nccl"], "rollout.weight_sync", "not available"),
+    (["rollout.weight_sync=gloo"], "rollout.weight_sync", "auto, nccl or object_store"),
+])
+def test_learner_group_and_weight_sync_settings_are_checked(overrides, key, why):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*" + why):
+        load_config(DEMO, overrides)

@@ -170,8 +170,8 @@ class RolloutConfig:
     num_gpus_per_engine: float = 0.0
     tensor_parallel_size: int = 1  # GPUs one engine spans (vLLM tensor parallelism)
     # how new weights reach the engines: "object_store" (Ray's object store + an in-place reload; any
-    # machine), "nccl" (vLLM's weight-transfer engine: a broadcast from learner rank 0; GPUs only) or
-    # "auto" (nccl where the learner and the engines have GPUs, else object_store)
+    # machine) or "auto" (today: object_store). "nccl" (vLLM's weight-transfer engine, GPUs only) is refused
+    # until it is built and tested on a GPU.
     weight_sync: str = "auto"
 
 
