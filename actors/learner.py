@@ -115,7 +115,8 @@ class LearnerRank:
         ref.requires_grad_(False)
         if self.cfg.zero_stage == 3:
             engine, *_ = deepspeed.initialize(model=ref, config=deepspeed_config(self.cfg, self.dtype_name, False))
-            return engine.eval()
+            engine.eval()  # DeepSpeed's eval() returns None, not the engine
+            return engine
         return ref.to(self.device)
 
     # ---- forward and loss ----------------------------------------------------------------------

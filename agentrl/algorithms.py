@@ -58,7 +58,7 @@ def policy_loss(
     the whole optimizer step (its mini-batch), so micro-batches add up to a token-level mean.
 
     Stats: `clip_frac`, the share of tokens whose clipped term is the one taken (their gradient is 0);
-    `is_weight_mean`; `is_masked_frac`; `behaviour_kl`.
+    `is_weight_mean`; `is_masked_frac`; `behaviour_kl`; `ref_kl` (k3 to the reference model, 0 without one).
     """
     mask = mask.to(logprobs.dtype)
     proximal_logprobs = proximal_logprobs.detach()
@@ -76,10 +76,12 @@ def policy_loss(
     else:
         is_weight = raw_weight.clamp(max=cfg.importance_cap)
     per_token = -is_weight * surrogate
+    ref_kl = torch.zeros_like(per_token)
     if cfg.kl_coef > 0 and ref_logprobs is not None:
         # k3, the low-variance non-negative KL estimator
         log_ratio = ref_logprobs.detach() - logprobs
-        per_token = per_token + cfg.kl_coef * (torch.exp(log_ratio) - log_ratio - 1.0)
+        ref_kl = torch.exp(log_ratio) - log_ratio - 1.0
+        per_token = per_token + cfg.kl_coef * ref_kl
     if cfg.entropy_coef > 0 and entropy is not None:
         per_token = per_token - cfg.entropy_coef * entropy
     # a dropped token leaves the loss altogether (KL and entropy terms too), as in AReaL's mask
@@ -92,6 +94,7 @@ def policy_loss(
             "is_weight_mean": float((is_weight * mask).sum() / n),
             "is_masked_frac": float(dropped.sum() / n),
             "behaviour_kl": float(((proximal_logprobs - behaviour_logprobs) * mask).sum() / n),
+            "ref_kl": float((ref_kl.detach() * mask).sum() / n),  # 0 without a KL term
         }
     return loss, stats
 

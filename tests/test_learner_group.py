@@ -1,7 +1,7 @@
 """The learner group on the real stack (Ray actors, DeepSpeed over gloo on the CPU): N data-parallel ranks
-make the update one rank makes on the same batch, under ZeRO-2 and ZeRO-3; the gradient norm is
-reported under every ZeRO stage; the KL reference model runs sharded under ZeRO-3; bf16 trains and
-pushes weights that the engine serves as transformers does."""
+make the update one rank makes on the same batch, under ZeRO-2 and under ZeRO-3 with CPU offload, with the
+KL term on (its reference model sharded under ZeRO-3); the gradient norm is reported under every ZeRO
+stage; bf16 trains and pushes weights that the engine serves as transformers does."""
 
 from __future__ import annotations
 
@@ -22,25 +22,45 @@ GROUPS, N = 6, 2
 
 def learner(path: str, *overrides: str):
     cfg = load_config("configs/demo.yaml", [f"rollout.n={N}", "learner.lr=1e-2", "learner.lr_schedule=constant",
-                                            "learner.mini_batches=2", "learner.micro_batch_tokens=256", *overrides])
+                                            "learner.mini_batches=2", "learner.micro_batch_tokens=256",
+                                            "learner.kl_coef=0.1", *overrides])
     return create_learner(cfg, path, total_steps=10, name=None)
 
 
 def step_and_weights(handle, batch) -> tuple[float, float, dict[str, torch.Tensor]]:
-    """One learner step on `batch`: its loss, gradient norm and the updated weights (the learner stops)."""
+    """One learner step on `batch`: its loss, gradient norm and the updated weights (the learner stops).
+    The step's second update has moved away from the reference model: the KL term is on."""
     stats = ray.get(handle.train_step.remote(batch))
+    assert stats.extra["ref_kl"] > 0
     snapshot = ray.get(handle.get_weights.remote())
     ray.get(handle.shutdown.remote())
     ray.kill(handle)
     return stats.loss, stats.grad_norm, snapshot.tensors
 
 
-@pytest.mark.parametrize("stage,extra", [(2, []), (3, ["learner.kl_coef=0.1"])], ids=["zero2", "zero3-kl"])
-def test_two_ranks_make_the_update_of_one_rank(cluster, tiny_text_path, stage, extra):
-    one = learner(tiny_text_path, f"learner.zero_stage={stage}", *extra)
-    batch = real_batch(tiny_text_path, one, GROUPS, N)
-    initial = ray.get(one.get_weights.remote()).tensors
-    loss1, norm1, weights1 = step_and_weights(one, batch)
+@pytest.fixture(scope="module")
+def batch(cluster, tiny_text_path):
+    """One real batch, its behaviour log-probs from the initial policy; and the initial weights."""
+    handle = learner(tiny_text_path)
+    out = real_batch(tiny_text_path, handle, GROUPS, N), ray.get(handle.get_weights.remote()).tensors
+    ray.kill(handle)
+    return out
+
+
+ONE_RANK: dict[int, tuple] = {}  # ZeRO stage -> one rank's step on `batch` (each computed once)
+
+
+def one_rank(path: str, batch, stage: int) -> tuple[float, float, dict[str, torch.Tensor]]:
+    if stage not in ONE_RANK:
+        ONE_RANK[stage] = step_and_weights(learner(path, f"learner.zero_stage={stage}"), batch)
+    return ONE_RANK[stage]
+
+
+# ZeRO-3 with parameters and optimizer states offloaded to the CPU must make the same update too
+@pytest.mark.parametrize("stage,extra", [(2, []), (3, ["learner.offload=all"])], ids=["zero2", "zero3-offload"])
+def test_two_ranks_make_the_update_of_one_rank(tiny_text_path, batch, stage, extra):
+    batch, initial = batch
+    loss1, norm1, weights1 = one_rank(tiny_text_path, batch, stage)
     two = learner(tiny_text_path, f"learner.zero_stage={stage}", "learner.num_ranks=2", *extra)
     assert len(ray.get(two.rank_nodes.remote())) == 2
     loss2, norm2, weights2 = step_and_weights(two, batch)
@@ -61,24 +81,19 @@ def test_two_ranks_make_the_update_of_one_rank(cluster, tiny_text_path, stage, e
     assert sum(not torch.equal(w, initial[k]) for k, w in weights1.items()) > len(initial) // 2  # the step moved
 
 
-def test_the_gradient_norm_is_reported_under_every_zero_stage(cluster, tiny_text_path):
-    norms = {}
-    handle = learner(tiny_text_path, "learner.zero_stage=0")
-    batch = real_batch(tiny_text_path, handle, GROUPS, N)
-    for stage in (0, 1, 2, 3):
-        if stage:
-            handle = learner(tiny_text_path, f"learner.zero_stage={stage}")
-        norms[stage] = step_and_weights(handle, batch)[1]
+def test_the_gradient_norm_is_reported_under_every_zero_stage(tiny_text_path, batch):
+    norms = {stage: one_rank(tiny_text_path, batch[0], stage)[1] for stage in (0, 1, 2, 3)}
     assert all(n > 0 for n in norms.values()), norms
     for stage in (1, 2, 3):
         assert norms[stage] == pytest.approx(norms[0], rel=1e-4), norms
 
 
-def test_a_rank_that_dies_is_named(cluster, tiny_text_path):
+def test_a_rank_that_dies_is_named(tiny_text_path, batch):
     from agentrl.errors import ActorFailure
 
+    batch, _ = batch
     handle = learner(tiny_text_path, "learner.num_ranks=2", "learner.zero_stage=2")
-    batch = real_batch(tiny_text_path, handle, GROUPS, N)
+    ray.get(handle.setup.remote())
     ray.get(handle.__ray_call__.remote(lambda group: ray.kill(group.ranks[1])))
     with pytest.raises(ray.exceptions.RayTaskError) as err:
         ray.get(handle.train_step.remote(batch))
