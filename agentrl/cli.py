@@ -29,9 +29,25 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{command}: {message}" if command else message)
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    from agentrl.config import load_config
+    from agentrl.training.dry_run import describe_cluster, dry_run
+
+    plan = dry_run(load_config(args.config, args.overrides, check=False),
+                   describe_cluster(args.nodes, args.gpus_per_node, args.gpu_memory_gib))
+    print("\n".join(f"[agentrl] {line}" for line in plan.lines))
+    print("\n".join(f"[agentrl] warning: {w}" for w in plan.warnings) or "[agentrl] memory: no warning")
+    for problem in plan.problems:
+        print(f"agentrl: {problem}", file=sys.stderr)
+    print(f"[agentrl] dry run: {len(plan.problems)} problem(s); nothing was started")
+    return EXIT_USER_ERROR if plan.problems else 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from agentrl.config import load_config
 
+    if args.dry_run:
+        return _dry_run(args)
     cfg = load_config(args.config, args.overrides)
     configure_driver_logging(resolve_level(cfg.trainer.log_level))
     from agentrl.actors.factory import check_plugins
@@ -278,6 +294,12 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p = sub.add_parser("train", help="train: agentrl train CONFIG [key=value ...]")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 rollout.n=8")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the run and print its placement and memory plan; start nothing (exit 2 on problems)")
+    p.add_argument("--nodes", type=int, default=0, help="--dry-run: plan for this many nodes ...")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="... with this many GPUs each")
+    p.add_argument("--gpu-memory-gib", type=float, default=0.0, help="--dry-run: each GPU's memory (default: "
+                   "this machine's GPU, else 80 GiB, said as assumed)")
     p.set_defaults(fn=_train)
     p = sub.add_parser("build-models", help="build the tiny models (no download)")
     p.add_argument("names", nargs="*")

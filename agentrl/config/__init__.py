@@ -1,7 +1,7 @@
 """Run configuration: the schema (`schema`: one dataclass per section) and its loading and checks
 (`loading`). Imports no runtime code: every actor and entry point depends on it, never the reverse."""
 
-from agentrl.config.loading import ConfigError, load_config, to_yaml, validate
+from agentrl.config.loading import ConfigError, config_problems, load_config, to_yaml, validate
 from agentrl.config.schema import (
     SYNTHETIC_SOURCES,
     BackendConfig,
@@ -26,4 +26,4 @@ from agentrl.config.schema import (
 __all__ = ["SYNTHETIC_SOURCES", "BackendConfig", "CacheConfig", "Config", "ConfigError", "DataConfig", "EnvConfig",
            "FetchConfig", "ImageSearchConfig", "LearnerConfig", "ModelConfig", "RewardConfig", "RolloutConfig",
            "SftConfig", "TextSearchConfig", "ToolsConfig", "TrainerConfig", "VisionConfig", "WandbConfig",
-           "load_config", "to_yaml", "validate"]
+           "config_problems", "load_config", "to_yaml", "validate"]

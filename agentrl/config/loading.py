@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from contextvars import ContextVar
 from typing import Any
 
 import yaml
@@ -59,8 +60,10 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config, apply dotted overrides (`learner.lr=1e-5`), validate, return the result."""
+def load_config(path: str | None = None, overrides: list[str] | None = None, check: bool = True) -> Config:
+    """Load a YAML config, apply dotted overrides (`learner.lr=1e-5`), validate (unless `check` is False:
+    then `config_problems` lists what is wrong), return the result. Unknown keys and values of the wrong
+    type always fail here."""
     schema = OmegaConf.structured(Config)
     valid = set(_valid_keys(schema))
     merged = schema
@@ -78,7 +81,8 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         except Exception as e:  # omegaconf type errors: report the key, one line
             raise ConfigError(f"bad value for '{key}': {value!r} ({type(e).__name__})") from None
     cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 
@@ -92,9 +96,17 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
+# Set while `config_problems` runs: the checks then collect every problem instead of raising the first.
+_COLLECTED: ContextVar[list[str] | None] = ContextVar("config_problems", default=None)
+
+
 def _require(cond: bool, key: str, msg: str) -> None:
     if not cond:
-        raise ConfigError(f"bad value for '{key}': {msg}")
+        problem = f"bad value for '{key}': {msg}"
+        collected = _COLLECTED.get()
+        if collected is None:
+            raise ConfigError(problem)
+        collected.append(problem)
 
 
 def validate(cfg: Config) -> None:
@@ -103,6 +115,16 @@ def validate(cfg: Config) -> None:
     _validate_rollout_and_learner(cfg)
     _validate_tools(cfg.tools)
     _validate_model_and_data(cfg)
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Every value problem of `cfg`, one line each (what `validate` raises is the first of them)."""
+    token = _COLLECTED.set([])
+    try:
+        validate(cfg)
+        return list(_COLLECTED.get() or [])
+    finally:
+        _COLLECTED.reset(token)
 
 
 def _validate_trainer(cfg: Config) -> None:
