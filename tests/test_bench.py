@@ -161,3 +161,27 @@ def test_the_sweep_table_has_one_row_per_point_and_dashes_where_sync_was_not_run
     assert len(table) == 4
     assert table[2].startswith("| tool median 4 s | 0.50 | 2.00 | 4.00× | 95% | 1.50 / 2 | 12.0 | 3 |")
     assert table[3].startswith("| max staleness 0 | – | 2.00 | – | 95% |")
+
+
+@pytest.mark.slow
+def test_the_weight_push_bench_writes_its_table_through_the_cli(tmp_path):
+    out = tmp_path / "weights.json"
+    r = subprocess.run([*agentrl_cmd(), "bench", "weights", "--sizes", "tiny", "--pushes", "2", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    [row] = result["sizes"]
+    assert row["size"] == "tiny" and row["parameters"] > 500_000 and row["bytes"] == 2 * row["parameters"]  # bf16
+    assert len(row["push_s_all"]) == 2 and 0 < row["engine_s"] <= row["push_s"]
+    assert row["push_gb_per_s"] == pytest.approx(row["bytes"] / row["push_s"] / 1e9)
+    assert row["memcpy_gb_per_s"] > row["push_gb_per_s"]
+    assert result["projection"]["scaled_from"] == "tiny" and result["projection"]["8_engines_worst_s"] > 0
+
+
+def test_the_push_projection_scales_by_bytes_and_engines():
+    from agentrl.bench.weights import project
+
+    largest = {"size": "500m", "bytes": 1e9, "snapshot_and_transfer_s": 2.0, "engine_s": 1.0}
+    p = project(largest, params=5e9, engines=8)  # 10 GB in bf16: 10x the bytes
+    assert p["one_engine_s"] == pytest.approx(30.0)
+    assert p["8_engines_best_s"] == pytest.approx(30.0) and p["8_engines_worst_s"] == pytest.approx(20 + 80)

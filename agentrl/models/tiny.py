@@ -85,15 +85,20 @@ def _padded(n: int, multiple: int = 64) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def _build_text(out: Path) -> None:
+# Random text models of growing size with the tiny tokenizer (the weight-push benchmark): (hidden size,
+# layers, intermediate size); heads of 64. Built on first use, like the tiny ones.
+SIZED_MODELS = {"tiny-text": (128, 2, 256), "random-100m": (768, 12, 3072), "random-500m": (1280, 24, 3584)}
+
+
+def _build_text(out: Path, hidden: int = 128, layers: int = 2, intermediate: int = 256) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     tok = build_tokenizer()
     torch.manual_seed(0)
     cfg = Qwen2Config(
-        vocab_size=_padded(len(tok)), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+        vocab_size=_padded(len(tok)), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, head_dim=64, max_position_embeddings=2048,
         tie_word_embeddings=False, torch_dtype="float32",
         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
         bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
@@ -160,8 +165,9 @@ def build_key() -> str:
 
 
 def ensure_model(name_or_path: str, cache_dir: str = "") -> str:
-    """Return a loadable model folder: a tiny model is built once (under a file lock), paths pass."""
-    if name_or_path not in TINY_NAMES:
+    """Return a loadable model folder: a tiny (or sized random) model is built once (under a file lock),
+    paths pass."""
+    if name_or_path not in TINY_NAMES + tuple(SIZED_MODELS):
         return name_or_path
     root = models_dir(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -170,7 +176,9 @@ def ensure_model(name_or_path: str, cache_dir: str = "") -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several actors may ask at once
         if not (out / "config.json").exists():
             tmp = out.with_suffix(".tmp")
-            builder = _build_text if name_or_path == "tiny-text" else _build_vl
-            builder(tmp)
+            if name_or_path == "tiny-vl":
+                _build_vl(tmp)
+            else:
+                _build_text(tmp, *SIZED_MODELS[name_or_path])
             tmp.rename(out)
     return str(out)
