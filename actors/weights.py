@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from agentrl.records import WeightSnapshot
 
@@ -56,7 +57,7 @@ class ObjectStoreReload(WeightTransport):
 
     def snapshot(self, state: Mapping[str, Any], version: int) -> WeightSnapshot:
         # no numpy round trip: numpy has no bfloat16
-        return WeightSnapshot(version, {k: v.detach().cpu() for k, v in state.items()})
+        return WeightSnapshot(version, {k: compact_cpu(v) for k, v in state.items()})
 
     async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
         if self._dir is None:
@@ -81,9 +82,17 @@ class ObjectStoreReload(WeightTransport):
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def compact_cpu(tensor: Any) -> Any:
+    """A CPU tensor holding exactly this tensor's bytes. DeepSpeed's parameters are views into one flat
+    buffer, and pickling a view ships its whole buffer: a snapshot of N parameters would ship N buffers."""
+    t = tensor.detach().cpu()
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size() or not t.is_contiguous():
+        t = t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
 def write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
     """The snapshot as `folder/model.safetensors` (the layout vLLM's `reload_weights` reads)."""
-    import torch
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
