@@ -279,16 +279,17 @@ class LearnerRank:
         names = list(module.state_dict().keys())
         out: dict[str, Any] = {}
         bucket: list[str] = []
+        size = 0
         for i, name in enumerate(names):
             if name in params:
                 bucket.append(name)
-            size = sum(params[n].ds_numel * params[n].element_size() for n in bucket)
+                size += params[name].ds_numel * params[name].element_size()
             if bucket and (size >= GATHER_BUCKET_BYTES or i == len(names) - 1):
                 unique = list({id(params[n]): params[n] for n in bucket}.values())
                 with deepspeed.zero.GatheredParameters(unique, modifier_rank=None):
                     if self.rank == 0:
                         out.update({n: params[n].detach().to("cpu", copy=True) for n in bucket})
-                bucket = []
+                bucket, size = [], 0
         if self.rank != 0:
             return None
         buffers = dict(module.named_buffers())

@@ -81,7 +81,7 @@ class LearnerGroup:
                 self.model_path, lc, self.total_steps, r, lc.num_ranks, self.cfg.rollout.temperature,
                 self.cfg.model.dtype, self.cfg.trainer.seed, self.cfg.model.vision))
         host, port = await self._call(self.ranks[0].address.remote(), 0)
-        await self._on_every_rank("init", host, port)
+        await self._on_every_rank("init", [(host, port)] * lc.num_ranks)
 
     async def _call(self, ref: Any, rank: int) -> Any:
         try:
@@ -92,11 +92,10 @@ class LearnerGroup:
     async def _each(self, method: str, args_per_rank: list[tuple]) -> list[Any]:
         """`method` on every rank with its own arguments; a dead rank fails the call, named."""
         await self.setup()
-        refs = [getattr(h, method).remote(*args) for h, args in zip(self.ranks, args_per_rank, strict=True)]
-        return list(await asyncio.gather(*[self._call(ref, r) for r, ref in enumerate(refs)]))
+        return await self._on_every_rank(method, args_per_rank)
 
-    async def _on_every_rank(self, method: str, *args: Any) -> list[Any]:
-        refs = [getattr(h, method).remote(*args) for h in self.ranks]
+    async def _on_every_rank(self, method: str, args_per_rank: list[tuple]) -> list[Any]:
+        refs = [getattr(h, method).remote(*args) for h, args in zip(self.ranks, args_per_rank, strict=True)]
         return list(await asyncio.gather(*[self._call(ref, r) for r, ref in enumerate(refs)]))
 
     async def rank_nodes(self) -> list[str]:
