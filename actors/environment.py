@@ -34,6 +34,7 @@ class EnvironmentActor:
         from transformers import AutoTokenizer
 
         from agentrl.envs.agent_loop import ChatFormat, RolloutContext
+        from agentrl.envs.faults import with_faults
         from agentrl.envs.protocol import get_protocol
         from agentrl.envs.registry import load_tool
         from agentrl.models import get_adapter
@@ -47,7 +48,7 @@ class EnvironmentActor:
         protocol = get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags), cfg.env.system_prompt)
         tools = {}
         for spec in cfg.env.tools:
-            t = load_tool(spec, cfg)
+            t = with_faults(load_tool(spec, cfg), cfg.faults, seed=cfg.faults.seed * 1000 + index)
             tools[t.name] = t
         cache = open_tool_cache(cfg.tools.cache)
         self.ctx = RolloutContext(

@@ -98,7 +98,7 @@ def create_reward_pool(cfg: Config, prefix: str = "reward") -> RewardPool:
     """`reward.num_actors` reward actors behind one pool; a bad reward name fails here, in the driver."""
     get_reward_fn(cfg.reward.name)
     # the actors' runtime env: an import-path reward resolves on every node, quiet libraries, the cache root
-    opts = _options(None, max_concurrency=256, runtime_env=actor_runtime_env())
+    opts = _options(None, max_concurrency=256, runtime_env=actor_runtime_env(), max_restarts=cfg.reward.max_restarts)
     return RewardPool([ray.remote(RewardActor).options(name=f"{prefix}-{i}", **opts)
                        .remote(cfg.reward.name, dict(cfg.reward.options)) for i in range(cfg.reward.num_actors)])
 
@@ -110,7 +110,7 @@ def create_generator_pool(cfg: Config, model_path: str, prefix: str = "generator
     handles = []
     for i in range(r.num_engines):
         opts = _options(f"{prefix}-{i}", r.resources, num_gpus=r.num_gpus_per_engine, max_concurrency=1000,
-                        runtime_env=actor_runtime_env())
+                        runtime_env=actor_runtime_env(), max_restarts=r.max_restarts)
         handles.append(ray.remote(GeneratorActor).options(**opts).remote(
             model_path, i, dtype=cfg.model.dtype, gpu_memory_utilization=r.gpu_memory_utilization,
             kv_cache_gib=r.kv_cache_gib, enforce_eager=r.enforce_eager, max_model_len=r.max_model_len,
@@ -123,7 +123,8 @@ def create_environment_actors(cfg: Config, model_path: str, generators: Any, rew
                               prefix: str = "env") -> list[Any]:
     """`env.num_actors` environment actors, placed by `env.resources`; they put finished groups into
     `queue` (None: eval, which takes them back instead)."""
-    opts = _options(None, cfg.env.resources, max_concurrency=100000, runtime_env=actor_runtime_env())
+    opts = _options(None, cfg.env.resources, max_concurrency=100000, runtime_env=actor_runtime_env(),
+                    max_restarts=cfg.env.max_restarts)
     return [ray.remote(EnvironmentActor).options(name=f"{prefix}-{i}", **opts).remote(
         cfg, model_path, generators, rewards, queue, i) for i in range(cfg.env.num_actors)]
 
@@ -154,6 +155,10 @@ class ActorGroups:
         if self.learner is not None:
             out["learner"] = self.learner
         return out
+
+    def restartable(self, name: str) -> bool:
+        """Actors Ray restarts (environment, reward, generator): a group that lost one is re-run."""
+        return name.startswith((f"{self.env_prefix}-", "reward-", "generator-"))
 
     def name_of(self, actor_id: str) -> str:
         """The name of the actor with this id (hex), for crash reports."""

@@ -23,6 +23,8 @@ from agentrl.console import engine_log_options
 from agentrl.models.base import decode_image
 from agentrl.records import EngineStats, GenerationRequest, GenerationResult, SamplingConfig, WeightSnapshot
 
+ENGINE_DOWN_S = 60.0  # how long a pool avoids an engine that died (Ray restarts it meanwhile)
+
 
 def sampling_params(s: SamplingConfig, done: int) -> Any:
     """vLLM's sampling parameters for the rest of a turn that has `done` tokens already."""
@@ -67,9 +69,16 @@ class GeneratorActor:
             # On the CPU vLLM sizes the KV cache as a share of RAM minus the worker's RSS, which
             # fails for small shares; an explicit size is predictable.
             self._engine_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        import ray
+
         self.engine: Any = None
         self.policy_version = 0
-        self._open: asyncio.Event | None = None  # closed while weights are being replaced
+        self._open = asyncio.Event()  # closed while weights are being replaced
+        self._open.set()
+        # Restarted by Ray after a crash: its base weights are stale, so no request starts until the
+        # driver's next push (`update_weights`, which also starts the engine) brings the current ones.
+        self._serving = asyncio.Event()
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self._inflight: set[str] = set()
         self.transport = ObjectStoreReload(self.adapter.is_multimodal, prefix=f"agentrl-gen{engine_index}-")
         self.tokens_generated = 0
@@ -82,9 +91,10 @@ class GeneratorActor:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._open = asyncio.Event()
-        self._open.set()
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_kwargs))
+        if self.engine is None:
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_kwargs))
+        if not self.restarted:
+            self._serving.set()
         return self.engine_index
 
     def _mark(self, delta: int) -> None:
@@ -96,7 +106,7 @@ class GeneratorActor:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate one turn. Returns token ids, behaviour log-probs and a version per token."""
-        assert self._open is not None, "call start() first"
+        await self._serving.wait()
         s = request.sampling
         tokens: list[int] = []
         logprobs: list[float] = []
@@ -176,8 +186,9 @@ class GeneratorActor:
             os._exit(1)
 
     async def update_weights(self, snapshot: WeightSnapshot) -> float:
-        """Load a new policy version in place; no request starts until it is fully loaded."""
-        assert self._open is not None
+        """Load a new policy version in place; no request starts until it is fully loaded. A restarted
+        engine is started here and serves from then on."""
+        await self.start()
         t0 = time.perf_counter()
         self._open.clear()
         try:
@@ -185,6 +196,7 @@ class GeneratorActor:
                 await self.engine.abort(list(self._inflight))
             await self.transport.apply(self.engine, snapshot)
             self.policy_version = snapshot.version
+            self._serving.set()
         finally:
             self._open.set()
         return time.perf_counter() - t0
@@ -193,7 +205,7 @@ class GeneratorActor:
         """Tokens generated and busy seconds so far, and the loaded policy version."""
         self._mark(0)
         return EngineStats(tokens_generated=self.tokens_generated, busy_s=self.busy_s,
-                           policy_version=self.policy_version)
+                           policy_version=self.policy_version, serving=self._serving.is_set())
 
     def shutdown(self) -> None:
         if self.engine is not None:
@@ -212,13 +224,16 @@ class GeneratorPool:
         self.handles = handles
         self._load = [0] * len(handles)
         self._pinned: dict[str, int] = {}
+        self._down_until = [0.0] * len(handles)  # an engine that died is avoided until then (restarting)
+        self.rerouted = 0  # turns re-sent to another engine after theirs died
 
     async def start(self) -> None:
         await asyncio.gather(*[h.start.remote() for h in self.handles])
 
     def pin(self, traj_id: str) -> int:
         if traj_id not in self._pinned:
-            idx = min(range(len(self.handles)), key=lambda i: self._load[i])
+            now = time.monotonic()
+            idx = min(range(len(self.handles)), key=lambda i: (self._down_until[i] > now, self._load[i]))
             self._pinned[traj_id] = idx
             self._load[idx] += 1
         return self._pinned[traj_id]
@@ -229,7 +244,21 @@ class GeneratorPool:
             self._load[idx] -= 1
 
     async def generate(self, traj_id: str, request: GenerationRequest) -> GenerationResult:
-        return await self.handles[self.pin(traj_id)].generate.remote(request)
+        """One turn on the trajectory's engine; when that engine dies mid-turn, the whole turn is re-sent
+        to another (token-in: the request is complete), up to once per engine."""
+        from ray.exceptions import RayActorError
+
+        for attempt in range(len(self.handles) + 1):
+            idx = self.pin(traj_id)
+            try:
+                return await self.handles[idx].generate.remote(request)
+            except RayActorError:
+                if attempt == len(self.handles):
+                    raise
+                self._down_until[idx] = time.monotonic() + ENGINE_DOWN_S
+                self.release(traj_id)
+                self.rerouted += 1
+        raise AssertionError("unreachable")
 
     async def stats(self) -> list[EngineStats]:
         return list(await asyncio.gather(*[h.stats.remote() for h in self.handles]))

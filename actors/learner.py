@@ -20,6 +20,7 @@ from agentrl.records import RankPlan, RankStepResult, TrainSequence, WeightSnaps
 
 # ZeRO-3 gathers parameters for a snapshot in buckets of this many bytes: never a whole extra copy on a GPU
 GATHER_BUCKET_BYTES = 256 * 2**20
+DEEPSPEED_TAG = "deepspeed"  # a checkpoint's DeepSpeed state lives in CHECKPOINT/deepspeed
 
 
 def _free_port(host: str) -> int:
@@ -295,6 +296,22 @@ class LearnerRank:
         buffers = dict(module.named_buffers())
         out.update({n: buffers[n].detach().cpu() for n in names if n not in params and n in buffers})
         return out
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_state(self, folder: str) -> None:
+        """DeepSpeed's checkpoint of this rank under `folder/deepspeed` (the optimizer sharded as ZeRO keeps
+        it), with the schedule's clock and the RNG state. Every rank calls this (it is collective)."""
+        client = {"optimizer_steps": self.optimizer_steps, "torch_rng": self.torch.get_rng_state()}
+        self.engine.save_checkpoint(folder, tag=DEEPSPEED_TAG, client_state=client, save_latest=False)
+
+    def load_state(self, folder: str) -> None:
+        """Continue from `save_state`'s checkpoint: weights, optimizer, schedule clock and RNG."""
+        path, client = self.engine.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"{folder}/{DEEPSPEED_TAG}: no DeepSpeed checkpoint of rank {self.rank}")
+        self.optimizer_steps = int(client["optimizer_steps"])
+        self.torch.set_rng_state(client["torch_rng"])
 
     def save_pretrained(self, path: str) -> str:
         """Write the current weights in Hugging Face format from rank 0 (every rank takes part in the gather)."""

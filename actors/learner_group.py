@@ -220,6 +220,23 @@ class LearnerGroup:
         """Write the current weights in Hugging Face format (loadable by transformers and vLLM)."""
         return (await self._each("save_pretrained", [(path,)] * self.lc.num_ranks))[0]
 
+    async def save_checkpoint(self, folder: str) -> str:
+        """A resumable checkpoint in `folder`: the weights in Hugging Face format and every rank's
+        DeepSpeed state (optimizer, schedule clock, RNG) under `folder/deepspeed`."""
+        await self.save_pretrained(folder)
+        await self._each("save_state", [(folder,)] * self.lc.num_ranks)
+        return folder
+
+    async def load_checkpoint(self, folder: str, step: int, policy_version: int) -> None:
+        """Continue from `save_checkpoint`'s folder, at this learner step and policy version."""
+        await self._each("load_state", [(folder,)] * self.lc.num_ranks)
+        self.step, self.policy_version = step, policy_version
+
+    async def kill_rank(self, rank: int) -> None:
+        """Kill one rank (`faults.kill_learner_rank_at_step`): the next call fails naming it."""
+        await self.setup()
+        ray.kill(self.ranks[rank])
+
 
 def _node_id(actor: Any) -> str:
     return ray.get_runtime_context().get_node_id()

@@ -24,6 +24,7 @@ class ReplayQueue:
         self.groups_in = 0
         self.groups_out = 0
         self.groups_dropped_stale = 0
+        self.dropped_group_ids: list[str] = []  # the driver's ledger ends these groups as dropped
         self.producer_wait_s = 0.0
 
     async def put(self, group: TrajectoryGroup) -> int:
@@ -43,6 +44,7 @@ class ReplayQueue:
         for g in self._groups:
             if learner_version - g.min_policy_version > self.max_staleness:
                 dropped += 1
+                self.dropped_group_ids.append(g.group_id)
             else:
                 kept.append(g)
         self._groups = kept
@@ -67,7 +69,9 @@ class ReplayQueue:
             self._changed.notify_all()
             return TrainBatch(groups=groups, queue_depth=len(self._groups), wait_s=time.perf_counter() - t0)
 
-    def stats(self) -> QueueStats:
-        """Groups in, out and dropped as stale, and the producers' total wait."""
+    def stats(self, dropped_since: int = 0) -> QueueStats:
+        """Groups in, out and dropped as stale (the ids of those dropped after the first `dropped_since`),
+        and the producers' total wait."""
         return QueueStats(groups_in=self.groups_in, groups_out=self.groups_out,
-                          groups_dropped_stale=self.groups_dropped_stale, producer_wait_s=self.producer_wait_s)
+                          groups_dropped_stale=self.groups_dropped_stale, producer_wait_s=self.producer_wait_s,
+                          dropped_group_ids=self.dropped_group_ids[dropped_since:])

@@ -103,9 +103,15 @@ def write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
 
 async def broadcast(snapshot: Any, engines: list[Any]) -> float:
     """Load one snapshot (or an object ref to one: each engine's node fetches it once) into every engine
-    (`GeneratorActor` handles); returns the slowest engine's seconds."""
-    times = await asyncio.gather(*[h.update_weights.remote(snapshot) for h in engines])
-    return max(times, default=0.0)
+    (`GeneratorActor` handles); returns the slowest engine's seconds. An engine that died is skipped: Ray
+    restarts it, and it serves only after the next push (see `GeneratorActor.update_weights`)."""
+    from ray.exceptions import RayActorError
+
+    results = await asyncio.gather(*[h.update_weights.remote(snapshot) for h in engines], return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, RayActorError):
+            raise r
+    return max((r for r in results if not isinstance(r, BaseException)), default=0.0)
 
 
 async def sync_weights(learner: Any, engines: list[Any]) -> float:

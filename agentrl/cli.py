@@ -56,8 +56,9 @@ def _train(args: argparse.Namespace) -> int:
     from agentrl.training.orchestrator import train
 
     summary = train(cfg)
-    print(f"[agentrl] {summary.steps} steps in {summary.wall_s:.0f}s; prompts admitted {summary.admitted}, "
-          f"trained {summary.trained}, dropped as stale {summary.dropped_stale}, failed {sum(summary.failed.values())}")
+    print(f"[agentrl] {summary.steps} steps in {summary.wall_s:.0f}s; groups admitted {summary.groups_admitted}, "
+          f"trained {summary.groups_trained}, dropped as stale {summary.groups_dropped_stale}, "
+          f"failed {summary.groups_failed}, in flight at stop {summary.groups_in_flight_at_stop}")
     print(f"[agentrl] metrics:    {summary.run_dir}/metrics.jsonl")
     print(f"[agentrl] checkpoint: {summary.checkpoint}")
     return 0

@@ -18,10 +18,13 @@ def percentile(values: list[float], q: float) -> float:
 
 class MetricsWriter:
     def __init__(self, run_dir: str, config: dict[str, Any], wandb_cfg: Any, total_steps: int,
-                 progress: bool = True) -> None:
+                 progress: bool = True, first_step: int = 0) -> None:
+        """`first_step` > 0: a resumed run, which keeps the rows up to that step and appends after them."""
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        kept = _rows_up_to(self.path, first_step) if first_step else []
         self._file = open(self.path, "w")
+        self._file.writelines(kept)
         self._wandb = None
         mode = wandb_cfg.mode
         if mode != "disabled":
@@ -40,7 +43,7 @@ class MetricsWriter:
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=first_step, desc="train", unit="step", dynamic_ncols=True)
 
     def log(self, row: dict[str, Any]) -> None:
         self._file.write(json.dumps(row) + "\n")
@@ -58,3 +61,11 @@ class MetricsWriter:
             self._bar.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _rows_up_to(path: str, step: int) -> list[str]:
+    """The lines of a metrics file whose step is at most `step` (a resume drops the steps it redoes)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]

@@ -265,6 +265,7 @@ class QueueStats:
     groups_out: int
     groups_dropped_stale: int
     producer_wait_s: float  # environment actors' total wait for room in the queue
+    dropped_group_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -284,3 +285,4 @@ class EngineStats:
     tokens_generated: int
     busy_s: float  # seconds with at least one request running
     policy_version: int  # the version of the weights loaded now
+    serving: bool = True  # False: restarted by Ray and waiting for the current weights

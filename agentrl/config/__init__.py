@@ -9,6 +9,7 @@ from agentrl.config.schema import (
     Config,
     DataConfig,
     EnvConfig,
+    FaultsConfig,
     FetchConfig,
     ImageSearchConfig,
     LearnerConfig,
@@ -24,6 +25,7 @@ from agentrl.config.schema import (
 )
 
 __all__ = ["SYNTHETIC_SOURCES", "BackendConfig", "CacheConfig", "Config", "ConfigError", "DataConfig", "EnvConfig",
-           "FetchConfig", "ImageSearchConfig", "LearnerConfig", "ModelConfig", "RewardConfig", "RolloutConfig",
-           "SftConfig", "TextSearchConfig", "ToolsConfig", "TrainerConfig", "VisionConfig", "WandbConfig",
+           "FaultsConfig", "FetchConfig", "ImageSearchConfig", "LearnerConfig", "ModelConfig", "RewardConfig",
+           "RolloutConfig", "SftConfig", "TextSearchConfig", "ToolsConfig", "TrainerConfig", "VisionConfig",
+           "WandbConfig",
            "config_problems", "load_config", "to_yaml", "validate"]

@@ -112,6 +112,7 @@ def _require(cond: bool, key: str, msg: str) -> None:
 def validate(cfg: Config) -> None:
     """Value checks that must fail before any actor starts (ConfigError naming the key)."""
     _validate_trainer(cfg)
+    _validate_reliability(cfg)
     _validate_rollout_and_learner(cfg)
     _validate_tools(cfg.tools)
     _validate_model_and_data(cfg)
@@ -145,6 +146,31 @@ def _validate_trainer(cfg: Config) -> None:
         except ValueError as err:
             _require(False, "trainer.eval_workflow", str(err))
         _require(t.eval_samples > 0, "trainer.eval_samples", "must be > 0")
+
+
+def _validate_reliability(cfg: Config) -> None:
+    """Checkpoints, resume, shutdown, restarts and injected faults."""
+    t, f = cfg.trainer, cfg.faults
+    _require(t.save_every >= 0, "trainer.save_every", "must be >= 0 (0: only at the end)")
+    _require(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", "must be >= 1")
+    _require(t.resume in ("never", "auto"), "trainer.resume", f"'{t.resume}' is not 'never' or 'auto'")
+    _require(t.stop_timeout_s >= 0, "trainer.stop_timeout_s", "must be >= 0")
+    _require(t.max_group_retries >= 0, "trainer.max_group_retries", "must be >= 0")
+    for key, value in (("env.max_restarts", cfg.env.max_restarts), ("reward.max_restarts", cfg.reward.max_restarts),
+                       ("rollout.max_restarts", cfg.rollout.max_restarts)):
+        _require(value >= -1, key, "must be >= 0, or -1 (no limit)")
+    rates = {"faults.tool_error_rate": f.tool_error_rate, "faults.tool_timeout_rate": f.tool_timeout_rate,
+             "faults.tool_hang_rate": f.tool_hang_rate}
+    for key, value in rates.items():
+        _require(0.0 <= value <= 1.0, key, "must be in [0, 1]")
+    _require(sum(rates.values()) <= 1.0, "faults.tool_error_rate", "the three tool fault rates add up to more than 1")
+    for key, value in (("faults.kill_env_every_s", f.kill_env_every_s), ("faults.kill_reward_every_s",
+                       f.kill_reward_every_s), ("faults.kill_generator_every_s", f.kill_generator_every_s),
+                       ("faults.kill_learner_rank_at_step", f.kill_learner_rank_at_step),
+                       ("faults.kill_driver_at_step", f.kill_driver_at_step)):
+        _require(value >= 0, key, "must be >= 0 (0: never)")
+    _require(0 <= f.kill_learner_rank < cfg.learner.num_ranks, "faults.kill_learner_rank",
+             f"must name a rank of learner.num_ranks={cfg.learner.num_ranks}")
 
 
 def _validate_rollout_and_learner(cfg: Config) -> None:

@@ -55,6 +55,7 @@ class EnvConfig:
     tools: list[str] = field(default_factory=lambda: ["lookup"])
     tool_tags: dict[str, str] = field(default_factory=dict)  # extra action tags: tag -> tool name
     num_actors: int = 1
+    max_restarts: int = 3  # Ray restarts a crashed environment actor this often; its groups are re-run
     max_concurrent_trajectories: int = 256
     max_turns: int = 3
     max_image_searches: int = 1  # the seed: 1
@@ -161,6 +162,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = -1  # -1: off (vLLM's convention)
     num_engines: int = 1
+    max_restarts: int = 3  # Ray restarts a crashed engine this often (it serves after the next weight push)
     gpu_memory_utilization: float = 0.5  # GPU memory share of each engine
     kv_cache_gib: float = 0.25  # KV cache size of each engine on the CPU
     enforce_eager: bool = True
@@ -181,6 +183,7 @@ class RewardConfig:
 
     name: str = "exact_match"  # a registered name or "package.module:function"
     num_actors: int = 1
+    max_restarts: int = 3  # Ray restarts a crashed reward actor this often
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -275,6 +278,31 @@ class TrainerConfig:
     eval_limit: int = 0  # only the first N rows (0: all)
     # "info": the progress bar and agentrl's own lines; "debug": also vLLM's, Ray's and the libraries' logs
     log_level: str = "info"
+    # checkpoints (RUN/checkpoints/step_N): every save_every steps (0: only at the end) and at a clean stop;
+    # the newest keep_checkpoints are kept. resume: "auto" continues from the run's newest complete one
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    resume: str = "never"  # "never" or "auto"
+    stop_timeout_s: float = 30.0  # on SIGINT/SIGTERM: how long in-flight groups may finish before the save
+    # a group whose environment, reward or generator actor died is re-run this many times, then failed
+    max_group_retries: int = 3
+
+
+@dataclass
+class FaultsConfig:
+    """Injected faults (`faults.*`), for tests and `agentrl bench soak`: tool failures at a rate, actors
+    killed on a schedule (0: never). Ray restarts killed environment, reward and generator actors."""
+
+    tool_error_rate: float = 0.0  # a tool call raises
+    tool_timeout_rate: float = 0.0  # a tool call times out at once
+    tool_hang_rate: float = 0.0  # a tool call never returns (env.tool_timeout_s ends it)
+    kill_env_every_s: float = 0.0
+    kill_reward_every_s: float = 0.0
+    kill_generator_every_s: float = 0.0
+    kill_learner_rank_at_step: int = 0  # after this step, rank `kill_learner_rank` is killed: the run stops
+    kill_learner_rank: int = 0
+    kill_driver_at_step: int = 0  # after this step (and its checkpoint), the driver SIGKILLs itself
+    seed: int = 0
 
 
 @dataclass
@@ -290,5 +318,6 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 

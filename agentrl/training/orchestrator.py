@@ -18,8 +18,11 @@ import dataclasses
 import itertools
 import json
 import os
+import signal
+import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable  # noqa: UP035
 
@@ -27,30 +30,42 @@ import ray
 
 from agentrl.actors.factory import ActorGroups, connect_ray, create_actors, guarded, start_actors, stop_actors
 from agentrl.actors.weights import sync_weights
-from agentrl.config import Config, to_yaml
-from agentrl.data.prompts import PromptStream
+from agentrl.config import SYNTHETIC_SOURCES, Config, to_yaml
+from agentrl.data.prompts import DataCursor, PromptStream
 from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
 from agentrl.errors import ActorFailure, UserError
 from agentrl.evaluation.evaluate import periodic_eval
 from agentrl.metrics import MetricsWriter, percentile
 from agentrl.models.tiny import ensure_model
-from agentrl.records import LearnerStepStats, TrainBatch
+from agentrl.records import DataRow, GroupOutcome, LearnerStepStats, TrainBatch
 from agentrl.redaction import redact
 from agentrl.timing import step_profile
+from agentrl.training.accounting import AdmittedGroup, GroupLedger
+from agentrl.training.checkpoint import Checkpoint, CheckpointStore, TrainerState
+from agentrl.training.faults import ActorKiller, kill_driver
+
+RESTART_TIMEOUT_S = 300.0  # how long a group waits for Ray to restart the actor that died under it
 
 
 @dataclass
 class RunSummary:
-    """Where every admitted prompt ended."""
+    """Where every admitted prompt group ended (`summary.json`): groups_admitted = groups_trained +
+    groups_dropped_stale + groups_failed + groups_in_flight_at_stop, counted across resumes."""
 
     run_dir: str
     steps: int
-    admitted: int = 0
-    trained: int = 0
-    dropped_stale: int = 0
-    failed: dict[str, int] = field(default_factory=dict)  # reason -> count
+    groups_admitted: int = 0
+    groups_trained: int = 0
+    groups_dropped_stale: int = 0
+    groups_failed: int = 0
+    groups_in_flight_at_stop: int = 0
+    groups_retried: int = 0  # re-runs after an environment, reward or generator actor died
+    failed_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count
     rows_skipped: dict[str, int] = field(default_factory=dict)  # bad data rows skipped, by field
     checkpoint: str = ""
+    resumed_from: str = ""
+    stopped_by: str = ""  # "" (finished), a signal's name, or the error that stopped the run
+    faults: dict[str, int] = field(default_factory=dict)  # actors killed by `faults.*`, by kind
     wall_s: float = 0.0
 
 
@@ -64,7 +79,8 @@ def _node_id(actor: Any) -> str:
 
 class Orchestrator:
     """One training run: starts the actors (agentrl.actors.factory), feeds prompts under the staleness
-    bound, trains, pushes weights, writes metrics; `on_step` sees each step's metrics row and batch."""
+    bound, trains, pushes weights, checkpoints, writes metrics; `on_step` sees each step's metrics row
+    and batch."""
 
     def __init__(self, cfg: Config, on_step: StepHook | None = None) -> None:
         self.cfg = cfg
@@ -75,11 +91,17 @@ class Orchestrator:
         self.capacity = t.batch_groups * (self.max_staleness + 1) + (t.spare_groups if t.mode == "async" else 0)
         self.stream: Any = None  # the prompt stream of a file source (its cursor and skipped rows)
         self.run_dir = os.path.join(t.output_dir, t.run_name)
+        self.store = CheckpointStore(self.run_dir, t.keep_checkpoints)
         self.groups: ActorGroups | None = None  # every actor, once started
         self.policy_version = 0
+        self.step = 0
+        self.rows_taken = 0
         self.summary = RunSummary(self.run_dir, 0)
-        self._live = 0  # started, not yet trained, dropped or failed
+        self.ledger: GroupLedger | None = None
+        self.resume: Checkpoint | None = None
+        self.stopping = asyncio.Event()  # SIGINT/SIGTERM: stop admitting, save, stop
         self._capacity_changed = asyncio.Event()
+        self._dropped_seen = 0  # dropped group ids already taken from the queue's stats
         # per step, wall-clock (time.time()) marks: batch requested, training started, sync started, sync ended
         self.step_marks: list[tuple[float, float, float, float]] = []
         self.gen_busy: list[tuple[float, float]] = []  # (time.time(), engines' busy seconds so far) per step
@@ -92,6 +114,10 @@ class Orchestrator:
                                     learner_steps=cfg.trainer.total_steps)
         self.queue, self.learner = self.groups.queue, self.groups.learner
         await self._guard(start_actors(self.groups))
+        if self.resume is not None:  # the learner continues from the checkpoint; the engines get its weights
+            st = self.resume.state
+            await self._guard(self.learner.load_checkpoint.remote(self.resume.path, st.step, st.policy_version))
+            await self._guard(sync_weights(self.learner, self.groups.engines))
         await self._write_placement()
 
     async def _write_placement(self) -> None:
@@ -116,103 +142,167 @@ class Orchestrator:
         if self.groups is not None:
             await stop_actors(self.groups)
 
-    # ---- the loops ----------------------------------------------------------------------------
-    def _rows(self) -> Any:
+    # ---- admission ----------------------------------------------------------------------------
+    def _rows(self) -> Iterator[DataRow]:
+        """The prompt stream from the cursor on (`rows_taken` prompts of a synthetic source, the file
+        stream's own cursor)."""
         d = self.cfg.data
-        if d.source == "synthetic":
-            return itertools.cycle(synthetic_rows(d.num_prompts, d.seed))
-        if d.source == "synthetic_vl":
-            return itertools.cycle(synthetic_image_rows(d.num_prompts, d.seed))
+        if d.source in SYNTHETIC_SOURCES:
+            make = synthetic_rows if d.source == "synthetic" else synthetic_image_rows
+            return itertools.islice(itertools.cycle(make(d.num_prompts, d.seed)), self.rows_taken, None)
+        cursor = DataCursor(**self.resume.state.data_cursor) if self.resume and self.resume.state.data_cursor \
+            else DataCursor()
         self.stream = PromptStream(d.source, seed=d.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
-                                   on_bad_row=d.on_bad_row)
+                                   on_bad_row=d.on_bad_row, cursor=cursor)
         return iter(self.stream)
 
-    async def _feed(self, pending: dict[Any, Any]) -> None:
+    async def _wait_for_capacity(self) -> None:
+        assert self.ledger is not None
+        while len(self.ledger.live) >= self.capacity:
+            self._capacity_changed.clear()
+            try:
+                await asyncio.wait_for(self._capacity_changed.wait(), 0.5)
+            except TimeoutError:
+                await self._sync_drops()
+
+    async def _feed(self, pending: dict[asyncio.Future, str]) -> None:
+        """Admit groups while there is room: first those a resume re-admits, then the stream's."""
+        assert self.groups is not None and self.ledger is not None
+        for group in (self.resume.live if self.resume else []):  # run again from the checkpoint's policy
+            self._start_group(pending, dataclasses.replace(group, policy_version=self.policy_version, attempts=0),
+                              resumed=True)
+        rows = self._rows()
+        while True:
+            await self._wait_for_capacity()
+            if self.stopping.is_set():
+                return
+            # no await from taking a row to admitting it: a checkpoint's cursor and live groups agree
+            row = next(rows)
+            self.rows_taken += 1
+            self._start_group(pending, AdmittedGroup(f"g{self.ledger.counts.groups_admitted}", row,
+                                                     self.policy_version))
+
+    def _start_group(self, pending: dict[asyncio.Future, str], group: AdmittedGroup, resumed: bool = False) -> None:
+        assert self.ledger is not None
+        self.ledger.admit(group, resumed)
+        task = asyncio.ensure_future(self._run_group(group))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the collector reports the first crash
+        pending[task] = group.group_id
+
+    async def _run_group(self, group: AdmittedGroup) -> GroupOutcome:
+        """Run one group in an environment actor; when that actor, a reward actor or an engine dies under
+        it, wait for Ray to restart the actor and run the group again (`trainer.max_group_retries`)."""
+        assert self.groups is not None and self.ledger is not None
+        while True:
+            env = self.groups.envs[group.attempts % len(self.groups.envs)]
+            group.attempts += 1
+            try:
+                return await env.run_group.remote(group.row, group.group_id, group.policy_version)
+            except ray.exceptions.RayActorError as e:
+                name = self.groups.name_of(getattr(e, "actor_id", "") or "")
+                if not self.groups.restartable(name):
+                    raise
+                await self._wait_restarted(name, e)
+                if group.attempts > self.cfg.trainer.max_group_retries:
+                    return GroupOutcome("failed", reason=f"actor '{name}' died under it {group.attempts} times")
+                self.ledger.retried()
+
+    async def _wait_restarted(self, name: str, error: Exception) -> None:
+        """Wait until Ray has restarted actor `name`; one that is dead for good (its restarts used up)
+        stops the run, named."""
         assert self.groups is not None
-        envs = itertools.cycle(self.groups.envs)
-        for k, row in enumerate(self._rows()):
-            while self._live >= self.capacity:
-                self._capacity_changed.clear()
-                try:
-                    await asyncio.wait_for(self._capacity_changed.wait(), 0.5)
-                except TimeoutError:
-                    await self._sync_drops()
-            ref = next(envs).run_group.remote(row, f"g{k}", self.policy_version)
-            task = asyncio.ensure_future(self._guard(ref))
-            # the collector reports the first crash; later ones are the same failure
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            pending[task] = row.row_id
-            self._live += 1
-            self.summary.admitted += 1
+        handle = self.groups.named()[name]
+        try:
+            await asyncio.wait_for(handle.__ray_ready__.remote(), RESTART_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, TimeoutError):
+            raise ActorFailure(f"actor '{name}' died and was not restarted (its max_restarts are used up). "
+                               f"Traceback (remote):\n{redact(str(error))}") from None
 
     async def _sync_drops(self) -> None:
-        """Groups the queue dropped as stale free their capacity."""
-        stats = await self._guard(self.queue.stats.remote())
-        new = stats.groups_dropped_stale - self.summary.dropped_stale
-        if new > 0:
-            self.summary.dropped_stale += new
-            self._live -= new
+        """Groups the queue dropped as stale end in the ledger and free their capacity."""
+        assert self.ledger is not None
+        stats = await self._guard(self.queue.stats.remote(self._dropped_seen))
+        if stats.dropped_group_ids:
+            self._dropped_seen += len(stats.dropped_group_ids)
+            self.ledger.dropped_stale(stats.dropped_group_ids)
+            self._capacity_changed.set()
 
-    async def _collect(self, pending: dict[Any, Any]) -> None:
+    async def _collect(self, pending: dict[asyncio.Future, str]) -> None:
         """Watch running groups: count failures, turn an actor crash into a run failure."""
+        assert self.ledger is not None
         while True:
             if not pending:
                 await asyncio.sleep(0.05)
                 continue
             done, _ = await asyncio.wait(list(pending), timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                pending.pop(task)
-                outcome = task.result()  # re-raises an actor crash
+                group_id = pending.pop(task)
+                try:
+                    outcome = task.result()
+                except ray.exceptions.RayError as e:  # the learner, the queue: the run cannot go on
+                    await self._guard(_reraise(e))
                 if outcome.status == "failed":
-                    self.summary.failed[outcome.reason] = self.summary.failed.get(outcome.reason, 0) + 1
-                    self._live -= 1
+                    self.ledger.failed(group_id, outcome.reason)
                     self._capacity_changed.set()
 
+    # ---- the run ------------------------------------------------------------------------------
     async def run(self) -> RunSummary:
-        """The whole run: start the actors, train `trainer.total_steps` steps while the feeder keeps
-        groups in flight, save the final checkpoint, write summary.json."""
+        """The whole run: start (or resume) the actors, train `trainer.total_steps` steps while the feeder
+        keeps groups in flight, checkpoint every `trainer.save_every` steps and at a clean stop (the end,
+        or SIGINT/SIGTERM), write summary.json (after a crash too)."""
         t = self.cfg.trainer
         t_start = time.perf_counter()
         os.makedirs(self.run_dir, exist_ok=True)
         with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
             f.write(to_yaml(self.cfg))
-        await self.start()
-        writer = MetricsWriter(self.run_dir, dataclasses.asdict(self.cfg), t.wandb, t.total_steps, t.progress)
-        pending: dict[Any, Any] = {}
-        background = [asyncio.ensure_future(self._feed(pending)), asyncio.ensure_future(self._collect(pending))]
+        self._load_resume()
+        self._install_signal_handlers()
+        writer: MetricsWriter | None = None
+        background: list[asyncio.Future] = []
         try:
+            await self.start()
+            writer = MetricsWriter(self.run_dir, dataclasses.asdict(self.cfg), t.wandb, t.total_steps, t.progress,
+                                   first_step=self.step)
+            pending: dict[asyncio.Future, str] = {}
+            killer = ActorKiller(self.cfg.faults, self.groups)
+            background = [asyncio.ensure_future(self._feed(pending)), asyncio.ensure_future(self._collect(pending))]
+            if killer.schedules():
+                background.append(asyncio.ensure_future(killer.run()))
             await self._train(writer, background)
-            if t.save_final:
-                path = os.path.abspath(os.path.join(self.run_dir, "checkpoints", "final"))
-                self.summary.checkpoint = await self._guard(self.learner.save_pretrained.remote(path))
-                self._save_trainer_state(path)
+            self.summary.faults = killer.kills
+            if t.save_final or self.stopping.is_set():
+                await self._settle(pending)
+                path = await self._save_checkpoint()
+                self.summary.checkpoint = self.store.mark_final(path) if not self.stopping.is_set() else path
+        except BaseException as e:
+            self.summary.stopped_by = redact(f"{type(e).__name__}: {e}").splitlines()[0]
+            raise
         finally:
             for task in background:
                 task.cancel()
-            writer.close()
-        if self.stream is not None:
-            self.summary.rows_skipped = dict(self.stream.skipped)
-        if self._live > 0:
-            self.summary.failed["run ended before the group was trained"] = self._live
-        self.summary.wall_s = time.perf_counter() - t_start
-        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
-            json.dump(dataclasses.asdict(self.summary), f, indent=1)
+            if writer is not None:
+                writer.close()
+            self._write_summary(t_start)
         return self.summary
-
     async def _train(self, writer: MetricsWriter, background: list[asyncio.Future]) -> None:
-        """The learner loop: take a batch, train, push the weights, log the step."""
+        """The learner loop: take a batch, train, push the weights, log the step, checkpoint."""
         t = self.cfg.trainer
-        assert self.groups is not None
+        assert self.groups is not None and self.ledger is not None
         last = time.perf_counter()
         last_tokens = await self._engine_counters()
-        for _ in range(t.total_steps):
+        while self.step < t.total_steps and not self.stopping.is_set():
             t_ask = time.time()
             batch_task = asyncio.ensure_future(self._guard(
                 self.queue.get_batch.remote(t.batch_groups, self.policy_version)))
-            await asyncio.wait([batch_task, *background], return_when=asyncio.FIRST_COMPLETED)
-            for bg in background:
-                if bg.done():
-                    bg.result()  # re-raises the crash
+            stop_task = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait([batch_task, stop_task, *background], return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            for bg in [b for b in background if b.done()]:
+                bg.result()  # re-raises the crash
+                background.remove(bg)  # the feeder ends when a stop is asked
+            if not batch_task.done():  # stopping: the groups stay live, re-admitted on resume
+                batch_task.cancel()
+                break
             batch: TrainBatch = batch_task.result()
             train_version = self.policy_version
             t_train = time.time()
@@ -220,9 +310,8 @@ class Orchestrator:
             t_sync = time.time()
             await self._guard(sync_weights(self.learner, self.groups.engines))
             self.step_marks.append((t_ask, t_train, t_sync, time.time()))
-            self.policy_version = stats.policy_version
-            self.summary.trained += len(batch.groups)
-            self._live -= len(batch.groups)
+            self.policy_version, self.step = stats.policy_version, stats.step
+            self.ledger.trained([g.group_id for g in batch.groups])
             await self._sync_drops()
             self._capacity_changed.set()
             now = time.perf_counter()
@@ -233,7 +322,82 @@ class Orchestrator:
             if self.on_step is not None:
                 self.on_step(row, batch)
             last, last_tokens = now, tokens
-        self.summary.steps = t.total_steps
+            await self._after_step()
+
+    async def _after_step(self) -> None:
+        """The periodic checkpoint, then the faults scheduled for this step."""
+        t, f = self.cfg.trainer, self.cfg.faults
+        if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
+            await self._save_checkpoint()
+        if f.kill_learner_rank_at_step == self.step:
+            print(f"[agentrl] fault: killing learner rank {f.kill_learner_rank}")
+            await self._guard(self.learner.kill_rank.remote(f.kill_learner_rank))
+        if f.kill_driver_at_step == self.step:
+            kill_driver()
+
+    async def _save_checkpoint(self) -> str:
+        """A checkpoint of this step: the learner writes its part into the staging folder, then the
+        driver's state (taken at one instant: no await between the cursor and the live groups)."""
+        assert self.ledger is not None
+        tmp = self.store.staging(self.step)
+        await self._guard(self.learner.save_checkpoint.remote(tmp))
+        cursor = dataclasses.asdict(self.stream.cursor) if self.stream is not None else None
+        state = TrainerState(self.step, self.policy_version, self.rows_taken, cursor, self.ledger.snapshot(),
+                             self.cfg.trainer.seed)
+        path = self.store.commit(tmp, state, list(self.ledger.live.values()))
+        print(f"[agentrl] checkpoint: {path}")
+        return path
+
+    async def _settle(self, pending: dict[asyncio.Future, str]) -> None:
+        """On a stop: give the groups still running `trainer.stop_timeout_s` to come back."""
+        if self.stopping.is_set() and pending:
+            await asyncio.wait(list(pending), timeout=self.cfg.trainer.stop_timeout_s)
+
+    def _load_resume(self) -> None:
+        """`trainer.resume=auto`: continue from the run's newest complete checkpoint, if any."""
+        counts = None
+        if self.cfg.trainer.resume == "auto":
+            self.resume = self.store.latest(warn=lambda line: print(line, file=sys.stderr))
+        if self.resume is not None:
+            st = self.resume.state
+            self.step, self.policy_version, self.rows_taken = st.step, st.policy_version, st.rows_taken
+            counts = st.ledger_counts()
+            self.summary.resumed_from = self.resume.path
+            print(f"[agentrl] resuming from {self.resume.path}: step {st.step}, "
+                  f"{len(self.resume.live)} groups re-admitted first")
+        self.ledger = GroupLedger(self.run_dir, counts)
+
+    def _install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM: stop admitting, let running groups finish (`trainer.stop_timeout_s`), save a
+        checkpoint, stop every actor, exit 0. A second signal acts at once."""
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(s)
+            print(f"[agentrl] {sig.name}: stopping; running groups get {self.cfg.trainer.stop_timeout_s:.0f}s, "
+                  "then a checkpoint", flush=True)
+            self.summary.stopped_by = sig.name
+            self.stopping.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+
+    def _write_summary(self, t_start: float) -> None:
+        s = self.summary
+        s.steps = self.step
+        if self.ledger is not None:
+            c = self.ledger.close()
+            s.groups_admitted, s.groups_trained, s.groups_dropped_stale = \
+                c.groups_admitted, c.groups_trained, c.groups_dropped_stale
+            s.groups_failed, s.groups_in_flight_at_stop, s.groups_retried = \
+                c.groups_failed, c.groups_in_flight_at_stop, c.groups_retried
+            s.failed_reasons = dict(c.failed_reasons)
+        if self.stream is not None:
+            s.rows_skipped = dict(self.stream.skipped)
+        s.wall_s = time.perf_counter() - t_start
+        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
+            json.dump(dataclasses.asdict(s), f, indent=1)
 
     async def _tool_counters(self) -> dict[str, int]:
         """The environment actors' tool and tool-cache counters (`EnvironmentStats.tool_counters`), summed
@@ -262,14 +426,6 @@ class Orchestrator:
         out = os.path.join(self.run_dir, "eval", f"step_{step}")
         return await self._guard(periodic_eval(self.groups.envs, self.cfg, out))
 
-    def _save_trainer_state(self, path: str) -> None:
-        """What resuming needs besides the weights: step, version, and the data cursor."""
-        stream = self.stream
-        state = {"step": self.summary.steps, "policy_version": self.policy_version,
-                 "data_cursor": dataclasses.asdict(stream.cursor) if stream else None}
-        with open(os.path.join(path, "trainer_state.json"), "w") as f:
-            json.dump(state, f, indent=1)
-
     def _row(self, stats: LearnerStepStats, batch: TrainBatch, train_version: int, step_s: float,
              new_tokens: float) -> dict[str, Any]:
         trajs = [tr for g in batch.groups for tr in g.trajectories]
@@ -287,7 +443,7 @@ class Orchestrator:
             "gen_tokens_per_s": new_tokens / max(step_s, 1e-9),
             "tool_latency_p50": percentile(lat, 50), "tool_latency_p99": percentile(lat, 99),
             "weight_sync_s": sync_s, "queue_depth": batch.queue_depth,
-            "groups_dropped_stale": self.summary.dropped_stale,
+            "groups_dropped_stale": self.ledger.counts.groups_dropped_stale if self.ledger else 0,
             "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens": stats.tokens,
             "train_s": stats.train_s, "learner_wait_s": batch.wait_s, "step_s": step_s,
             "tool_calls": len(calls), "tool_errors": sum(not c.ok for c in calls),
@@ -299,6 +455,10 @@ class Orchestrator:
             # where this step's time went; `learner` is the train_step call as the driver saw it
             **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
         }
+
+
+async def _reraise(error: BaseException) -> None:
+    raise error
 
 
 def train(cfg: Config) -> RunSummary:

@@ -1,0 +1,117 @@
+"""Where every admitted prompt group ends: the run's ledger.
+
+An admitted group ends trained, dropped as stale, failed after its retries (with the reason), or in
+flight at stop, so `admitted = trained + dropped_stale + failed + in_flight_at_stop` at the end of every
+run, a crashed or resumed one included. `RUN/admissions.jsonl` holds one line per admission; a group
+re-admitted after a resume gets a second line marked `resumed` (it is still one admitted group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agentrl.records import DataRow
+
+
+@dataclass
+class AdmittedGroup:
+    """A group the driver started: its prompt row and the policy version at admission."""
+
+    group_id: str
+    row: DataRow
+    policy_version: int
+    attempts: int = 0  # runs started; more than one: retried after an actor died under it
+
+
+@dataclass
+class LedgerCounts:
+    """The ledger's numbers (summary.json's `groups_*` keys; saved in every checkpoint)."""
+
+    groups_admitted: int = 0
+    groups_trained: int = 0
+    groups_dropped_stale: int = 0
+    groups_failed: int = 0
+    groups_in_flight_at_stop: int = 0
+    groups_retried: int = 0
+    failed_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class GroupLedger:
+    """The driver's record of admitted groups. `live` holds the groups not yet ended, running or waiting
+    in the replay queue: the capacity bound counts them, and a resume re-admits them."""
+
+    def __init__(self, run_dir: str, counts: LedgerCounts | None = None) -> None:
+        self.counts = counts or LedgerCounts()
+        self.counts.groups_in_flight_at_stop = 0
+        self.live: dict[str, AdmittedGroup] = {}
+        self.path = os.path.join(run_dir, "admissions.jsonl")
+        _keep_lines(self.path, self.counts.groups_admitted + self._resumed_lines())
+        self._file = open(self.path, "a")
+
+    def _resumed_lines(self) -> int:
+        """Lines of earlier resumes' re-admissions among the kept ones (they are not new admissions)."""
+        if not os.path.exists(self.path):
+            return 0
+        kept, admitted = 0, 0
+        with open(self.path) as f:
+            for line in f:
+                if admitted >= self.counts.groups_admitted:
+                    break
+                resumed = json.loads(line).get("resumed", False)
+                kept += resumed
+                admitted += not resumed
+        return kept
+
+    def admit(self, group: AdmittedGroup, resumed: bool = False) -> None:
+        """Record an admission (a re-admission after a resume is not a new group)."""
+        self.live[group.group_id] = group
+        if not resumed:
+            self.counts.groups_admitted += 1
+        line: dict[str, Any] = {"group_id": group.group_id, "data_id": group.row.data_id or str(group.row.row_id),
+                                "policy_version": group.policy_version}
+        if resumed:
+            line["resumed"] = True
+        self._file.write(json.dumps(line) + "\n")
+        self._file.flush()
+
+    def failed(self, group_id: str, reason: str) -> None:
+        if self.live.pop(group_id, None) is not None:
+            self.counts.groups_failed += 1
+            self.counts.failed_reasons[reason] = self.counts.failed_reasons.get(reason, 0) + 1
+
+    def trained(self, group_ids: list[str]) -> None:
+        for g in group_ids:
+            if self.live.pop(g, None) is not None:
+                self.counts.groups_trained += 1
+
+    def dropped_stale(self, group_ids: list[str]) -> None:
+        for g in group_ids:
+            if self.live.pop(g, None) is not None:
+                self.counts.groups_dropped_stale += 1
+
+    def retried(self) -> None:
+        self.counts.groups_retried += 1
+
+    def close(self) -> LedgerCounts:
+        """End the run's ledger: what is still live is in flight at stop."""
+        self.counts.groups_in_flight_at_stop = len(self.live)
+        if not self._file.closed:
+            self._file.close()
+        return self.counts
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts as a checkpoint keeps them: groups live now count as in flight."""
+        return {**asdict(self.counts), "groups_in_flight_at_stop": len(self.live)}
+
+
+def _keep_lines(path: str, n: int) -> None:
+    """Keep the first n lines of `path` (a resume drops what the interrupted run admitted after its checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()[:n]
+    with open(path, "w") as f:
+        f.writelines(lines)

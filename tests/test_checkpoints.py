@@ -1,0 +1,124 @@
+"""Checkpoints: the learner group continues exactly from a DeepSpeed checkpoint (the same `lr` and the same
+loss on the next step as an uninterrupted learner: the optimizer and the schedule's clock were restored);
+a checkpoint is found only when complete; retention; the ledger that accounts for every admitted group."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import ray
+
+from agentrl.actors.factory import create_learner
+from agentrl.config import load_config
+from agentrl.records import DataRow
+from agentrl.training.accounting import AdmittedGroup, GroupLedger
+from agentrl.training.checkpoint import CheckpointStore, TrainerState
+from tests.learner_batches import real_batch
+
+
+def learner(path: str, *overrides: str):
+    # a schedule that moves every step and Adam's moments: a resume that lost either shows in the next step
+    cfg = load_config("configs/demo.yaml", ["rollout.n=2", "learner.lr=1e-2", "learner.lr_schedule=sigmoid_decay",
+                                            "learner.warmup_steps=2", "learner.mini_batches=2", *overrides])
+    return create_learner(cfg, path, total_steps=10, name=None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_a_resumed_learner_takes_the_same_next_step_as_an_uninterrupted_one(cluster, tiny_text_path, tmp_path, stage):
+    zero = f"learner.zero_stage={stage}"
+    a = learner(tiny_text_path, zero, "learner.num_ranks=2" if stage == 3 else "learner.num_ranks=1")
+    batch = real_batch(tiny_text_path, a, 4, 2)
+    for _ in range(2):
+        ray.get(a.train_step.remote(batch))
+    folder = ray.get(a.save_checkpoint.remote(str(tmp_path / "ckpt")))
+    assert os.path.isfile(os.path.join(folder, "model.safetensors"))
+    assert os.path.isdir(os.path.join(folder, "deepspeed"))
+    uninterrupted = ray.get(a.train_step.remote(batch))
+    after_a = ray.get(a.compute_loss.remote(batch))
+    ray.get(a.shutdown.remote())
+    ray.kill(a)
+
+    b = learner(tiny_text_path, zero, "learner.num_ranks=2" if stage == 3 else "learner.num_ranks=1")
+    ray.get(b.load_checkpoint.remote(folder, 2, 2))
+    resumed = ray.get(b.train_step.remote(batch))
+    assert (resumed.step, resumed.policy_version) == (3, 3)
+    assert resumed.lr == pytest.approx(uninterrupted.lr, rel=1e-9)
+    assert resumed.loss == pytest.approx(uninterrupted.loss, rel=1e-5, abs=1e-7)
+    # the same update: Adam's moments came back too (fresh ones would move the weights differently)
+    assert ray.get(b.compute_loss.remote(batch)) == pytest.approx(after_a, rel=1e-5, abs=1e-7)
+    ray.get(b.shutdown.remote())
+    ray.kill(b)
+
+
+def group(k: int) -> AdmittedGroup:
+    return AdmittedGroup(f"g{k}", DataRow(k, f"q{k}", ["a"], data_id=f"d{k}"), 0)
+
+
+def test_the_ledger_ends_every_admitted_group_once(tmp_path):
+    ledger = GroupLedger(str(tmp_path))
+    for k in range(6):
+        ledger.admit(group(k))
+    ledger.trained(["g0", "g1"])
+    ledger.dropped_stale(["g2"])
+    ledger.failed("g3", "ValueError: bad image")
+    ledger.trained(["g0"])  # already ended: not counted twice
+    counts = ledger.close()
+    assert (counts.groups_admitted, counts.groups_trained, counts.groups_dropped_stale, counts.groups_failed,
+            counts.groups_in_flight_at_stop) == (6, 2, 1, 1, 2)
+    assert counts.failed_reasons == {"ValueError: bad image": 1}
+    lines = [json.loads(line) for line in (tmp_path / "admissions.jsonl").read_text().splitlines()]
+    assert lines[0] == {"group_id": "g0", "data_id": "d0", "policy_version": 0} and len(lines) == 6
+
+
+def test_a_resumed_ledger_keeps_the_admissions_up_to_its_checkpoint_and_marks_re_admissions(tmp_path):
+    ledger = GroupLedger(str(tmp_path))
+    for k in range(4):
+        ledger.admit(group(k))
+    ledger.trained(["g0"])
+    snapshot = ledger.snapshot()  # the checkpoint: g1..g3 live
+    for k in range(4, 7):  # admitted after the checkpoint, then the driver was killed
+        ledger.admit(group(k))
+    live = [g for g in ledger.live.values() if g.group_id in ("g1", "g2", "g3")]
+
+    resumed = GroupLedger(str(tmp_path), TrainerState(1, 1, 4, None, snapshot).ledger_counts())
+    for g in live:
+        resumed.admit(g, resumed=True)
+    resumed.admit(group(4))
+    resumed.trained(["g1", "g2", "g3", "g4"])
+    counts = resumed.close()
+    assert (counts.groups_admitted, counts.groups_trained, counts.groups_in_flight_at_stop) == (5, 5, 0)
+    lines = [json.loads(line) for line in (tmp_path / "admissions.jsonl").read_text().splitlines()]
+    assert [(x["group_id"], x.get("resumed", False)) for x in lines] == [
+        ("g0", False), ("g1", False), ("g2", False), ("g3", False),
+        ("g1", True), ("g2", True), ("g3", True), ("g4", False)]
+
+
+def fake_learner_part(tmp: str) -> None:
+    os.makedirs(os.path.join(tmp, "deepspeed"))
+
+
+def test_checkpoints_are_renamed_into_place_kept_by_retention_and_skipped_when_incomplete(tmp_path):
+    store = CheckpointStore(str(tmp_path), keep=2)
+    for step in (1, 2, 3):
+        tmp = store.staging(step)
+        fake_learner_part(tmp)
+        store.commit(tmp, TrainerState(step, step, 4 * step, None), [group(step)])
+    names = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert names == ["step_2", "step_3"]  # no staging folder left, the oldest removed
+    assert store.latest().state.step == 3 and store.latest().live[0].group_id == "g3"
+
+    (tmp_path / "checkpoints" / "step_3" / "COMPLETE").unlink()  # say, a copy that stopped half way
+    (tmp_path / "checkpoints" / "step_4").mkdir()
+    warnings: list[str] = []
+    found = store.latest(warn=warnings.append)
+    assert found is not None and found.state.step == 2
+    assert len(warnings) == 2 and all(w.count("\n") == 0 for w in warnings)
+    assert "step_4" in warnings[0] and "incomplete" in warnings[0] and "step_3" in warnings[1]
+
+    (tmp_path / "checkpoints" / "step_2" / "trainer_state.json").write_text("{not json")
+    assert store.latest(warn=warnings.append) is None and "trainer_state.json" in warnings[-1]
+    link = store.mark_final(str(tmp_path / "checkpoints" / "step_2"))
+    assert os.path.realpath(link) == str(tmp_path / "checkpoints" / "step_2")
