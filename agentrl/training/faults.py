@@ -19,9 +19,10 @@ class ActorKiller:
     """Kills a random environment actor every `kill_env_every_s`, a reward actor every
     `kill_reward_every_s`, a generator engine every `kill_generator_every_s`; counts each kill."""
 
-    def __init__(self, faults: FaultsConfig, groups: Any) -> None:
+    def __init__(self, faults: FaultsConfig, groups: Any, stopping: asyncio.Event) -> None:
         self.faults = faults
         self.groups = groups
+        self.stopping = stopping  # no kills once the run is stopping
         self.rng = random.Random(faults.seed)
         self.kills: dict[str, int] = {}
 
@@ -38,6 +39,8 @@ class ActorKiller:
     async def _every(self, kind: str, period_s: float, handles: list[Any]) -> None:
         while True:
             await asyncio.sleep(period_s)
+            if self.stopping.is_set():
+                return
             victim = self.rng.randrange(len(handles))
             ray.kill(handles[victim], no_restart=False)  # Ray restarts it (max_restarts)
             self.kills[kind] = self.kills.get(kind, 0) + 1

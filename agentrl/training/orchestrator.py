@@ -35,16 +35,17 @@ from agentrl.data.prompts import DataCursor, PromptStream
 from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
 from agentrl.errors import ActorFailure, UserError
 from agentrl.evaluation.evaluate import periodic_eval
-from agentrl.metrics import MetricsWriter, percentile
+from agentrl.metrics import MetricsWriter
 from agentrl.models.tiny import ensure_model
-from agentrl.records import DataRow, GroupOutcome, LearnerStepStats, TrainBatch
+from agentrl.records import DataRow, GroupOutcome, TrainBatch
 from agentrl.redaction import redact
-from agentrl.timing import step_profile
 from agentrl.training.accounting import AdmittedGroup, GroupLedger
 from agentrl.training.checkpoint import Checkpoint, CheckpointStore, TrainerState
 from agentrl.training.faults import ActorKiller, kill_driver
+from agentrl.training.step_metrics import step_row
 
 RESTART_TIMEOUT_S = 300.0  # how long a group waits for Ray to restart the actor that died under it
+ENGINE_CHECK_S = 2.0  # how often the driver looks for a restarted engine waiting for weights
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Orchestrator:
         self.ledger: GroupLedger | None = None
         self.resume: Checkpoint | None = None
         self.stopping = asyncio.Event()  # SIGINT/SIGTERM: stop admitting, save, stop
+        self._learner_busy = asyncio.Lock()  # a step's train + push, or a restarted engine's push
         self._capacity_changed = asyncio.Event()
         self._dropped_seen = 0  # dropped group ids already taken from the queue's stats
         # per step, wall-clock (time.time()) marks: batch requested, training started, sync started, sync ended
@@ -212,11 +214,33 @@ class Orchestrator:
         stops the run, named."""
         assert self.groups is not None
         handle = self.groups.named()[name]
-        try:
-            await asyncio.wait_for(handle.__ray_ready__.remote(), RESTART_TIMEOUT_S)
-        except (ray.exceptions.RayActorError, TimeoutError):
-            raise ActorFailure(f"actor '{name}' died and was not restarted (its max_restarts are used up). "
-                               f"Traceback (remote):\n{redact(str(error))}") from None
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                await handle.__ray_ready__.remote()
+                return
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again
+                await asyncio.sleep(0.5)
+            except ray.exceptions.RayActorError:
+                break
+        raise ActorFailure(f"actor '{name}' died and was not restarted (its max_restarts are used up). "
+                           f"Traceback (remote):\n{redact(str(error))}") from None
+
+    async def _revive_engines(self) -> None:
+        """An engine Ray restarted after a crash gets the current weights at once (it serves only then):
+        with one engine, nothing else could generate the batch that the next step's push waits for."""
+        assert self.groups is not None
+        while True:
+            await asyncio.sleep(ENGINE_CHECK_S)
+            for i, handle in enumerate(self.groups.engines):
+                try:
+                    stats = await handle.stats.remote()
+                except ray.exceptions.RayActorError:  # restarting now (or dead: its groups find out)
+                    continue
+                if not stats.serving:
+                    async with self._learner_busy:
+                        await self._guard(sync_weights(self.learner, [handle]))
+                    print(f"[agentrl] generator-{i} restarted; it has the weights of version {self.policy_version}")
 
     async def _sync_drops(self) -> None:
         """Groups the queue dropped as stale end in the ledger and free their capacity."""
@@ -264,8 +288,9 @@ class Orchestrator:
             writer = MetricsWriter(self.run_dir, dataclasses.asdict(self.cfg), t.wandb, t.total_steps, t.progress,
                                    first_step=self.step)
             pending: dict[asyncio.Future, str] = {}
-            killer = ActorKiller(self.cfg.faults, self.groups)
-            background = [asyncio.ensure_future(self._feed(pending)), asyncio.ensure_future(self._collect(pending))]
+            killer = ActorKiller(self.cfg.faults, self.groups, self.stopping)
+            background = [asyncio.ensure_future(self._feed(pending)), asyncio.ensure_future(self._collect(pending)),
+                          asyncio.ensure_future(self._revive_engines())]
             if killer.schedules():
                 background.append(asyncio.ensure_future(killer.run()))
             await self._train(writer, background)
@@ -305,10 +330,11 @@ class Orchestrator:
                 break
             batch: TrainBatch = batch_task.result()
             train_version = self.policy_version
-            t_train = time.time()
-            stats = await self._guard(self.learner.train_step.remote(batch))
-            t_sync = time.time()
-            await self._guard(sync_weights(self.learner, self.groups.engines))
+            async with self._learner_busy:
+                t_train = time.time()
+                stats = await self._guard(self.learner.train_step.remote(batch))
+                t_sync = time.time()
+                await self._guard(sync_weights(self.learner, self.groups.engines))
             self.step_marks.append((t_ask, t_train, t_sync, time.time()))
             self.policy_version, self.step = stats.policy_version, stats.step
             self.ledger.trained([g.group_id for g in batch.groups])
@@ -316,7 +342,9 @@ class Orchestrator:
             self._capacity_changed.set()
             now = time.perf_counter()
             tokens = await self._engine_counters()
-            row = {**self._row(stats, batch, train_version, now - last, tokens - last_tokens),
+            marks = self.step_marks[-1]
+            row = {**step_row(stats, batch, train_version, now - last, tokens - last_tokens, marks,
+                              self.ledger.counts.groups_dropped_stale),
                    **await self._tool_counters(), **await self._eval_metrics(stats.step)}
             writer.log(row)
             if self.on_step is not None:
@@ -401,19 +429,32 @@ class Orchestrator:
 
     async def _tool_counters(self) -> dict[str, int]:
         """The environment actors' tool and tool-cache counters (`EnvironmentStats.tool_counters`), summed
-        over the actors: cumulative totals as `tool/<tool>/<counter>` and `tool/cache/<counter>`."""
+        over the actors: cumulative totals as `tool/<tool>/<counter>` and `tool/cache/<counter>` (an actor
+        restarting now is left out; a restarted one counts from its restart)."""
         assert self.groups is not None
-        stats = await self._guard(asyncio.gather(*[env.stats.remote() for env in self.groups.envs]))
+        stats = await self._alive_stats(self.groups.envs)
         total: dict[str, int] = {}
         for s in stats:
             for name, value in s.tool_counters.items():
                 total[name] = total.get(name, 0) + value
         return {f"tool/{name}": value for name, value in sorted(total.items())}
 
+    async def _alive_stats(self, handles: list[Any]) -> list[Any]:
+        """`stats()` of each (restartable) actor, leaving out one that died or is being restarted: a group
+        run on it finds out whether Ray brings it back (`_run_group`)."""
+        async def one(handle: Any) -> Any:
+            try:
+                return await handle.stats.remote()
+            except ray.exceptions.RayActorError:
+                return None
+
+        return [r for r in await asyncio.gather(*[one(h) for h in handles]) if r is not None]
+
     async def _engine_counters(self) -> float:
         """Tokens the engines have generated so far; also samples their busy time (`gen_busy`)."""
         assert self.groups is not None
-        stats = await self.groups.generators.stats()
+        stats = await self._alive_stats(self.groups.engines) if self.groups.engines else \
+            await self.groups.generators.stats()
         self.gen_busy.append((time.time(), sum(s.busy_s for s in stats)))
         return sum(s.tokens_generated for s in stats)
 
@@ -425,36 +466,6 @@ class Orchestrator:
         assert self.groups is not None
         out = os.path.join(self.run_dir, "eval", f"step_{step}")
         return await self._guard(periodic_eval(self.groups.envs, self.cfg, out))
-
-    def _row(self, stats: LearnerStepStats, batch: TrainBatch, train_version: int, step_s: float,
-             new_tokens: float) -> dict[str, Any]:
-        trajs = [tr for g in batch.groups for tr in g.trajectories]
-        stale = [train_version - tr.min_policy_version for tr in trajs if tr.min_policy_version >= 0]
-        calls = [c for tr in trajs for c in tr.tool_calls]
-        lat = [c.latency_s for c in calls]
-        rewards = [tr.reward.total if tr.reward else 0.0 for tr in trajs]
-        _, t_train, t_sync, t_synced = self.step_marks[-1]
-        sync_s = t_synced - t_sync
-        return {
-            "step": stats.step, "policy_version": stats.policy_version,
-            "reward_mean": sum(rewards) / max(len(rewards), 1), "samples": stats.samples,
-            "staleness_mean": sum(stale) / max(len(stale), 1), "staleness_max": max(stale, default=0),
-            "learner_idle_frac": min(batch.wait_s / max(step_s, 1e-9), 1.0),
-            "gen_tokens_per_s": new_tokens / max(step_s, 1e-9),
-            "tool_latency_p50": percentile(lat, 50), "tool_latency_p99": percentile(lat, 99),
-            "weight_sync_s": sync_s, "queue_depth": batch.queue_depth,
-            "groups_dropped_stale": self.ledger.counts.groups_dropped_stale if self.ledger else 0,
-            "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens": stats.tokens,
-            "train_s": stats.train_s, "learner_wait_s": batch.wait_s, "step_s": step_s,
-            "tool_calls": len(calls), "tool_errors": sum(not c.ok for c in calls),
-            "tool_cache_hits": sum(c.cached for c in calls),
-            "tool_cache_misses": sum(not c.cached for c in calls),
-            "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
-            "images_per_traj_mean": sum(len(tr.images) for tr in trajs) / max(len(trajs), 1),
-            **{f"loss/{k}": v for k, v in stats.extra.items()},
-            # where this step's time went; `learner` is the train_step call as the driver saw it
-            **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
-        }
 
 
 async def _reraise(error: BaseException) -> None:

@@ -1,0 +1,43 @@
+"""One learner step's row of metrics.jsonl (and wandb): reward, staleness, tools, the loss's own stats and
+where the step's time went."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrl.metrics import percentile
+from agentrl.records import LearnerStepStats, TrainBatch
+from agentrl.timing import step_profile
+
+
+def step_row(stats: LearnerStepStats, batch: TrainBatch, train_version: int, step_s: float, new_tokens: float,
+             marks: tuple[float, float, float, float], groups_dropped_stale: int) -> dict[str, Any]:
+    """The row of a step that trained `batch` at `train_version`; `marks`: when the batch was asked for,
+    training started, the weight sync started and ended (time.time())."""
+    trajs = [tr for g in batch.groups for tr in g.trajectories]
+    stale = [train_version - tr.min_policy_version for tr in trajs if tr.min_policy_version >= 0]
+    calls = [c for tr in trajs for c in tr.tool_calls]
+    lat = [c.latency_s for c in calls]
+    rewards = [tr.reward.total if tr.reward else 0.0 for tr in trajs]
+    _, t_train, t_sync, t_synced = marks
+    sync_s = t_synced - t_sync
+    return {
+        "step": stats.step, "policy_version": stats.policy_version,
+        "reward_mean": sum(rewards) / max(len(rewards), 1), "samples": stats.samples,
+        "staleness_mean": sum(stale) / max(len(stale), 1), "staleness_max": max(stale, default=0),
+        "learner_idle_frac": min(batch.wait_s / max(step_s, 1e-9), 1.0),
+        "gen_tokens_per_s": new_tokens / max(step_s, 1e-9),
+        "tool_latency_p50": percentile(lat, 50), "tool_latency_p99": percentile(lat, 99),
+        "weight_sync_s": sync_s, "queue_depth": batch.queue_depth,
+        "groups_dropped_stale": groups_dropped_stale,
+        "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens": stats.tokens,
+        "train_s": stats.train_s, "learner_wait_s": batch.wait_s, "step_s": step_s,
+        "tool_calls": len(calls), "tool_errors": sum(not c.ok for c in calls),
+        "tool_cache_hits": sum(c.cached for c in calls),
+        "tool_cache_misses": sum(not c.cached for c in calls),
+        "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
+        "images_per_traj_mean": sum(len(tr.images) for tr in trajs) / max(len(trajs), 1),
+        **{f"loss/{k}": v for k, v in stats.extra.items()},
+        # where this step's time went; `learner` is the train_step call as the driver saw it
+        **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
+    }
