@@ -282,7 +282,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 _MODULE_COMMANDS: list[tuple[str, str, str]] = [
-    ("bench", "agentrl.bench.command", "benchmarks: agentrl bench async|learning [options]"),
+    ("bench", "agentrl.bench.command", "benchmarks: agentrl bench async|learning|soak|weights [options]"),
     ("eval", "agentrl.evaluation.evaluate",
      "evaluate: agentrl eval CONFIG --data FILE [--workflow direct|rag|on_demand]"),
     ("sft", "agentrl.training.sft", "supervised fine-tuning: agentrl sft CONFIG --data FILE.jsonl [--out DIR]"),
