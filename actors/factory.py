@@ -47,6 +47,10 @@ def connect_ray(log_to_driver: bool = True) -> bool:
     """Join RAY_ADDRESS or start a local cluster; True when this process started it (and must shut it down)."""
     if ray.is_initialized():
         return False
+    if log_level() != "debug":
+        # Ray's C++ log lines on the driver's console (a restartable actor's handle arguments, a worker
+        # that died, ...): agentrl reports what matters itself; they stay in Ray's logs at debug
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **ray_init_options(log_level(), log_to_driver))
     else:

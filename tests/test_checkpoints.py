@@ -14,7 +14,7 @@ from agentrl.actors.factory import create_learner
 from agentrl.config import load_config
 from agentrl.records import DataRow
 from agentrl.training.accounting import AdmittedGroup, GroupLedger
-from agentrl.training.checkpoint import CheckpointStore, TrainerState
+from agentrl.training.checkpoint import CheckpointStore, TrainerState, restore_rng, rng_states
 from tests.learner_batches import real_batch
 
 
@@ -122,3 +122,16 @@ def test_checkpoints_are_renamed_into_place_kept_by_retention_and_skipped_when_i
     assert store.latest(warn=warnings.append) is None and "trainer_state.json" in warnings[-1]
     link = store.mark_final(str(tmp_path / "checkpoints" / "step_2"))
     assert os.path.realpath(link) == str(tmp_path / "checkpoints" / "step_2")
+
+
+def test_the_drivers_rng_states_survive_a_json_round_trip():
+    import random
+
+    import numpy as np
+
+    saved = json.loads(json.dumps(rng_states()))
+    expected = (random.random(), float(np.random.rand()))
+    random.seed(123)
+    np.random.seed(123)
+    restore_rng(saved)
+    assert (random.random(), float(np.random.rand())) == expected

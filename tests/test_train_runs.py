@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agentrl.algorithms import scheduled_lr
+from agentrl.config import load_config
 from tests.conftest import ROOT, VENV_BIN, agentrl_cmd
 
 pytestmark = pytest.mark.slow
@@ -36,21 +38,48 @@ REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean"
 SECRET = "sk-run-SECRET-c0ffee"
 
 
-def test_the_demo_config_trains_a_few_steps_end_to_end(tmp_path):
+def ledger_holds(summary: dict) -> bool:
+    """Every admitted group ended trained, dropped as stale, failed or in flight at stop."""
+    return summary["groups_admitted"] == summary["groups_trained"] + summary["groups_dropped_stale"] + \
+        summary["groups_failed"] + summary["groups_in_flight_at_stop"]
+
+
+def test_the_demo_trains_end_to_end_through_a_driver_kill_and_an_exact_resume(tmp_path):
     keys = {k: SECRET for k in ("SERPAPI_API_KEY", "JINA_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")}
-    r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=demo3", "trainer.wandb.mode=offline",
-              env={**keys, "WANDB_MODE": "offline"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    run = ["trainer.total_steps=3", "trainer.run_name=demo3", "trainer.wandb.mode=offline", "trainer.save_every=1"]
+    before = _ray_processes()
+    killed = train(tmp_path, *run, "faults.kill_driver_at_step=2", env={**keys, "WANDB_MODE": "offline"})
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, after the step-2 checkpoint
+    for pid in _ray_processes() - before:  # what a preempted node takes with it
+        subprocess.run(["kill", "-9", str(pid)], capture_output=True)
     run_dir = tmp_path / "demo3"
+    first_admissions = (run_dir / "admissions.jsonl").read_text().splitlines()
+
+    r = train(tmp_path, *run, "trainer.resume=auto", env={**keys, "WANDB_MODE": "offline"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming from {run_dir}/checkpoints/step_2" in r.stdout
     rows = metrics(run_dir)
     assert [row["step"] for row in rows] == [1, 2, 3]
     for row in rows:
         assert set(REQUIRED) <= set(row)
         assert row["samples"] == 4 * 4  # batch_groups * n: whole groups only
         assert row["time/generation_s"] > 0 and row["time/learner_s"] > 0 and row["time/reward_s"] > 0
+    # the schedule went on as if never stopped: step 3 used the rate of optimizer step 2
+    cfg = load_config("configs/demo.yaml")
+    lc = cfg.learner
+    assert rows[2]["lr"] == pytest.approx(scheduled_lr(lc.lr_schedule, 2, lc.lr, lc.warmup_steps, 3, lc.min_lr_ratio))
     assert (run_dir / "config.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["admitted"] == summary["trained"] + summary["dropped_stale"] + sum(summary["failed"].values())
+    assert ledger_holds(summary) and summary["resumed_from"].endswith("step_2") and summary["steps"] == 3
+    # the prompt stream: the groups live at the checkpoint first, then the uninterrupted run's order
+    admissions = [json.loads(line) for line in (run_dir / "admissions.jsonl").read_text().splitlines()]
+    resumed = [a for a in admissions if a.get("resumed")]
+    new = [a for a in admissions if not a.get("resumed")]
+    assert resumed and admissions.index(resumed[-1]) < admissions.index(new[-1])
+    assert {a["group_id"] for a in resumed} <= {json.loads(line)["group_id"] for line in first_admissions}
+    assert [a["data_id"] for a in new] == [f"syn-{k}" for k in range(len(new))]
+    assert [a["group_id"] for a in new] == [f"g{k}" for k in range(len(new))] == \
+        [f"g{k}" for k in range(summary["groups_admitted"])]
     ckpt = run_dir / "checkpoints" / "final"
     from transformers import AutoModelForCausalLM
 
@@ -58,7 +87,7 @@ def test_the_demo_config_trains_a_few_steps_end_to_end(tmp_path):
     assert "metrics:" in r.stdout and "checkpoint:" in r.stdout
     # keys in the environment never reach the run's files (metrics, config, wandb, checkpoint) or its output
     leaks = [p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
-    assert leaks == [] and SECRET not in r.stdout + r.stderr
+    assert leaks == [] and SECRET not in r.stdout + r.stderr + killed.stdout + killed.stderr
 
 
 def test_an_unknown_config_key_fails_with_one_line():
@@ -82,7 +111,7 @@ def test_with_a_slow_learner_no_trained_token_is_older_than_max_staleness(tmp_pa
         assert row["samples"] == 2 * 2
     assert max(row["loss/token_staleness_max"] for row in rows) == 1  # the bound was actually used
     summary = json.loads((tmp_path / "slow" / "summary.json").read_text())  # every started group accounted for
-    assert summary["admitted"] == summary["trained"] + summary["dropped_stale"] + sum(summary["failed"].values())
+    assert ledger_holds(summary)
 
 
 def _ray_processes() -> set[int]:

@@ -37,6 +37,9 @@ class TrainerState:
     data_cursor: dict[str, int] | None  # a file source's DataCursor (epoch, index)
     counts: dict[str, Any] = field(default_factory=dict)  # the ledger's LedgerCounts
     seed: int = 0
+    # the driver's RNG states (Python's `random`, numpy's global one); the learner ranks' torch RNG is in
+    # their DeepSpeed state, the data order in the cursor
+    rng: dict[str, Any] = field(default_factory=dict)
 
     def ledger_counts(self) -> LedgerCounts:
         return LedgerCounts(**self.counts)
@@ -128,3 +131,28 @@ def read_checkpoint(path: str) -> Checkpoint:
     if not isinstance(live, list) or not all(isinstance(g, AdmittedGroup) for g in live):
         raise ValueError(f"unreadable {LIVE_FILE}")
     return Checkpoint(path, state, live)
+
+
+def rng_states() -> dict[str, Any]:
+    """The driver's RNG states, as JSON values."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+
+
+def restore_rng(states: dict[str, Any]) -> None:
+    """Put back what `rng_states` saved (nothing when a checkpoint has none)."""
+    import random
+
+    import numpy as np
+
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in states:
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))

@@ -40,7 +40,7 @@ from agentrl.models.tiny import ensure_model
 from agentrl.records import DataRow, GroupOutcome, TrainBatch
 from agentrl.redaction import redact
 from agentrl.training.accounting import AdmittedGroup, GroupLedger
-from agentrl.training.checkpoint import Checkpoint, CheckpointStore, TrainerState
+from agentrl.training.checkpoint import Checkpoint, CheckpointStore, TrainerState, restore_rng, rng_states
 from agentrl.training.faults import ActorKiller, kill_driver
 from agentrl.training.step_metrics import step_row
 
@@ -371,7 +371,7 @@ class Orchestrator:
         await self._guard(self.learner.save_checkpoint.remote(tmp))
         cursor = dataclasses.asdict(self.stream.cursor) if self.stream is not None else None
         state = TrainerState(self.step, self.policy_version, self.rows_taken, cursor, self.ledger.snapshot(),
-                             self.cfg.trainer.seed)
+                             self.cfg.trainer.seed, rng_states())
         path = self.store.commit(tmp, state, list(self.ledger.live.values()))
         print(f"[agentrl] checkpoint: {path}")
         return path
@@ -390,6 +390,7 @@ class Orchestrator:
             st = self.resume.state
             self.step, self.policy_version, self.rows_taken = st.step, st.policy_version, st.rows_taken
             counts = st.ledger_counts()
+            restore_rng(st.rng)
             self.summary.resumed_from = self.resume.path
             print(f"[agentrl] resuming from {self.resume.path}: step {st.step}, "
                   f"{len(self.resume.live)} groups re-admitted first")
