@@ -74,10 +74,12 @@ def test_two_ranks_make_the_update_of_one_rank(tiny_text_path, batch, stage, ext
     # from those weights: a few elements in 1,000 may differ by up to a few % of lr (measured: at most
     # 1.5%); the rest agree to 1e-5 (0.1% of lr).
     lr = 1e-2
+    far = total = 0
     for name, w1 in weights1.items():
         diff = (weights2[name] - w1).abs()
         assert float(diff.max()) < 0.05 * lr, name
-        assert float((diff > 1e-5).float().mean()) < 1e-2, name
+        far, total = far + int((diff > 1e-5).sum()), total + diff.numel()
+    assert far / total < 1e-2  # over the model: one element of a 64-element bias alone is 1.6%
     assert sum(not torch.equal(w, initial[k]) for k, w in weights1.items()) > len(initial) // 2  # the step moved
 
 

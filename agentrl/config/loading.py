@@ -112,10 +112,10 @@ def _require(cond: bool, key: str, msg: str) -> None:
 def validate(cfg: Config) -> None:
     """Value checks that must fail before any actor starts (ConfigError naming the key)."""
     _validate_trainer(cfg)
-    _validate_reliability(cfg)
     _validate_rollout_and_learner(cfg)
     _validate_tools(cfg.tools)
     _validate_model_and_data(cfg)
+    _validate_reliability(cfg)
 
 
 def config_problems(cfg: Config) -> list[str]:
@@ -169,8 +169,9 @@ def _validate_reliability(cfg: Config) -> None:
                        ("faults.kill_learner_rank_at_step", f.kill_learner_rank_at_step),
                        ("faults.kill_driver_at_step", f.kill_driver_at_step)):
         _require(value >= 0, key, "must be >= 0 (0: never)")
-    _require(0 <= f.kill_learner_rank < cfg.learner.num_ranks, "faults.kill_learner_rank",
-             f"must name a rank of learner.num_ranks={cfg.learner.num_ranks}")
+    if cfg.learner.num_ranks > 0:
+        _require(0 <= f.kill_learner_rank < cfg.learner.num_ranks, "faults.kill_learner_rank",
+                 f"must name a rank of learner.num_ranks={cfg.learner.num_ranks}")
 
 
 def _validate_rollout_and_learner(cfg: Config) -> None:
