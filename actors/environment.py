@@ -31,6 +31,7 @@ class EnvironmentActor:
 
     def __init__(self, cfg: Config, model_path: str, generators: Any, rewards: Any, queue: Any,
                  index: int = 0) -> None:
+        import ray
         from transformers import AutoTokenizer
 
         from agentrl.envs.agent_loop import ChatFormat, RolloutContext
@@ -43,7 +44,7 @@ class EnvironmentActor:
         self.index = index
         self.generators = generators
         self.rewards = rewards
-        self.queue = queue
+        self.queue = ray.get_actor(queue) if isinstance(queue, str) else queue  # by name from the factory
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         protocol = get_protocol(cfg.env.protocol, dict(cfg.env.tool_tags), cfg.env.system_prompt)
         tools = {}

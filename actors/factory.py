@@ -47,10 +47,6 @@ def connect_ray(log_to_driver: bool = True) -> bool:
     """Join RAY_ADDRESS or start a local cluster; True when this process started it (and must shut it down)."""
     if ray.is_initialized():
         return False
-    if log_level() != "debug":
-        # Ray's C++ log lines on the driver's console (a restartable actor's handle arguments, a worker
-        # that died, ...): agentrl reports what matters itself; they stay in Ray's logs at debug
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **ray_init_options(log_level(), log_to_driver))
     else:
@@ -91,7 +87,10 @@ def create_learner(cfg: Config, model_path: str, total_steps: int, name: str | N
     return ray.remote(LearnerGroup).options(**opts).remote(cfg, model_path, total_steps, runtime_env, name)
 
 
-def create_replay_queue(capacity: int, max_staleness: int, name: str | None = "replay-queue",
+REPLAY_QUEUE = "replay-queue"  # the replay queue's actor name: environment actors look it up by it
+
+
+def create_replay_queue(capacity: int, max_staleness: int, name: str | None = REPLAY_QUEUE,
                         max_concurrency: int = 1000) -> Any:
     """The replay queue actor: at most `capacity` groups, none older than `max_staleness` versions."""
     opts = _options(name, max_concurrency=max_concurrency, runtime_env=actor_runtime_env())
@@ -103,8 +102,9 @@ def create_reward_pool(cfg: Config, prefix: str = "reward") -> RewardPool:
     get_reward_fn(cfg.reward.name)
     # the actors' runtime env: an import-path reward resolves on every node, quiet libraries, the cache root
     opts = _options(None, max_concurrency=256, runtime_env=actor_runtime_env(), max_restarts=cfg.reward.max_restarts)
-    return RewardPool([ray.remote(RewardActor).options(name=f"{prefix}-{i}", **opts)
-                       .remote(cfg.reward.name, dict(cfg.reward.options)) for i in range(cfg.reward.num_actors)])
+    names = [f"{prefix}-{i}" for i in range(cfg.reward.num_actors)]
+    return RewardPool([ray.remote(RewardActor).options(name=n, **opts).remote(cfg.reward.name, dict(cfg.reward.options))
+                       for n in names], names)
 
 
 def create_generator_pool(cfg: Config, model_path: str, prefix: str = "generator") -> GeneratorPool:
@@ -120,13 +120,14 @@ def create_generator_pool(cfg: Config, model_path: str, prefix: str = "generator
             kv_cache_gib=r.kv_cache_gib, enforce_eager=r.enforce_eager, max_model_len=r.max_model_len,
             on_weight_update=r.on_weight_update, seed=cfg.trainer.seed, vision=cfg.model.vision,
             tensor_parallel_size=r.tensor_parallel_size))
-    return GeneratorPool(handles)
+    return GeneratorPool(handles, [f"{prefix}-{i}" for i in range(r.num_engines)])
 
 
 def create_environment_actors(cfg: Config, model_path: str, generators: Any, rewards: RewardPool, queue: Any,
                               prefix: str = "env") -> list[Any]:
     """`env.num_actors` environment actors, placed by `env.resources`; they put finished groups into
-    `queue` (None: eval, which takes them back instead)."""
+    `queue` (an actor name, or None: eval, which takes them back instead). Peers are passed by name, never
+    as handles: a restarted actor's constructor looks them up again."""
     opts = _options(None, cfg.env.resources, max_concurrency=100000, runtime_env=actor_runtime_env(),
                     max_restarts=cfg.env.max_restarts)
     return [ray.remote(EnvironmentActor).options(name=f"{prefix}-{i}", **opts).remote(
@@ -171,14 +172,14 @@ class ActorGroups:
 
 
 def create_rollout_actors(cfg: Config, model_path: str, queue: Any = None, env_prefix: str = "env",
-                          generators: Any = None) -> ActorGroups:
+                          generators: Any = None, queue_name: str | None = None) -> ActorGroups:
     """The rollout side that training, eval and the benches share: the reward pool, the generator pool
     (or `generators`, any object with its interface) and the environment actors, which put groups into
     `queue` (None for eval)."""
     rewards = create_reward_pool(cfg)
     if generators is None:
         generators = create_generator_pool(cfg, model_path)
-    envs = create_environment_actors(cfg, model_path, generators, rewards, queue, env_prefix)
+    envs = create_environment_actors(cfg, model_path, generators, rewards, queue_name or queue, env_prefix)
     return ActorGroups(rewards, generators, envs, queue=queue, env_prefix=env_prefix)
 
 
@@ -189,7 +190,8 @@ def create_actors(cfg: Config, model_path: str, *, max_staleness: int | None = N
     Training gives both; eval neither (its groups come back to the driver)."""
     queue = None if max_staleness is None else create_replay_queue(cfg.trainer.queue_capacity, max_staleness)
     try:
-        groups = create_rollout_actors(cfg, model_path, queue, env_prefix)
+        queue_name = None if queue is None else REPLAY_QUEUE
+        groups = create_rollout_actors(cfg, model_path, queue, env_prefix, queue_name=queue_name)
     except BaseException:  # a bad reward name: no actor left behind
         if queue is not None:
             ray.kill(queue)

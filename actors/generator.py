@@ -220,12 +220,25 @@ class GeneratorPool:
     trajectories go to the engine with the fewest trajectories this client has pinned.
     """
 
-    def __init__(self, handles: list[Any]) -> None:
+    def __init__(self, handles: list[Any], names: list[str] | None = None) -> None:
         self.handles = handles
+        self.names = names  # the engines' actor names, when they have them: a copy travels by name
         self._load = [0] * len(handles)
         self._pinned: dict[str, int] = {}
         self._down_until = [0.0] * len(handles)  # an engine that died is avoided until then (restarting)
         self.rerouted = 0  # turns re-sent to another engine after theirs died
+
+    def __getstate__(self) -> dict[str, Any]:
+        # By name when the engines are named: a restartable environment actor's constructor arguments then
+        # hold no actor handle (Ray warns that such handles may be lost for a restart), and a restarted
+        # actor looks the engines up again.
+        return {"names": self.names} if self.names else {"handles": self.handles}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import ray
+
+        names = state.get("names")
+        self.__init__([ray.get_actor(n) for n in names] if names else state["handles"], names)
 
     async def start(self) -> None:
         await asyncio.gather(*[h.start.remote() for h in self.handles])

@@ -26,8 +26,9 @@ class RewardPool:
     """Round-robin over reward actors (built by `agentrl.actors.factory`); picklable so environment actors
     hold it."""
 
-    def __init__(self, handles: list[Any]) -> None:
+    def __init__(self, handles: list[Any], names: list[str] | None = None) -> None:
         self.handles = handles
+        self.names = names  # the actors' names, when they have them: a copy travels by name (GeneratorPool)
         self._next = itertools.cycle(range(len(handles)))
 
     async def score_group(self, inps: list[RewardInput]) -> list[RewardResult]:
@@ -35,7 +36,10 @@ class RewardPool:
         return await self.handles[next(self._next)].score_group.remote(inps)
 
     def __getstate__(self) -> dict:
-        return {"handles": self.handles}
+        return {"names": self.names} if self.names else {"handles": self.handles}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["handles"])
+        import ray
+
+        names = state.get("names")
+        self.__init__([ray.get_actor(n) for n in names] if names else state["handles"], names)

@@ -202,10 +202,17 @@ def test_training_on_a_verl_parquet_with_the_search_tools_and_reward(tmp_path, e
     r = train(tmp_path, "trainer.total_steps=2", "trainer.run_name=mini", f"data.source={mini}",
               "env.protocol=mmsearch_r1", "env.tools=[image_search, text_search]", "reward.name=mmsearch_r1",
               "trainer.batch_groups=2", "rollout.n=2", "env.max_total_tokens=400", "trainer.progress=false",
-              "trainer.eval_every=2", f"trainer.eval_data={mini}", "trainer.eval_limit=3")
+              "trainer.eval_every=2", f"trainer.eval_data={mini}", "trainer.eval_limit=3",
+              f"tools.cache.path={tmp_path / 'tools.sqlite'}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = metrics(tmp_path / "mini")
     assert [row["step"] for row in rows] == [1, 2] and all(row["samples"] == 4 for row in rows)
+    for row in rows:  # every row carries the tools' and the tool cache's counters (tests/test_tool_counters.py)
+        counters = {k: v for k, v in row.items() if k.startswith("tool/")}
+        assert set(counters) >= {"tool/cache/hits", "tool/cache/misses", "tool/cache/corrupt",
+                                 "tool/cache/put_errors", "tool/text_search/pages_cut",
+                                 "tool/image_search/thumbnails_dropped"}
+        assert all(isinstance(v, int) and v >= 0 for v in counters.values())
     # trainer.eval_every=2: the eval of the validation file ran at step 2 only, logged as eval/*
     assert "eval/accuracy" not in rows[0] and rows[1]["eval/items"] == 3
     summary = json.loads((tmp_path / "mini" / "eval" / "step_2" / "summary.json").read_text())
