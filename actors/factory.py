@@ -203,10 +203,10 @@ def create_actors(cfg: Config, model_path: str, *, max_staleness: int | None = N
 
 async def start_actors(groups: ActorGroups) -> None:
     """Start the engines and wait until every actor is constructed (a failed constructor raises here)."""
-    await asyncio.gather(*[h.start.remote() for h in groups.engines])
+    # the learner's ranks are placed, joined and built while the engines start (both mostly one core each)
+    learner = [groups.learner.setup.remote()] if groups.learner is not None else []
+    await asyncio.gather(*[h.start.remote() for h in groups.engines], *learner)
     await asyncio.gather(*[h.__ray_ready__.remote() for h in groups.named().values()])
-    if groups.learner is not None:  # its ranks placed, joined and built
-        await groups.learner.setup.remote()
 
 
 async def stop_actors(groups: ActorGroups) -> None:
