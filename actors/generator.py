@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from agentrl.actors.peers import peers_from_state, peers_state
 from agentrl.actors.weights import ObjectStoreReload
 from agentrl.config import VisionConfig
 from agentrl.console import engine_log_options
@@ -229,16 +230,10 @@ class GeneratorPool:
         self.rerouted = 0  # turns re-sent to another engine after theirs died
 
     def __getstate__(self) -> dict[str, Any]:
-        # By name when the engines are named: a restartable environment actor's constructor arguments then
-        # hold no actor handle (Ray warns that such handles may be lost for a restart), and a restarted
-        # actor looks the engines up again.
-        return {"names": self.names} if self.names else {"handles": self.handles}
+        return peers_state(self.handles, self.names)  # by name (agentrl/actors/peers.py)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        import ray
-
-        names = state.get("names")
-        self.__init__([ray.get_actor(n) for n in names] if names else state["handles"], names)
+        self.__init__(*peers_from_state(state))
 
     async def start(self) -> None:
         await asyncio.gather(*[h.start.remote() for h in self.handles])

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+from agentrl.actors.peers import peers_from_state, peers_state
 from agentrl.records import RewardInput, RewardResult
 from agentrl.rewards import get_reward_fn, score_async
 
@@ -36,10 +37,7 @@ class RewardPool:
         return await self.handles[next(self._next)].score_group.remote(inps)
 
     def __getstate__(self) -> dict:
-        return {"names": self.names} if self.names else {"handles": self.handles}
+        return peers_state(self.handles, self.names)  # by name (agentrl/actors/peers.py)
 
     def __setstate__(self, state: dict) -> None:
-        import ray
-
-        names = state.get("names")
-        self.__init__([ray.get_actor(n) for n in names] if names else state["handles"], names)
+        self.__init__(*peers_from_state(state))

@@ -37,6 +37,7 @@ class LedgerCounts:
     groups_in_flight_at_stop: int = 0
     groups_retried: int = 0
     failed_reasons: dict[str, int] = field(default_factory=dict)
+    admission_lines: int = 0  # lines of admissions.jsonl, re-admissions included (a resume keeps these)
 
 
 class GroupLedger:
@@ -48,22 +49,8 @@ class GroupLedger:
         self.counts.groups_in_flight_at_stop = 0
         self.live: dict[str, AdmittedGroup] = {}
         self.path = os.path.join(run_dir, "admissions.jsonl")
-        _keep_lines(self.path, self.counts.groups_admitted + self._resumed_lines())
+        _keep_lines(self.path, self.counts.admission_lines)
         self._file = open(self.path, "a")
-
-    def _resumed_lines(self) -> int:
-        """Lines of earlier resumes' re-admissions among the kept ones (they are not new admissions)."""
-        if not os.path.exists(self.path):
-            return 0
-        kept, admitted = 0, 0
-        with open(self.path) as f:
-            for line in f:
-                if admitted >= self.counts.groups_admitted:
-                    break
-                resumed = json.loads(line).get("resumed", False)
-                kept += resumed
-                admitted += not resumed
-        return kept
 
     def admit(self, group: AdmittedGroup, resumed: bool = False) -> None:
         """Record an admission (a re-admission after a resume is not a new group)."""
@@ -75,6 +62,7 @@ class GroupLedger:
         if resumed:
             line["resumed"] = True
         self._file.write(json.dumps(line) + "\n")
+        self.counts.admission_lines += 1
         self._file.flush()
 
     def failed(self, group_id: str, reason: str) -> None:
