@@ -93,7 +93,10 @@ def _make_toy(args: argparse.Namespace) -> int:
         raise UserError(f"make-toy: --demos must be >= 1, got {args.demos}")
     if not 0 <= args.fillers <= MAX_ENTITIES - args.entities:
         raise UserError(f"make-toy: --fillers must be in 0..{MAX_ENTITIES - args.entities}, got {args.fillers}")
-    paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers)
+    if not 0 <= args.train_unknown <= MAX_ENTITIES - args.entities - args.fillers:
+        raise UserError(f"make-toy: --train-unknown must be in 0..{MAX_ENTITIES - args.entities - args.fillers}, "
+                        f"got {args.train_unknown}")
+    paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers, args.train_unknown)
     print(f"[agentrl] toy task (seed {args.seed}, {args.entities} entities) in {paths['sft.jsonl'].parent}: "
           + ", ".join(paths))
     return 0
@@ -318,6 +321,8 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p.add_argument("--entities", type=int, default=48)
     p.add_argument("--demos", type=int, default=8, help="warm-start trajectories per known fact")
     p.add_argument("--fillers", type=int, default=400, help="known entities never asked (teach copying names)")
+    p.add_argument("--train-unknown", type=int, default=0,
+                   help="more unknown entities, asked in train.parquet only (new names for RL)")
     p.set_defaults(fn=_make_toy)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")

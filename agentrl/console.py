@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 LOG_LEVELS = ("info", "debug")
@@ -98,3 +99,9 @@ def quiet_driver_libraries(level: str) -> None:
     """The loggers of the libraries the driver imports at `level` (ERROR unless debugging); records nothing."""
     for name in DRIVER_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.ERROR)
+    if level != "debug":  # transformers' bars when the driver builds a tiny model or saves a checkpoint
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # read at import: tell an imported one directly
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()

@@ -82,3 +82,11 @@ def test_a_group_of_one_is_refused_for_grpo():
 def test_learner_group_and_weight_sync_settings_are_checked(overrides, key, why):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*" + why):
         load_config(DEMO, overrides)
+
+
+def test_the_built_in_model_names_are_the_ones_the_builder_builds():
+    from agentrl.config.schema import BUILT_MODELS
+    from agentrl.models.tiny import SIZED_MODELS, TINY_NAMES
+
+    assert set(BUILT_MODELS) == set(TINY_NAMES) | set(SIZED_MODELS)
+    assert load_config("configs/demo.yaml", ["model.path=tiny-text-4l"]).model.path == "tiny-text-4l"

@@ -114,9 +114,30 @@ def test_the_same_seed_writes_the_same_files_and_a_new_seed_new_entities(tmp_pat
     assert len(entities[0]) == 6 + 2 and entities[0] != entities[1]
 
 
+def test_unknown_entities_for_training_only_bring_new_names_and_keep_the_categories_even(tmp_path):
+    base = make_toy(tmp_path / "base", "--entities", "8", "--fillers", "10")
+    toy = make_toy(tmp_path / "toy", "--entities", "8", "--fillers", "10", "--train-unknown", "20")
+    for name in ("sft.jsonl", "heldout.parquet"):  # the same warm start and the same evaluation
+        assert (toy / name).read_bytes() == (base / name).read_bytes()
+    train = pq.read_table(toy / "train.parquet").to_pylist()
+    entities = {r["data_id"].split("-")[0] for r in train}
+    new = entities - {r["data_id"].split("-")[0] for r in pq.read_table(base / "train.parquet").to_pylist()}
+    assert len(new) == 20 and not new & {d["data_id"].split("-")[0] for d in jsonl(toy / "sft.jsonl")}
+    corpus = {d["id"] for d in jsonl(toy / "corpus.jsonl")}
+    for r in train:
+        if r["data_id"].split("-")[0] in new:  # every attribute asked, each a page of the corpus only
+            assert r["category"] == SEARCH_REQUIRED and r["data_id"] in corpus
+    assert sum(r["data_id"].split("-")[0] in new for r in train) == 20 * 4
+    known = sum(r["category"] == SEARCH_FREE for r in train)
+    assert known == 12 * 8  # the 12 known questions, each 8 times: as many as the 4 * 3 + 80 unknown ones
+    assert [r["category"] for r in train[:12]].count(SEARCH_FREE) not in (0, 12)  # shuffled, repeats apart
+
+
 def test_bad_arguments_and_rows_fail_in_one_line(tmp_path, capsys):
     assert main(["make-toy", "--out", str(tmp_path / "t"), "--entities", "1"]) == 2
-    assert capsys.readouterr().err.strip() == "agentrl: make-toy: --entities must be in 2..500, got 1"
+    assert capsys.readouterr().err.strip() == "agentrl: make-toy: --entities must be in 2..900, got 1"
+    assert main(["make-toy", "--out", str(tmp_path / "t"), "--fillers", "800", "--train-unknown", "53"]) == 2
+    assert capsys.readouterr().err.strip() == "agentrl: make-toy: --train-unknown must be in 0..52, got 53"
     bad_rows = [{"question": "q", "turns": [{"role": "model", "text": "<answer>a</answer>"}]},
                 {"question": "q", "turns": [{"role": "model", "text": "t"}, {"role": "user", "text": "o"}]}]
     data = tmp_path / "bad.jsonl"

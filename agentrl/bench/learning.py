@@ -1,7 +1,7 @@
 """`agentrl bench learning [--ablate-penalty]`: does RL teach a policy *when* to search? The seeds' findings
 at CPU scale, on the toy knowledge task (`agentrl.data.toy`).
 
-1. `agentrl make-toy` into WORK/toy (`--seed`, `--entities`);
+1. `agentrl make-toy` into WORK/toy (`--seed`, `--entities`, `--train-unknown`);
 2. the warm start: SFT on WORK/toy/sft.jsonl (`agentrl.training.sft.warm_start`, cached);
 3. the eval *before*: the warm start on the held-out questions (`trainer.eval_workflow`, `trainer.eval_samples`
    samples per row at `rollout.temperature`);
@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablate-penalty", action="store_true", help="search penalty 0 (reward.options)")
     parser.add_argument("--seed", type=int, default=0, help="the toy task's seed")
     parser.add_argument("--entities", type=int, default=48, help="the toy task's entities")
+    parser.add_argument("--train-unknown", type=int, default=400,
+                        help="more unknown entities asked in training only (agentrl make-toy --train-unknown)")
     parser.add_argument("--work", default="", help="where the task and the run go (default runs/bench_learning"
                                                    "[_ablation])")
     parser.add_argument("--out", default="", help="the JSON (default bench/learning[_ablation].json)")
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("bench", f"{name}.json")
     toy = os.path.join(work, "toy")
     try:
-        write_toy(toy, args.seed, args.entities)
+        write_toy(toy, args.seed, args.entities, train_unknown=args.train_unknown)
     except ValueError as e:
         raise UserError(f"bench learning: {e}") from None
     cfg = _config(args, toy, work)
@@ -147,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     result = {"before": by_category(before), "after": by_category(after), "checkpoint": summary.checkpoint,
               "warm_start": cfg.model.path, "curves": curves(rows),
               "setup": {"command": "agentrl bench learning " + " ".join(sys.argv[3:]).strip(),
-                        "toy": {"seed": args.seed, "entities": args.entities, "dir": toy},
+                        "toy": {"seed": args.seed, "entities": args.entities,
+                                "train_unknown": args.train_unknown, "dir": toy},
                         "search_penalty": 0.0 if args.ablate_penalty else
                         float(cfg.reward.options.get("search_penalty", 0.1)),
                         "steps": cfg.trainer.total_steps, "eval_samples": cfg.trainer.eval_samples,

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from agentrl.config.schema import SYNTHETIC_SOURCES, Config, ToolsConfig
+from agentrl.config.schema import BUILT_MODELS, SYNTHETIC_SOURCES, Config, ToolsConfig
 from agentrl.console import LOG_LEVELS
 from agentrl.errors import UserError
 from agentrl.grammar import check_workflow
@@ -245,7 +245,7 @@ def _validate_tools(tl: ToolsConfig) -> None:
 
 
 def _validate_model_and_data(cfg: Config) -> None:
-    if cfg.model.path not in ("tiny-text", "tiny-vl"):
+    if cfg.model.path not in BUILT_MODELS:
         _require(os.path.exists(cfg.model.path), "model.path", f"'{cfg.model.path}' does not exist")
     v = cfg.model.vision
     _require(0 < v.input_min_pixels <= v.input_max_pixels, "model.vision.input_min_pixels",

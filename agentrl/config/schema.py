@@ -24,11 +24,15 @@ class VisionConfig:
     max_images_per_trajectory: int = 8  # input images plus thumbnails; later thumbnails are left out
 
 
+# Models agentrl builds itself on first use (agentrl.models.tiny), named in `model.path` instead of a folder.
+BUILT_MODELS = ("tiny-text", "tiny-vl", "tiny-text-4l", "random-100m", "random-500m")
+
+
 @dataclass
 class ModelConfig:
     """The policy model (`model.*`): which one, where tiny models are built, its dtype and image budgets."""
 
-    path: str = "tiny-text"  # "tiny-text", "tiny-vl", or any Hugging Face model folder
+    path: str = "tiny-text"  # one of BUILT_MODELS, or any Hugging Face model folder
     cache_dir: str = ""  # where tiny models are built; default $AGENTRL_CACHE or ~/.cache/agentrl
     dtype: str = "float32"
     vision: VisionConfig = field(default_factory=VisionConfig)

@@ -2,7 +2,7 @@
 warm-start SFT data: the model's parametric knowledge) and half "unknown" (only in the search corpus), so a
 policy can learn *when* to search.
 
-    agentrl make-toy --out DIR [--seed S] [--entities N] [--demos D] [--fillers F]
+    agentrl make-toy --out DIR [--seed S] [--entities N] [--demos D] [--fillers F] [--train-unknown U]
 
 writes
 
@@ -23,6 +23,11 @@ The rules:
   question goes to `heldout.parquet`, the others to `train.parquet`. So held-out questions are new to RL,
   and their facts follow the same rule: a held-out `search_free` fact is in `sft.jsonl` (known), a
   held-out `search_required` fact only in the corpus.
+- `train_unknown` more unknown entities are asked in `train.parquet` only (all their attributes). With a
+  few unknown entities RL meets the same unknown questions again and again and learns their answers by
+  heart instead of searching (measured: docs/benchmarks.md#learning); with many, it meets each unknown
+  question about once and can only answer it by searching. `train.parquet` repeats each known question so
+  that known and unknown questions are about equally many.
 - `sft.jsonl` holds `demos` trajectories per known fact (train and held-out alike) and none about an
   unknown fact, and one about each of `fillers` more entities (one fact each, category `filler`) that are
   never asked: their many names teach the model to copy a name it has never seen into a query, which
@@ -67,7 +72,7 @@ SEARCH_FREE, SEARCH_REQUIRED, FILLER = "search_free", "search_required", "filler
 DATA_SOURCE = "agentrl_toy"
 SEARCH_TOP_K = 1  # the observations in sft.jsonl are top-1 hits: run RL with tools.text_search.top_k=1
 NAME_SYLLABLES = 3
-MAX_ENTITIES = len(SYLLABLES) ** NAME_SYLLABLES // 2  # names are drawn without repeats: leave room
+MAX_ENTITIES = len(SYLLABLES) ** NAME_SYLLABLES * 9 // 10  # names are drawn without repeats: leave room
 DEMOS_PER_FACT = 8
 # Filler entities: known entities that are never asked. Their demonstrations show many more names, so the
 # model learns to copy a name it has never seen into a query (a search about an unknown entity needs
@@ -111,19 +116,30 @@ class Fact:
         return SEARCH_FREE if self.known else SEARCH_REQUIRED
 
 
-def toy_facts(seed: int = 0, entities: int = 48, fillers: int = 0) -> list[Fact]:
-    """Every fact of the task, entity by entity, then the filler entities' facts; deterministic from `seed`
-    (the task's entities do not depend on `fillers`)."""
+def _new_names(rng: random.Random, names: list[str], count: int) -> list[str]:
+    """`count` names not in `names` (appended to it too)."""
+    new: list[str] = []
+    while len(new) < count:
+        name = "".join(rng.choice(SYLLABLES) for _ in range(NAME_SYLLABLES))
+        if name not in names:
+            names.append(name)
+            new.append(name)
+    return new
+
+
+def toy_facts(seed: int = 0, entities: int = 48, fillers: int = 0, train_unknown: int = 0) -> list[Fact]:
+    """Every fact of the task, entity by entity, then the filler entities' facts, then those of the unknown
+    entities asked in training only; deterministic from `seed` (the task's entities do not depend on
+    `fillers`, nor these on `train_unknown`)."""
     if not 2 <= entities <= MAX_ENTITIES:
         raise ValueError(f"entities must be in 2..{MAX_ENTITIES}, got {entities}")
     if not 0 <= fillers <= MAX_ENTITIES - entities:
         raise ValueError(f"fillers must be in 0..{MAX_ENTITIES - entities}, got {fillers}")
+    if not 0 <= train_unknown <= MAX_ENTITIES - entities - fillers:
+        raise ValueError(f"train_unknown must be in 0..{MAX_ENTITIES - entities - fillers}, got {train_unknown}")
     rng = random.Random(f"agentrl-toy-{seed}")
     names: list[str] = []
-    while len(names) < entities:
-        name = "".join(rng.choice(SYLLABLES) for _ in range(NAME_SYLLABLES))
-        if name not in names:
-            names.append(name)
+    _new_names(rng, names, entities)
     known = set(rng.sample(names, entities // 2))
     facts = []
     for i, name in enumerate(names):
@@ -131,13 +147,14 @@ def toy_facts(seed: int = 0, entities: int = 48, fillers: int = 0) -> list[Fact]
             facts.append(Fact(name, attribute, rng.choice(values), name in known,
                               heldout=k == i % len(ATTRIBUTES)))
     filler_rng = random.Random(f"agentrl-toy-fillers-{seed}")
-    while len(names) < entities + fillers:
-        name = "".join(filler_rng.choice(SYLLABLES) for _ in range(NAME_SYLLABLES))
-        if name not in names:
-            names.append(name)
-            attribute = filler_rng.choice(list(ATTRIBUTES))  # one fact each: many names for the same cost
-            facts.append(Fact(name, attribute, filler_rng.choice(ATTRIBUTES[attribute]), known=True,
-                              heldout=False, asked=False))
+    for name in _new_names(filler_rng, names, fillers):
+        attribute = filler_rng.choice(list(ATTRIBUTES))  # one fact each: many names for the same cost
+        facts.append(Fact(name, attribute, filler_rng.choice(ATTRIBUTES[attribute]), known=True,
+                          heldout=False, asked=False))
+    unknown_rng = random.Random(f"agentrl-toy-train-unknown-{seed}")
+    for name in _new_names(unknown_rng, names, train_unknown):
+        facts.extend(Fact(name, attribute, unknown_rng.choice(values), known=False, heldout=False)
+                     for attribute, values in ATTRIBUTES.items())
     return facts
 
 
@@ -210,17 +227,28 @@ def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(records, schema=schema), path)
 
 
+def balanced(train: list[Fact]) -> list[Fact]:
+    """The training questions with each known one repeated so that known and unknown ones are about equally
+    many (at least once each)."""
+    known = [f for f in train if f.known]
+    repeat = max(1, round((len(train) - len(known)) / max(len(known), 1)))
+    return [f for f in train for _ in range(repeat if f.known else 1)]
+
+
 def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = DEMOS_PER_FACT,
-              fillers: int = FILLER_ENTITIES) -> dict[str, Path]:
+              fillers: int = FILLER_ENTITIES, train_unknown: int = 0) -> dict[str, Path]:
     """Write the task's four files into `out` (created if missing); returns their paths by name."""
     if demos < 1:
         raise ValueError(f"demos must be >= 1, got {demos}")
-    facts = toy_facts(seed, entities, fillers)
+    facts = toy_facts(seed, entities, fillers, train_unknown)
     asked = [f for f in facts if f.asked]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("train.parquet", "heldout.parquet", "corpus.jsonl", "sft.jsonl")}
-    _write_parquet(question_records([f for f in asked if not f.heldout]), paths["train.parquet"])
+    train = balanced([f for f in asked if not f.heldout])
+    # shuffled here too: the data loader shuffles within a bounded buffer, and the repeats are adjacent
+    random.Random(f"agentrl-toy-train-{seed}").shuffle(train)
+    _write_parquet(question_records(train), paths["train.parquet"])
     _write_parquet(question_records([f for f in asked if f.heldout]), paths["heldout.parquet"])
     write_jsonl([page(f) for f in facts], paths["corpus.jsonl"])
     write_jsonl(sft_records(facts, seed, demos), paths["sft.jsonl"])

@@ -87,7 +87,8 @@ def _padded(n: int, multiple: int = 64) -> int:
 
 # Random text models of growing size with the tiny tokenizer (the weight-push benchmark): (hidden size,
 # layers, intermediate size); heads of 64. Built on first use, like the tiny ones.
-SIZED_MODELS = {"tiny-text": (128, 2, 256), "random-100m": (768, 12, 3072), "random-500m": (1280, 24, 3584)}
+SIZED_MODELS = {"tiny-text": (128, 2, 256), "tiny-text-4l": (128, 4, 256), "random-100m": (768, 12, 3072),
+                "random-500m": (1280, 24, 3584)}
 
 
 def _build_text(out: Path, hidden: int = 128, layers: int = 2, intermediate: int = 256) -> None:
