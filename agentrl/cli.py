@@ -85,18 +85,12 @@ def _make_example(args: argparse.Namespace) -> int:
 
 
 def _make_toy(args: argparse.Namespace) -> int:
-    from agentrl.data.toy import MAX_ENTITIES, write_toy
+    from agentrl.data.toy import write_toy
 
-    if not 2 <= args.entities <= MAX_ENTITIES:
-        raise UserError(f"make-toy: --entities must be in 2..{MAX_ENTITIES}, got {args.entities}")
-    if args.demos < 1:
-        raise UserError(f"make-toy: --demos must be >= 1, got {args.demos}")
-    if not 0 <= args.fillers <= MAX_ENTITIES - args.entities:
-        raise UserError(f"make-toy: --fillers must be in 0..{MAX_ENTITIES - args.entities}, got {args.fillers}")
-    if not 0 <= args.train_unknown <= MAX_ENTITIES - args.entities - args.fillers:
-        raise UserError(f"make-toy: --train-unknown must be in 0..{MAX_ENTITIES - args.entities - args.fillers}, "
-                        f"got {args.train_unknown}")
-    paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers, args.train_unknown)
+    try:
+        paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers, args.train_unknown)
+    except ValueError as e:  # a value out of range, named by its option
+        raise UserError(f"make-toy: {e}") from None
     print(f"[agentrl] toy task (seed {args.seed}, {args.entities} entities) in {paths['sft.jsonl'].parent}: "
           + ", ".join(paths))
     return 0

@@ -130,13 +130,14 @@ def _new_names(rng: random.Random, names: list[str], count: int) -> list[str]:
 def toy_facts(seed: int = 0, entities: int = 48, fillers: int = 0, train_unknown: int = 0) -> list[Fact]:
     """Every fact of the task, entity by entity, then the filler entities' facts, then those of the unknown
     entities asked in training only; deterministic from `seed` (the task's entities do not depend on
-    `fillers`, nor these on `train_unknown`)."""
+    `fillers`, nor these on `train_unknown`). A value out of range raises ValueError naming the
+    command-line option that sets it (`agentrl make-toy`, `agentrl bench learning`)."""
     if not 2 <= entities <= MAX_ENTITIES:
-        raise ValueError(f"entities must be in 2..{MAX_ENTITIES}, got {entities}")
+        raise ValueError(f"--entities must be in 2..{MAX_ENTITIES}, got {entities}")
     if not 0 <= fillers <= MAX_ENTITIES - entities:
-        raise ValueError(f"fillers must be in 0..{MAX_ENTITIES - entities}, got {fillers}")
+        raise ValueError(f"--fillers must be in 0..{MAX_ENTITIES - entities}, got {fillers}")
     if not 0 <= train_unknown <= MAX_ENTITIES - entities - fillers:
-        raise ValueError(f"train_unknown must be in 0..{MAX_ENTITIES - entities - fillers}, got {train_unknown}")
+        raise ValueError(f"--train-unknown must be in 0..{MAX_ENTITIES - entities - fillers}, got {train_unknown}")
     rng = random.Random(f"agentrl-toy-{seed}")
     names: list[str] = []
     _new_names(rng, names, entities)
@@ -239,7 +240,7 @@ def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = D
               fillers: int = FILLER_ENTITIES, train_unknown: int = 0) -> dict[str, Path]:
     """Write the task's four files into `out` (created if missing); returns their paths by name."""
     if demos < 1:
-        raise ValueError(f"demos must be >= 1, got {demos}")
+        raise ValueError(f"--demos must be >= 1, got {demos}")
     facts = toy_facts(seed, entities, fillers, train_unknown)
     asked = [f for f in facts if f.asked]
     out = Path(out)
