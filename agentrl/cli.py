@@ -88,7 +88,8 @@ def _make_toy(args: argparse.Namespace) -> int:
     from agentrl.data.toy import write_toy
 
     try:
-        paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers, args.train_unknown)
+        rate = {} if args.search_rate is None else {"search_rate": args.search_rate}
+        paths = write_toy(args.out, args.seed, args.entities, args.demos, args.fillers, args.train_unknown, **rate)
     except ValueError as e:  # a value out of range, named by its option
         raise UserError(f"make-toy: {e}") from None
     print(f"[agentrl] toy task (seed {args.seed}, {args.entities} entities) in {paths['sft.jsonl'].parent}: "
@@ -317,6 +318,8 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p.add_argument("--fillers", type=int, default=400, help="known entities never asked (teach copying names)")
     p.add_argument("--train-unknown", type=int, default=0,
                    help="more unknown entities, asked in train.parquet only (new names for RL)")
+    p.add_argument("--search-rate", type=float, default=None,
+                   help="the share of warm-start demonstrations that search, whatever the fact (default 1/2)")
     p.set_defaults(fn=_make_toy)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")

@@ -133,11 +133,23 @@ def test_unknown_entities_for_training_only_bring_new_names_and_keep_the_categor
     assert [r["category"] for r in train[:12]].count(SEARCH_FREE) not in (0, 12)  # shuffled, repeats apart
 
 
+def test_the_search_rate_sets_the_share_of_searching_demonstrations_and_nothing_else(tmp_path):
+    base = make_toy(tmp_path / "base", "--entities", "8", "--fillers", "200")
+    low = make_toy(tmp_path / "low", "--entities", "8", "--fillers", "200", "--search-rate", "0.25")
+    demos = jsonl(low / "sft.jsonl")
+    assert 0.18 < sum(len(d["turns"]) == 3 for d in demos) / len(demos) < 0.32
+    assert [d["data_id"] for d in demos] == [d["data_id"] for d in jsonl(base / "sft.jsonl")]  # the same facts
+    for name in ("train.parquet", "heldout.parquet", "corpus.jsonl"):
+        assert (low / name).read_bytes() == (base / name).read_bytes()
+
+
 def test_bad_arguments_and_rows_fail_in_one_line(tmp_path, capsys):
     assert main(["make-toy", "--out", str(tmp_path / "t"), "--entities", "1"]) == 2
     assert capsys.readouterr().err.strip() == "agentrl: make-toy: --entities must be in 2..900, got 1"
     assert main(["make-toy", "--out", str(tmp_path / "t"), "--fillers", "800", "--train-unknown", "53"]) == 2
     assert capsys.readouterr().err.strip() == "agentrl: make-toy: --train-unknown must be in 0..52, got 53"
+    assert main(["make-toy", "--out", str(tmp_path / "t"), "--search-rate", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "agentrl: make-toy: --search-rate must be in (0, 1), got 1.0"
     bad_rows = [{"question": "q", "turns": [{"role": "model", "text": "<answer>a</answer>"}]},
                 {"question": "q", "turns": [{"role": "model", "text": "t"}, {"role": "user", "text": "o"}]}]
     data = tmp_path / "bad.jsonl"

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entities", type=int, default=48, help="the toy task's entities")
     parser.add_argument("--train-unknown", type=int, default=400,
                         help="more unknown entities asked in training only (agentrl make-toy --train-unknown)")
+    parser.add_argument("--search-rate", type=float, default=None,
+                        help="the share of warm-start demonstrations that search (agentrl make-toy --search-rate)")
     parser.add_argument("--work", default="", help="where the task and the run go (default runs/bench_learning"
                                                    "[_ablation])")
     parser.add_argument("--out", default="", help="the JSON (default bench/learning[_ablation].json)")
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from agentrl.actors.factory import connect_ray
-    from agentrl.data.toy import write_toy
+    from agentrl.data.toy import SEARCH_RATE, write_toy
     from agentrl.evaluation.summary import EvalSummary
     from agentrl.training.orchestrator import train
     from agentrl.training.sft import warm_start
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("bench", f"{name}.json")
     toy = os.path.join(work, "toy")
     try:
-        write_toy(toy, args.seed, args.entities, train_unknown=args.train_unknown)
+        rate = SEARCH_RATE if args.search_rate is None else args.search_rate
+        write_toy(toy, args.seed, args.entities, train_unknown=args.train_unknown, search_rate=rate)
     except ValueError as e:
         raise UserError(f"bench learning: {e}") from None
     cfg = _config(args, toy, work)
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
               "warm_start": cfg.model.path, "curves": curves(rows),
               "setup": {"command": "agentrl bench learning " + " ".join(sys.argv[3:]).strip(),
                         "toy": {"seed": args.seed, "entities": args.entities,
-                                "train_unknown": args.train_unknown, "dir": toy},
+                                "train_unknown": args.train_unknown, "search_rate": rate,
+                                "dir": toy},
                         "search_penalty": 0.0 if args.ablate_penalty else
                         float(cfg.reward.options.get("search_penalty", 0.1)),
                         "steps": cfg.trainer.total_steps, "eval_samples": cfg.trainer.eval_samples,

@@ -3,6 +3,7 @@ warm-start SFT data: the model's parametric knowledge) and half "unknown" (only 
 policy can learn *when* to search.
 
     agentrl make-toy --out DIR [--seed S] [--entities N] [--demos D] [--fillers F] [--train-unknown U]
+                     [--search-rate R]
 
 writes
 
@@ -32,7 +33,8 @@ The rules:
   unknown fact, and one about each of `fillers` more entities (one fact each, category `filler`) that are
   never asked: their many names teach the model to copy a name it has never seen into a query, which
   every search about an unknown entity needs (with the task's few names alone a small model recalls names
-  instead). Each trajectory, independently, answers directly or searches with probability 1/2:
+  instead). Each trajectory, independently, searches with probability `search_rate` (default 1/2) or
+  answers directly:
   `<reason>..</reason><answer>v</answer>`, or `<reason>..</reason><text_search>attribute of entity
   </text_search>`, the observation, then `<reason>..</reason><answer>v</answer>`. The choice never depends
   on the fact, so *when* to search is left to RL; the direct answers teach the known facts, the searches
@@ -81,6 +83,7 @@ NAME_SYLLABLES = 3
 NAME_SEPARATOR = "_"
 MAX_ENTITIES = len(SYLLABLES) ** NAME_SYLLABLES * 9 // 10  # names are drawn without repeats: leave room
 DEMOS_PER_FACT = 8
+SEARCH_RATE = 0.5  # the share of demonstrations that search, whatever the fact (the warm start's search ratio)
 # Filler entities: known entities that are never asked. Their demonstrations show many more names, so the
 # model learns to copy a name it has never seen into a query (a search about an unknown entity needs
 # exactly that) instead of recalling the few names of the task.
@@ -201,14 +204,14 @@ def demonstration(fact: Fact, search: bool) -> list[dict[str, str]]:
 
 
 def sft_records(facts: list[Fact], seed: int = 0, demos: int = DEMOS_PER_FACT,
-                filler_demos: int = FILLER_DEMOS_PER_FACT) -> list[dict[str, Any]]:
+                filler_demos: int = FILLER_DEMOS_PER_FACT, search_rate: float = SEARCH_RATE) -> list[dict[str, Any]]:
     """`demos` trajectories per known fact of the task and `filler_demos` per filler fact, each searching
-    with probability 1/2, shuffled."""
+    with probability `search_rate`, shuffled."""
     rng = random.Random(f"agentrl-toy-sft-{seed}")
     records = []
     for fact in (f for f in facts if f.known):
         for _ in range(demos if fact.asked else filler_demos):
-            search = rng.random() < 0.5
+            search = rng.random() < search_rate
             records.append({"question": fact.question, "turns": demonstration(fact, search),
                             "data_id": fact.doc_id, "category": fact.category,
                             "action": "search" if search else "direct"})
@@ -244,10 +247,13 @@ def balanced(train: list[Fact]) -> list[Fact]:
 
 
 def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = DEMOS_PER_FACT,
-              fillers: int = FILLER_ENTITIES, train_unknown: int = 0) -> dict[str, Path]:
+              fillers: int = FILLER_ENTITIES, train_unknown: int = 0,
+              search_rate: float = SEARCH_RATE) -> dict[str, Path]:
     """Write the task's four files into `out` (created if missing); returns their paths by name."""
     if demos < 1:
         raise ValueError(f"--demos must be >= 1, got {demos}")
+    if not 0.0 < search_rate < 1.0:  # both actions must be demonstrated, or RL has nothing to choose from
+        raise ValueError(f"--search-rate must be in (0, 1), got {search_rate}")
     facts = toy_facts(seed, entities, fillers, train_unknown)
     asked = [f for f in facts if f.asked]
     out = Path(out)
@@ -259,5 +265,5 @@ def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = D
     _write_parquet(question_records(train), paths["train.parquet"])
     _write_parquet(question_records([f for f in asked if f.heldout]), paths["heldout.parquet"])
     write_jsonl([page(f) for f in facts], paths["corpus.jsonl"])
-    write_jsonl(sft_records(facts, seed, demos), paths["sft.jsonl"])
+    write_jsonl(sft_records(facts, seed, demos, search_rate=search_rate), paths["sft.jsonl"])
     return paths
