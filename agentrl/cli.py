@@ -289,21 +289,8 @@ _MODULE_COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
-    p = sub.add_parser("train", help="train: agentrl train CONFIG [key=value ...]")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 rollout.n=8")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the run and print its placement and memory plan; start nothing (exit 2 on problems)")
-    p.add_argument("--nodes", type=int, default=0, help="--dry-run: plan for this many nodes ...")
-    p.add_argument("--gpus-per-node", type=int, default=0, help="... with this many GPUs each")
-    p.add_argument("--gpu-memory-gib", type=float, default=0.0, help="--dry-run: each GPU's memory (default: "
-                   "this machine's GPU, else 80 GiB, said as assumed)")
-    p.set_defaults(fn=_train)
-    p = sub.add_parser("build-models", help="build the tiny models (no download)")
-    p.add_argument("names", nargs="*")
-    p.add_argument("--cache-dir", default="")
-    p.set_defaults(fn=_build_models)
+def _add_data_commands(sub: Any) -> None:
+    """make-example and make-toy: the commands that write a dataset."""
     p = sub.add_parser("make-example", help="write the example dataset (veRL parquet, the release's layout)")
     p.add_argument("--out", default="", help="the parquet to write (default: built once in the cache; its path "
                                              "is printed)")
@@ -321,6 +308,24 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p.add_argument("--search-rate", type=float, default=None,
                    help="the share of warm-start demonstrations that search, whatever the fact (default 1/2)")
     p.set_defaults(fn=_make_toy)
+
+
+def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
+    p = sub.add_parser("train", help="train: agentrl train CONFIG [key=value ...]")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 rollout.n=8")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the run and print its placement and memory plan; start nothing (exit 2 on problems)")
+    p.add_argument("--nodes", type=int, default=0, help="--dry-run: plan for this many nodes ...")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="... with this many GPUs each")
+    p.add_argument("--gpu-memory-gib", type=float, default=0.0, help="--dry-run: each GPU's memory (default: "
+                   "this machine's GPU, else 80 GiB, said as assumed)")
+    p.set_defaults(fn=_train)
+    p = sub.add_parser("build-models", help="build the tiny models (no download)")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--cache-dir", default="")
+    p.set_defaults(fn=_build_models)
+    _add_data_commands(sub)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")
     p.add_argument("--preset", required=True, help="a reward name (mmsearch_r1, general, exact_match) or module:fn")
