@@ -34,7 +34,8 @@ class EnvironmentActor:
         import ray
         from transformers import AutoTokenizer
 
-        from agentrl.envs.agent_loop import ChatFormat, RolloutContext
+        from agentrl.envs.agent_loop import RolloutContext
+        from agentrl.envs.chat_format import ChatFormat
         from agentrl.envs.faults import with_faults
         from agentrl.envs.protocol import get_protocol
         from agentrl.envs.registry import load_tool

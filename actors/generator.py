@@ -5,8 +5,11 @@ Every generated token records the policy version that produced it. With
 new weights while no request can start, and resubmits each turn with what it had generated so far
 appended to its prompt: the tokens before the update carry the old version, the rest the new one,
 exactly. With `continue`, turns run on and all their tokens carry the version they started with (a
-conservative label: staleness is over-, never under-estimated). The weights themselves travel by
-`agentrl.actors.weights`.
+conservative label: staleness is over-, never under-estimated). In both modes no request of a new version
+reads keys/values the old weights computed: each request's prefix-cache key is salted with its policy
+version, and the cache is dropped whenever no request holds it. A resumed turn honours its stop strings
+across the resume (vLLM looks for them only in a request's own output). The weights themselves travel
+by `agentrl.actors.weights`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from agentrl.actors.peers import peers_from_state, peers_state
@@ -25,6 +29,30 @@ from agentrl.models.base import decode_image
 from agentrl.records import EngineStats, GenerationRequest, GenerationResult, SamplingConfig, WeightSnapshot
 
 ENGINE_DOWN_S = 60.0  # how long a pool avoids an engine that died (Ray restarts it meanwhile)
+ABORT_POLL_S = 0.005  # how often an abort is repeated until every aborted request's stream has ended
+
+
+def cache_salt(version: int) -> str:
+    """The prefix-cache salt of a request generated under `version`: vLLM hashes it into the first block's
+    key, so a request can only reuse blocks computed under its own version's weights."""
+    return f"agentrl-policy-{version}"
+
+
+def first_stop_cut(tokens: list[int], decode: Callable[[list[int]], str], stops: list[str]) -> int | None:
+    """How many of `tokens` to keep so that the turn ends with its first stop string (None: none occurs).
+
+    The text of a prefix grows with the prefix, so the shortest prefix whose text holds a stop string is
+    found by bisection; the token that completes the stop string is kept, as vLLM keeps it."""
+    if not stops or not any(stop in decode(tokens) for stop in stops):
+        return None
+    lo, hi = 1, len(tokens)  # the answer lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(stop in decode(tokens[:mid]) for stop in stops):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def sampling_params(s: SamplingConfig, done: int) -> Any:
@@ -87,7 +115,7 @@ class GeneratorActor:
         self._serving = asyncio.Event()
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self._inflight: set[str] = set()
-        self.transport = ObjectStoreReload(self.adapter.is_multimodal, prefix=f"agentrl-gen{engine_index}-")
+        self.transport = ObjectStoreReload(prefix=f"agentrl-gen{engine_index}-")
         self.tokens_generated = 0
         self.busy_s = 0.0
         self._active = 0
@@ -128,7 +156,8 @@ class GeneratorActor:
                 await self._open.wait()
                 version = self.policy_version
                 expected = request.prompt_ids + tokens
-                prompt: dict[str, Any] = {"prompt_token_ids": self.adapter.collapse_placeholders(expected)}
+                prompt: dict[str, Any] = {"prompt_token_ids": self.adapter.collapse_placeholders(expected),
+                                          "cache_salt": cache_salt(version)}
                 if images:
                     prompt["multi_modal_data"] = images
                 rid = f"{request.request_id}-{resumed}-{uuid.uuid4().hex[:6]}"
@@ -142,6 +171,10 @@ class GeneratorActor:
                 resumed += 1  # aborted for a weight update: resume under the new weights
                 if s.regex:  # a constrained turn cannot resume mid-pattern: regenerate it whole
                     tokens, logprobs, versions = [], [], []
+            # a stop string split by a resume was seen by neither request: cut the turn at its first one
+            cut = first_stop_cut(tokens, self._decode, s.stop) if resumed and s.stop else None
+            if cut is not None:
+                tokens, logprobs, versions, finish = tokens[:cut], logprobs[:cut], versions[:cut], "stop"
             self.tokens_generated += len(tokens)
             if s.regex:  # log-probs of the constrained distribution: not the policy's (see policy_loss)
                 logprobs = [float("nan")] * len(tokens)
@@ -149,6 +182,10 @@ class GeneratorActor:
                                     finish_reason=finish, engine_index=self.engine_index, resumed=resumed)
         finally:
             self._mark(-1)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        """The text vLLM matches stop strings against (special tokens skipped, as vLLM's default)."""
+        return self.adapter.tokenizer.decode(token_ids, skip_special_tokens=True)
 
     async def _request(self, request_id: str, prompt: dict[str, Any], expected: list[int], params: Any,
                        rid: str) -> tuple[list[int], list[float], str]:
@@ -199,14 +236,40 @@ class GeneratorActor:
         t0 = time.perf_counter()
         self._open.clear()
         try:
-            if self.on_weight_update == "pause_resume" and self._inflight:
-                await self.engine.abort(list(self._inflight))
+            if self.on_weight_update == "pause_resume":
+                await self._abort_inflight()
             await self.transport.apply(self.engine, snapshot)
             self.policy_version = snapshot.version
+            await self._drop_old_caches()
             self._serving.set()
         finally:
             self._open.set()
         return time.perf_counter() - t0
+
+    async def _abort_inflight(self) -> None:
+        """Abort our requests until none is left: a request that vLLM had not registered yet when an abort
+        was sent survives it (and would run through the reload), so the abort is repeated until every
+        aborted request's stream has ended."""
+        while self._inflight:
+            await self.engine.abort(list(self._inflight))
+            await asyncio.sleep(ABORT_POLL_S)
+
+    async def _drop_old_caches(self) -> None:
+        """Keep what the old weights computed from serving the new version. The prefix cache is salted by
+        version (`cache_salt`), so new requests cannot hit old blocks even while old requests still run
+        (`continue`); when none runs the cache is also dropped, and an engine that refuses then fails the
+        push, naming itself."""
+        if self.adapter.is_multimodal:
+            # The worker dropped its encoder outputs and processed-input cache on reload; the scheduler's
+            # and the front end's records of them must go too, or the next request that reuses an image
+            # fails with "Encoder cache miss".
+            await self.engine.reset_mm_cache()
+            await self.engine.reset_encoder_cache()
+        if self._inflight:  # `continue` with turns running: vLLM would refuse; the salt isolates them
+            return
+        if not await self.engine.reset_prefix_cache():
+            raise RuntimeError(f"generator {self.engine_index}: vLLM refused to drop its prefix cache after the "
+                               f"push of policy version {self.policy_version} with no request running")
 
     def stats(self) -> EngineStats:
         """Tokens generated and busy seconds so far, and the loaded policy version."""

@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 from agentrl.actors.weights import ObjectStoreReload
-from agentrl.algorithms import PolicyLossConfig, policy_loss, scheduled_lr
+from agentrl.algorithms import PolicyLossConfig, policy_loss, scheduled_lr, token_logprobs
 from agentrl.config import LearnerConfig, VisionConfig
 from agentrl.records import RankPlan, RankStepResult, TrainSequence, WeightSnapshot
 
@@ -67,7 +67,7 @@ class LearnerRank:
         self.model_path, self.cfg, self.total_steps = model_path, cfg, total_steps
         self.rank, self.world_size = rank, world_size
         self.temperature, self.dtype_name, self.seed, self.vision = temperature, dtype, seed, vision
-        self.optimizer_steps = 0  # the lr schedule's clock: mini_batches * epochs per learner step
+        self.learner_steps = 0  # the lr schedule's clock: one tick per learner step, as the seed's
         self.transport = ObjectStoreReload()
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
                                          cfg.importance_cap, cfg.importance_mode)
@@ -122,22 +122,19 @@ class LearnerRank:
 
     # ---- forward and loss ----------------------------------------------------------------------
     def _forward(self, model: Any, mb: list[TrainSequence], need_entropy: bool = False) -> tuple[Any, Any]:
-        """Log-probs (and entropies) of every response token of the micro-batch, flattened."""
+        """Log-probs (and entropies) of every response token of the micro-batch, flattened.
+
+        The backbone's last hidden states go through the output head only at response positions, in
+        chunks (`token_logprobs`): no full-vocabulary fp32 logits of every position."""
         torch = self.torch
         inputs = self.adapter.forward_inputs([(s.ids, s.images) for s in mb], self.device)
         ids = inputs["input_ids"]
-        logits = model(**inputs, use_cache=False).logits.float()
-        logits = logits[:, :-1] / self.temperature
-        logp_all = torch.log_softmax(logits, dim=-1)
-        token_lp = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        lps, ents = [], []
-        for i, s in enumerate(mb):
-            sl = slice(s.prompt_len - 1, len(s.ids) - 1)  # position t-1 predicts token t
-            lps.append(token_lp[i, sl])
-            if need_entropy:
-                p = logp_all[i, sl].exp()
-                ents.append(-(p * logp_all[i, sl]).sum(-1))
-        return torch.cat(lps), (torch.cat(ents) if need_entropy else None)
+        module = getattr(model, "module", model)  # a DeepSpeed engine wraps the Hugging Face model
+        hidden = module.base_model(**inputs, use_cache=False).last_hidden_state
+        rows = [(i, slice(s.prompt_len - 1, len(s.ids) - 1)) for i, s in enumerate(mb)]  # t-1 predicts t
+        picked = torch.cat([hidden[i, sl] for i, sl in rows])
+        targets = torch.cat([ids[i, sl.start + 1:sl.stop + 1] for i, sl in rows])
+        return token_logprobs(picked, module.get_output_embeddings(), targets, self.temperature, need_entropy)
 
     def _tensor(self, values: list[float], like: Any) -> Any:
         return self.torch.tensor(values, device=like.device, dtype=like.dtype)
@@ -182,10 +179,9 @@ class LearnerRank:
 
     # ---- updates -------------------------------------------------------------------------------
     def _lr(self) -> float:
-        """The rate of the next optimizer step under `learner.lr_schedule`."""
+        """The rate of this learner step's optimizer steps under `learner.lr_schedule` (one per step)."""
         c = self.cfg
-        total = self.total_steps * c.mini_batches * c.epochs
-        return scheduled_lr(c.lr_schedule, self.optimizer_steps, c.lr, c.warmup_steps, total, c.min_lr_ratio)
+        return scheduled_lr(c.lr_schedule, self.learner_steps, c.lr, c.warmup_steps, self.total_steps, c.min_lr_ratio)
 
     def _grad_norm(self) -> float | None:
         """The gradient norm where DeepSpeed keeps none (ZeRO stage 0 in fp32): the reduced gradients'."""
@@ -216,7 +212,6 @@ class LearnerRank:
             n = sum(sum(s.mask) for s in mb)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * n
-        self.optimizer_steps += 1
         ds_norm = self.engine.get_global_grad_norm()
         norm = float(ds_norm) if ds_norm is not None else norm
         return loss_sum, float(norm or 0.0), lr, sums
@@ -237,6 +232,7 @@ class LearnerRank:
             out.tokens += sum(sum(s.mask) for mb in micro_batches for s in mb)
             for k, v in sums.items():
                 out.stat_sums[k] = out.stat_sums.get(k, 0.0) + v
+        self.learner_steps += 1
         return out
 
     # ---- diagnostics ---------------------------------------------------------------------------
@@ -301,7 +297,7 @@ class LearnerRank:
     def save_state(self, folder: str) -> None:
         """DeepSpeed's checkpoint of this rank under `folder/deepspeed` (the optimizer sharded as ZeRO keeps
         it), with the schedule's clock and the RNG state. Every rank calls this (it is collective)."""
-        client = {"optimizer_steps": self.optimizer_steps, "torch_rng": self.torch.get_rng_state()}
+        client = {"learner_steps": self.learner_steps, "torch_rng": self.torch.get_rng_state()}
         self.engine.save_checkpoint(folder, tag=DEEPSPEED_TAG, client_state=client, save_latest=False)
 
     def load_state(self, folder: str) -> None:
@@ -310,7 +306,7 @@ class LearnerRank:
                                                    load_lr_scheduler_states=False)
         if path is None:
             raise FileNotFoundError(f"{folder}/{DEEPSPEED_TAG}: no DeepSpeed checkpoint of rank {self.rank}")
-        self.optimizer_steps = int(client["optimizer_steps"])
+        self.learner_steps = int(client["learner_steps"])
         self.torch.set_rng_state(client["torch_rng"])
 
     def save_pretrained(self, path: str) -> str:

@@ -3,8 +3,8 @@
 Three ends, each in one place:
 - the learner takes a `snapshot` of its parameters (`LearnerRank.get_weights`, on rank 0);
 - the driver fans one snapshot out to every engine (`broadcast`, `sync_weights`);
-- each engine `apply`s it: an in-place reload, then the caches computed by the old weights are reset
-  (`GeneratorActor.update_weights` holds requests back around it).
+- each engine `apply`s it: an in-place reload (`GeneratorActor.update_weights` holds requests back around
+  it and keeps what the old weights computed from serving the new version).
 
 `ObjectStoreReload` is the one implementation: CPU torch tensors (any dtype, bf16 too) through Ray's
 object store (each engine's node fetches the snapshot once; works across nodes), written as safetensors
@@ -37,7 +37,7 @@ class WeightTransport(ABC):
 
     @abstractmethod
     async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
-        """Load `snapshot` into a running vLLM `AsyncLLM` in place and drop what the old weights computed."""
+        """Load `snapshot` into a running vLLM `AsyncLLM` in place (its caches are the caller's business)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -45,13 +45,9 @@ class WeightTransport(ABC):
 
 
 class ObjectStoreReload(WeightTransport):
-    """Object store + /dev/shm safetensors + vLLM `reload_weights`.
+    """Object store + /dev/shm safetensors + vLLM `reload_weights`."""
 
-    `multimodal`: the engine also caches encoder outputs and processed images, which must go too.
-    """
-
-    def __init__(self, multimodal: bool = False, prefix: str = "agentrl-weights-") -> None:
-        self.multimodal = multimodal
+    def __init__(self, prefix: str = "agentrl-weights-") -> None:
         self.prefix = prefix
         self._dir: str | None = None  # made on the first apply: the learner's end needs none
 
@@ -65,14 +61,6 @@ class ObjectStoreReload(WeightTransport):
         path = os.path.join(self._dir, f"v{snapshot.version}")
         write_safetensors(snapshot, path)
         await engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
-        # Cached prefixes hold keys/values computed by the old weights.
-        await engine.reset_prefix_cache()
-        if self.multimodal:
-            # The worker dropped its encoder outputs and processed-input cache on reload; the
-            # scheduler's and the front end's records of them must go too, or the next request
-            # that reuses an image fails with "Encoder cache miss".
-            await engine.reset_mm_cache()
-            await engine.reset_encoder_cache()
         for old in os.listdir(self._dir):
             if old != f"v{snapshot.version}":
                 shutil.rmtree(os.path.join(self._dir, old), ignore_errors=True)

@@ -21,6 +21,10 @@ def group_advantages(rewards: list[float], scale: bool = True, eps: float = 1e-6
     return adv.tolist()
 
 
+# The learner computes log-probs over the vocabulary in chunks of tokens whose fp32 logits take about this
+# many bytes (each chunk recomputed in the backward pass), never for every position at once.
+LOGIT_CHUNK_BYTES = 64 * 2**20
+
 IMPORTANCE_MODES = ("truncate", "mask")
 LR_SCHEDULES = ("sigmoid_decay", "warmup_sigmoid", "constant")
 
@@ -58,7 +62,8 @@ def policy_loss(
     the whole optimizer step (its mini-batch), so micro-batches add up to a token-level mean.
 
     Stats: `clip_frac`, the share of tokens whose clipped term is the one taken (their gradient is 0);
-    `is_weight_mean`; `is_masked_frac`; `behaviour_kl`; `ref_kl` (k3 to the reference model, 0 without one).
+    `is_weight_mean`; `is_masked_frac`; `behaviour_kl` (KL(behaviour || proximal), see `behaviour_kl`); `ref_kl`
+    (k3 to the reference model, 0 without one).
     """
     mask = mask.to(logprobs.dtype)
     proximal_logprobs = proximal_logprobs.detach()
@@ -93,10 +98,56 @@ def policy_loss(
             "clip_frac": float(clip_taken.sum() / n),
             "is_weight_mean": float((is_weight * mask).sum() / n),
             "is_masked_frac": float(dropped.sum() / n),
-            "behaviour_kl": float(((proximal_logprobs - behaviour_logprobs) * mask).sum() / n),
+            "behaviour_kl": float((behaviour_kl(proximal_logprobs, behaviour_logprobs) * mask).sum() / n),
             "ref_kl": float((ref_kl.detach() * mask).sum() / n),  # 0 without a KL term
         }
     return loss, stats
+
+
+def token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, temperature: float = 1.0,
+                   need_entropy: bool = False, chunk_bytes: int = LOGIT_CHUNK_BYTES
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of `targets` [N] under the logits head(hidden) / temperature (hidden [N, H]) and, when
+    `need_entropy`, the distribution's entropy at each position, in fp32.
+
+    The full [N, vocabulary] logits are never built: the tokens go through `head` in chunks of about
+    `chunk_bytes` of fp32 logits, and with gradients on each chunk is recomputed in the backward pass
+    (activation checkpointing), so one chunk's logits are alive at a time instead of three fp32 copies of
+    every position's. The values and gradients are those of log_softmax over the full logits.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    weight = head.weight
+    vocab = int(getattr(weight, "ds_shape", weight.shape)[0])  # ZeRO-3 keeps the full shape in ds_shape
+    chunk = max(1, chunk_bytes // (4 * vocab))
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    lps, ents = [], []
+    for start in range(0, hidden.shape[0], chunk):
+        args = (hidden[start:start + chunk], targets[start:start + chunk], head, temperature, need_entropy)
+        lp, ent = checkpoint(_logprob_chunk, *args, use_reentrant=False) if grad else _logprob_chunk(*args)
+        lps.append(lp)
+        ents.append(ent)
+    if not lps:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, (empty if need_entropy else None)
+    return torch.cat(lps), (torch.cat(ents) if need_entropy else None)
+
+
+def _logprob_chunk(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, temperature: float,
+                   need_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits = head(hidden).float() / temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    ent = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1) if need_entropy else None
+    return lp, ent
+
+
+def behaviour_kl(proximal_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token estimate of KL(mu || pi_prox) from tokens sampled by the behaviour policy mu: k3 with
+    r = pi_prox / mu, r - 1 - log r. Unbiased (E_mu[r] = 1) and non-negative token by token; the plain
+    mean of log pi_prox - log mu estimates -KL instead."""
+    log_r = proximal_logprobs - behaviour_logprobs
+    return torch.exp(log_r) - 1.0 - log_r
 
 
 def split_evenly(items: list[Any], parts: int) -> list[list[Any]]:
@@ -127,7 +178,7 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
 
 
 def sigmoid_decay_lr(step: int, base_lr: float, warmup_steps: int, min_ratio: float) -> float:
-    """`sigmoid_decay`, the seed's original schedule, at optimizer step `step` (from 0):
+    """`sigmoid_decay`, the seed's original schedule, at learner step `step` (from 0):
 
     base_lr * ((1 - f) / (1 + exp((step - W) / (0.1 * W))) + f), W = warmup_steps, f = min_ratio.
     It starts at about the full rate and falls to f * base_lr after about W steps. W = 0 is the limit
@@ -143,7 +194,9 @@ def sigmoid_decay_lr(step: int, base_lr: float, warmup_steps: int, min_ratio: fl
 
 def scheduled_lr(schedule: str, step: int, base_lr: float, warmup_steps: int, total_steps: int,
                  min_ratio: float) -> float:
-    """The rate of optimizer step `step` (from 0) under `learner.lr_schedule`."""
+    """The rate of learner step `step` (from 0) under `learner.lr_schedule`. The clock is the learner step,
+    as the seed's scheduler (veRL steps it once per training step): every mini-batch and epoch of one
+    step trains at the same rate."""
     if schedule == "sigmoid_decay":
         return sigmoid_decay_lr(step, base_lr, warmup_steps, min_ratio)
     if schedule == "warmup_sigmoid":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
 from agentrl.config import EnvConfig
+from agentrl.envs.chat_format import IMAGE_SLOT, ChatFormat, outside_text
 from agentrl.envs.protocol import Action, Protocol
 from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
 from agentrl.grammar import IMAGE_SEARCH_TOOL, INVALID_ACTION_OBSERVATION, OVER_LIMIT_OBSERVATION, TEXT_SEARCH_TOOL
@@ -23,60 +24,6 @@ from agentrl.redaction import redact
 from agentrl.web.cache import ToolCache, cache_key
 
 GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
-
-
-class ChatFormat:
-    """Turn markers derived from the tokenizer's chat template, so any chat model family works."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        probe = [{"role": "user", "content": "Q"}]
-        base = tokenizer.apply_chat_template(probe, tokenize=False)
-        with_reply = tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": "A"}],
-                                                   tokenize=False)
-        # text that closes an assistant turn, e.g. "<|im_end|>\n"
-        self.turn_close = with_reply[with_reply.rindex("A") + 1:]
-        two = tokenizer.apply_chat_template(probe + [{"role": "user", "content": "\x00"}],
-                                            tokenize=False, add_generation_prompt=True)
-        head, tail = two[len(base):].split("\x00")
-        self.user_open, self.user_close_and_reply = head, tail
-        self.eos_text = tokenizer.eos_token or ""
-        # the Rust tokenizer directly: the Python wrapper's per-call overhead is most of an observation's
-        # cost in an environment actor running thousands of trajectories (docs/benchmarks.md)
-        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-        self._backend = backend
-
-    @property
-    def fast_path(self) -> bool:
-        """Whether `encode` calls the Rust tokenizer directly (a fast tokenizer), skipping the Python wrapper."""
-        return self._backend is not None
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of text, no special tokens added (the same ids as `tokenizer.encode`)."""
-        if self._backend is not None:
-            return self._backend.encode(text, add_special_tokens=False).ids
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def prompt_ids(self, system: str, question: str, num_images: int = 0) -> list[int]:
-        """The chat prompt; images (placeholders, not yet expanded) come before the question, as in the seed."""
-        content: Any = question
-        if num_images:
-            content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": content}]
-        return list(self.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
-                                                       return_dict=False))
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """Cut text to at most max_tokens tokens of this tokenizer."""
-        ids = self.encode(text)
-        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]) + " ..."
-
-    def observation_ids(self, text: str, model_ended_turn: bool) -> list[int]:
-        """Tokens that close the model's turn (if it did not), the user turn, and the next reply header."""
-        close = self.turn_close
-        if model_ended_turn and self.eos_text and close.startswith(self.eos_text):
-            close = close[len(self.eos_text):]
-        return self.encode(close + self.user_open + text + self.user_close_and_reply)
 
 
 @dataclass
@@ -104,7 +51,7 @@ def initial_prompt(row: DataRow, ctx: RolloutContext) -> tuple[list[int], list[b
 
     Raises ImageError for unreadable image bytes and ValueError for too many images, naming the row.
     """
-    question = ctx.adapter.strip_image_tokens(row.question)
+    question = outside_text(row.question)
     if not ctx.supports_images or not row.images:
         return ctx.chat.prompt_ids(ctx.protocol.system_prompt, question), []
     cap = ctx.adapter.vision.max_images_per_trajectory
@@ -123,13 +70,14 @@ def initial_prompt(row: DataRow, ctx: RolloutContext) -> tuple[list[int], list[b
 
 def observation_images(text: str, images: list[bytes], ctx: RolloutContext,
                        held: int) -> tuple[str, list[bytes], str | None]:
-    """Place a tool's images in its observation: each IMAGE_MARKER becomes the model's image placeholder.
+    """Place a tool's images in its observation: each IMAGE_MARKER becomes an IMAGE_SLOT, which
+    `ChatFormat.encode_text` turns into the model's image placeholder.
 
     Thumbnails are resized to their budget; past `max_images_per_trajectory` (counting `held`, the
     images the trajectory already has) they are left out with a note. Returns the text, the images to
     append, and an error when an image is unreadable (the caller then shows an error observation).
     """
-    text = ctx.adapter.strip_image_tokens(text)
+    text = outside_text(text)
     if not ctx.supports_images:
         return text.replace(IMAGE_MARKER, "").replace("image: \n", ""), [], None
     room = ctx.adapter.vision.max_images_per_trajectory - held
@@ -141,7 +89,7 @@ def observation_images(text: str, images: list[bytes], ctx: RolloutContext,
                 kept.append(ctx.adapter.prepare_image(images[k], "thumbnail"))
             except ImageError as e:
                 return "", [], f"image {k + 1} of the result: {e}"
-            out.append(ctx.adapter.image_placeholder)
+            out.append(IMAGE_SLOT)
         else:
             out.append("[image left out: image limit reached]" if k < len(images) else "")
         out.append(piece)
@@ -243,8 +191,8 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
     budget; a trajectory ended because an observation filled the budget is not truncated.
     """
     env = ctx.env
-    # as in the prompt: image tokens typed into a question must not reach the observations (which repeat it)
-    question = ctx.adapter.strip_image_tokens(row.question)
+    # as in the prompt: the question is outside text (the observations repeat it)
+    question = outside_text(row.question)
     state = TrajectoryState(question=question, images=list(row.images), image_urls=list(row.image_urls),
                             data_id=row.data_id)
     for turn in range(env.max_turns):
@@ -281,7 +229,8 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
             obs_text = OVER_LIMIT_OBSERVATION.format(tool=action.tool) if over else INVALID_ACTION_OBSERVATION
             new_images = []
         ended = bool(result.token_ids) and result.token_ids[-1] == ctx.eos_token_id
-        obs_ids = ctx.chat.observation_ids(ctx.protocol.observation(obs_text, question), ended)
+        obs_ids = ctx.chat.observation_ids(ctx.protocol.observation(obs_text, question), ended,
+                                           ctx.adapter.image_placeholder)
         traj.append(ctx.adapter.expand_placeholders(obs_ids, new_images), trainable=False)
         traj.images.extend(new_images)
     traj.finish_reason = "max_turns"

@@ -18,7 +18,7 @@ def real_batch(path: str, learner: Any, groups: int, n: int) -> TrainBatch:
     that differ inside every group."""
     from transformers import AutoTokenizer
 
-    from agentrl.envs.agent_loop import ChatFormat
+    from agentrl.envs.chat_format import ChatFormat
 
     chat, rng = ChatFormat(AutoTokenizer.from_pretrained(path)), random.Random(0)
     out = []

@@ -1,18 +1,24 @@
-"""GRPO advantages, the clipped decoupled loss, mini-batches, and the learning-rate schedules."""
+"""GRPO advantages, the clipped decoupled loss, mini-batches, the learning-rate schedules, and the chunked
+log-probs."""
 
 import math
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from agentrl.algorithms import (
     PolicyLossConfig,
+    behaviour_kl,
     group_advantages,
     lr_at,
     policy_loss,
     scheduled_lr,
     sigmoid_decay_lr,
     split_evenly,
+    token_logprobs,
 )
 
 
@@ -135,3 +141,85 @@ def test_each_schedule_by_name():
     assert scheduled_lr("constant", 77, 1.0, 4, 100, 0.5) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         scheduled_lr("cosine", 0, 1.0, 4, 100, 0.5)
+
+
+def test_behaviour_kl_estimates_kl_of_the_behaviour_to_the_proximal_policy():
+    """Tokens sampled from a known behaviour distribution mu: the metric converges to KL(mu || pi_prox),
+    which is positive, and is never negative token by token."""
+    g = torch.Generator().manual_seed(0)
+    mu = torch.softmax(torch.randn(50, generator=g), -1)
+    prox = torch.softmax(torch.randn(50, generator=g), -1)
+    tokens = torch.multinomial(mu, 200_000, replacement=True, generator=g)
+    behaviour, proximal = mu.log()[tokens], prox.log()[tokens]
+    n = len(tokens)
+    _, stats = policy_loss(proximal.clone(), proximal, behaviour, torch.zeros(n), torch.ones(n), PolicyLossConfig(), n)
+    exact = float((mu * (mu.log() - prox.log())).sum())
+    assert exact > 0.1
+    assert stats["behaviour_kl"] == pytest.approx(exact, rel=0.05)
+    assert float(behaviour_kl(proximal, behaviour).min()) >= 0.0
+
+
+def full_vocab_logprobs(hidden, head, targets, temperature):
+    """The learner's former computation: every position's fp32 logits, a scaled copy, a log-softmax copy."""
+    logits = head(hidden).float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp_all.gather(-1, targets[:, None])[:, 0], entropy
+
+
+def test_chunked_logprobs_give_the_full_softmax_loss_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(32, 3000, bias=False)
+    hidden = torch.randn(700, 32, generator=g, requires_grad=True)
+    targets = torch.randint(0, 3000, (700,), generator=g)
+    weights = torch.randn(700, generator=g)
+    grads = []
+    for fn in (full_vocab_logprobs,
+               lambda h, m, t, temp: token_logprobs(h, m, t, temp, need_entropy=True, chunk_bytes=4 * 3000 * 64)):
+        head.zero_grad()
+        hidden.grad = None
+        lp, ent = fn(hidden, head, targets, 0.7)
+        ((lp * weights).sum() + 0.1 * ent.sum()).backward()
+        grads.append((lp.detach(), ent.detach(), hidden.grad.clone(), head.weight.grad.clone()))
+    for ref, new in zip(*grads, strict=True):
+        assert torch.allclose(new, ref, rtol=1e-5, atol=1e-6)
+
+
+class PeakTensorBytes(TorchDispatchMode):
+    """The peak of the bytes held by tensors that ops create while the mode is on (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[StorageWeakRef, int] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.live.setdefault(StorageWeakRef(t.untyped_storage()), t.untyped_storage().nbytes())
+        self.live = {k: n for k, n in self.live.items() if not k.expired()}
+        self.peak = max(self.peak, sum(self.live.values()))
+        return out
+
+
+def test_a_150k_vocabulary_micro_batch_of_8k_tokens_needs_under_a_quarter_of_the_full_softmax_memory():
+    """Measured on fake tensors (shapes and storage sizes, no data), so the full-softmax side's ~14 GB is
+    counted, not allocated: forward and backward of one micro-batch's log-probs and entropies."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    vocab, tokens, hidden_size = 150_000, 8192, 64
+    peaks = []
+    for fn in (full_vocab_logprobs, lambda h, m, t, temp: token_logprobs(h, m, t, temp, need_entropy=True)):
+        with FakeTensorMode():
+            head = torch.nn.Linear(hidden_size, vocab, bias=False)
+            hidden = torch.randn(tokens, hidden_size, requires_grad=True)
+            targets = torch.randint(0, vocab, (tokens,))
+            with PeakTensorBytes() as peak:
+                lp, ent = fn(hidden, head, targets, 1.0)
+                (lp.sum() + ent.sum()).backward()
+        peaks.append(peak.peak)
+    full, chunked = peaks
+    assert full > 3 * tokens * vocab * 4  # at least three fp32 copies of every position's logits
+    assert chunked <= full / 4
+    print(f"one micro-batch: full softmax {full / 2**30:.2f} GiB, chunked {chunked / 2**30:.2f} GiB")

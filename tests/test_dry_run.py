@@ -69,6 +69,9 @@ def test_zero3_over_four_ranks_fits_an_80_gib_gpu_and_zero0_on_one_does_not(qwen
     fits = dry_run(load_config("configs/mmsearch_r1_7b.yaml", [f"model.path={qwen7b}"], check=False), eight)
     assert fits.warnings == []
     assert any(line.startswith("memory (80 GiB per GPU): model 8.29B") for line in fits.lines)
+    # the log-probs' working set is one chunk of logits (0.2 GiB), not 16k positions x 152k vocabulary in fp32
+    [learner] = [line for line in fits.lines if line.strip().startswith("learner GPU")]
+    assert "logits 0.2 =" in learner
     assert [line.split(":")[0] for line in fits.lines if line.startswith(("learner rank", "generator"))] == \
         [f"learner rank {r}" for r in range(4)] + [f"generator {e}" for e in range(4)]
     alone = dry_run(load_config("configs/mmsearch_r1_7b.yaml", [f"model.path={qwen7b}", "learner.num_ranks=1",

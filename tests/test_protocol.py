@@ -124,7 +124,7 @@ class CharTokenizer:
         text += "[assistant]" if add_generation_prompt else ""
         return [ord(c) for c in text] if tokenize else text
 
-    def encode(self, text, add_special_tokens=False):
+    def encode(self, text, add_special_tokens=False, split_special_tokens=False):
         return [ord(c) for c in text]
 
     def decode(self, ids, skip_special_tokens=False):
@@ -149,7 +149,8 @@ def run_scripted(turns: list[str], ground_truth: str = "x", overrides: tuple[str
     from types import SimpleNamespace
 
     from agentrl.config import load_config
-    from agentrl.envs.agent_loop import ChatFormat, RolloutContext, run_trajectory
+    from agentrl.envs.agent_loop import RolloutContext, run_trajectory
+    from agentrl.envs.chat_format import ChatFormat
     from agentrl.records import DataRow, GenerationResult, Trajectory
 
     cfg = load_config("configs/demo.yaml", ["env.protocol=mmsearch_r1", "env.max_turns=4",
@@ -194,7 +195,7 @@ def test_the_trajectorys_answer_is_the_one_the_reward_scores_when_a_turn_has_two
 def test_observations_are_tokenised_as_the_tokenizer_itself_would(tiny_text_path):
     from transformers import AutoTokenizer
 
-    from agentrl.envs.agent_loop import ChatFormat
+    from agentrl.envs.chat_format import ChatFormat
 
     tok = AutoTokenizer.from_pretrained(tiny_text_path)
     chat = ChatFormat(tok)

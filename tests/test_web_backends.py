@@ -14,6 +14,7 @@ import pytest
 
 from agentrl.config import BackendConfig, ConfigError, EnvConfig, FetchConfig, load_config
 from agentrl.envs.agent_loop import RolloutContext, call_tool, observation_images
+from agentrl.envs.chat_format import IMAGE_SLOT
 from agentrl.envs.text_search import SearchHit
 from agentrl.envs.tool import IMAGE_MARKER, TrajectoryState
 from agentrl.models.base import ImageError, ModelAdapter, decode_image
@@ -373,7 +374,6 @@ class PlaceholderModel(ModelAdapter):
     """A vision adapter as far as observations go: Qwen2-VL's placeholder, images taken as they are."""
 
     is_multimodal = True
-    TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
 
     @property
     def image_placeholder(self) -> str:
@@ -381,11 +381,6 @@ class PlaceholderModel(ModelAdapter):
 
     def prepare_image(self, data: bytes, kind: str = "input") -> bytes:
         return data
-
-    def strip_image_tokens(self, text: str) -> str:
-        for special in self.TOKENS:
-            text = text.replace(special, "")
-        return text
 
 
 def test_web_titles_cannot_create_or_move_an_image_placeholder(apis, keys):
@@ -400,9 +395,8 @@ def test_web_titles_cannot_create_or_move_an_image_placeholder(apis, keys):
                          sampling=SamplingConfig(8), eos_token_id=None, adapter=PlaceholderModel(""))
     text, kept, error = observation_images(obs.text, images, ctx, 0)
     assert error is None and kept == images
-    model = PlaceholderModel("")
-    assert text.count("<|image_pad|>") == 3 and text.count("<|vision_start|>") == 3
-    after = text.split(model.image_placeholder)[1:]  # each image is followed by its own title
+    assert text.count(IMAGE_SLOT) == 3  # encoded as the model's placeholder (tests/test_chat_format.py)
+    after = text.split(IMAGE_SLOT)[1:]  # each image is followed by its own title
     assert [piece.split("\n")[1].split()[-1] for piece in after] == ["first", "second", "third"]
     assert "title: &lt;image&gt; first" in text
 

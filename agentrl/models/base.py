@@ -70,10 +70,6 @@ class ModelAdapter:
         """The inverse of expand_placeholders: what vLLM takes (it expands placeholders itself)."""
         return list(ids)
 
-    def strip_image_tokens(self, text: str) -> str:
-        """Remove image special tokens from text that did not come from us (questions, web pages)."""
-        return text
-
     def is_image_token(self, token_id: int) -> bool:
         return False
 

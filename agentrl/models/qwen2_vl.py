@@ -112,11 +112,6 @@ class Qwen2VLAdapter(ModelAdapter):
                 out.append(t)
         return out
 
-    def strip_image_tokens(self, text: str) -> str:
-        for special in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"):
-            text = text.replace(special, "")
-        return text
-
     def is_image_token(self, token_id: int) -> bool:
         return token_id == self.image_token_id
 

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrl.algorithms import LOGIT_CHUNK_BYTES
 from agentrl.config import Config, config_problems
 from agentrl.errors import UserError
 
@@ -131,15 +132,18 @@ def count_parameters(config: dict[str, Any]) -> int:
     return int(total)
 
 
-def learner_gpu_gib(params: int, cfg: Config) -> dict[str, float]:
-    """Bytes per learner GPU by kind: weights, gradients (fp32 accumulation under bf16), Adam states (fp32
-    master weights and two moments under bf16, two moments under fp32), by ZeRO stage and offload."""
+def learner_gpu_gib(params: int, cfg: Config, vocab: int = 0) -> dict[str, float]:
+    """GiB per learner GPU by kind: weights, gradients (fp32 accumulation under bf16), Adam states (fp32
+    master weights and two moments under bf16, two moments under fp32), by ZeRO stage and offload; and the
+    log-probs' working set: about three fp32 copies of one chunk's logits (`token_logprobs`), never of
+    all `learner.micro_batch_tokens` positions at once."""
     lc, n = cfg.learner, cfg.learner.num_ranks
     b = DTYPE_BYTES.get(cfg.model.dtype, 4)
     weights = params * b / (n if lc.zero_stage == 3 else 1) * (0 if lc.offload == "all" else 1)
     grads = params * 4 / (n if lc.zero_stage >= 2 else 1)
     optimizer = params * (12 if b == 2 else 8) / (n if lc.zero_stage >= 1 else 1) * (lc.offload == "none")
-    return {"weights": weights / GIB, "gradients": grads / GIB, "optimizer": optimizer / GIB}
+    logits = 3 * min(LOGIT_CHUNK_BYTES, lc.micro_batch_tokens * vocab * 4)
+    return {"weights": weights / GIB, "gradients": grads / GIB, "optimizer": optimizer / GIB, "logits": logits / GIB}
 
 
 def plan_memory(cfg: Config, cluster: Cluster, plan: Plan) -> None:
@@ -149,10 +153,11 @@ def plan_memory(cfg: Config, cluster: Cluster, plan: Plan) -> None:
         plan.lines.append(f"memory: no estimate ({path} is not readable)")
         return
     with open(path) as f:
-        params = count_parameters(json.load(f))
+        config = json.load(f)
+    params = count_parameters(config)
     gpu = f"{cluster.gpu_gib:.0f} GiB per GPU" + (" (assumed)" if cluster.assumed_memory else "")
     plan.lines.append(f"memory ({gpu}): model {params / 1e9:.2f}B parameters in {cfg.model.dtype}")
-    parts = learner_gpu_gib(params, cfg)
+    parts = learner_gpu_gib(params, cfg, config.get("text_config", config).get("vocab_size", 0))
     total = sum(parts.values())
     plan.lines.append("  learner GPU: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) +
                       f" = {total:.1f} GiB, plus activations")

@@ -64,7 +64,8 @@ def tokenise(demos: list[Demonstration], cfg: Config, model_path: str) -> list[T
     """The demonstrations as learner sequences, token for token as the agent loop would build them."""
     from transformers import AutoTokenizer
 
-    from agentrl.envs.agent_loop import ChatFormat, RolloutContext, initial_prompt
+    from agentrl.envs.agent_loop import RolloutContext, initial_prompt
+    from agentrl.envs.chat_format import ChatFormat
     from agentrl.envs.protocol import get_protocol
     from agentrl.models import get_adapter
     from agentrl.records import DataRow, SamplingConfig, Trajectory
@@ -81,7 +82,7 @@ def tokenise(demos: list[Demonstration], cfg: Config, model_path: str) -> list[T
         ended = False
         for role, text in demo.turns:
             if role == "model":
-                ids = ctx.chat.encode(text)
+                ids = ctx.chat.encode_text(text)
                 traj.append(ids, trainable=True)
                 ended = bool(ids) and ids[-1] == ctx.eos_token_id  # as the agent loop decides it
             else:
