@@ -196,9 +196,9 @@ class LearnerConfig:
     """The learner (`learner.*`): optimiser schedule, GRPO/DAPO loss terms, DeepSpeed and resources."""
 
     lr: float = 1e-5
-    # per optimizer step t: "sigmoid_decay" (the seed's: lr * ((1-f)/(1+exp((t-W)/(0.1 W))) + f), W =
-    # warmup_steps, f = min_lr_ratio), "warmup_sigmoid" (a ramp from 0 to lr over W, then a decay to f*lr)
-    # or "constant"
+    # per learner step t (the seed's clock: all mini-batches and epochs of a step share its rate):
+    # "sigmoid_decay" (the seed's: lr * ((1-f)/(1+exp((t-W)/(0.1 W))) + f), W = warmup_steps, f =
+    # min_lr_ratio), "warmup_sigmoid" (a ramp from 0 to lr over W, then a decay to f*lr) or "constant"
     lr_schedule: str = "sigmoid_decay"
     warmup_steps: int = 2
     min_lr_ratio: float = 0.9  # the seed's sigmoid decay ends at 90% of the base rate
