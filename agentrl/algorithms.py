@@ -62,8 +62,7 @@ def policy_loss(
     the whole optimizer step (its mini-batch), so micro-batches add up to a token-level mean.
 
     Stats: `clip_frac`, the share of tokens whose clipped term is the one taken (their gradient is 0);
-    `is_weight_mean`; `is_masked_frac`; `behaviour_kl` (KL(behaviour || proximal), see `behaviour_kl`); `ref_kl`
-    (k3 to the reference model, 0 without one).
+    `is_weight_mean`; `is_masked_frac`; `behaviour_kl` (KL(behaviour || proximal)); `ref_kl` (k3, 0 without one).
     """
     mask = mask.to(logprobs.dtype)
     proximal_logprobs = proximal_logprobs.detach()

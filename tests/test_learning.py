@@ -41,7 +41,7 @@ def test_grpo_from_the_cached_warm_start_raises_the_reward_on_an_easy_toy_task(t
     assert main(["make-toy", "--out", str(toy), "--entities", "8", "--fillers", "120"]) == 0
     # the demo's settings and length (launch/demo.sh), without its held-out evals. Measured (first 10 -> last
     # 10 steps): 0.32-0.34 in three runs; with the 40-epoch warm start 0.17-0.33 (its known facts leave RL
-    # less to learn), at learner.lr 5e-4 as low as 0.10 (a collapse) (docs/benchmarks.md#demo)
+    # less to learn), at learner.lr 5e-4 as low as 0.10 (a collapse) (docs/experiments.md)
     cfg = load_config("configs/learn_toy.yaml", [*toy_overrides(toy, tmp_path / "runs"), "trainer.total_steps=100",
                                                  "learner.lr=3e-4", "sft.epochs=20", "trainer.eval_every=0"])
     summary = train(cfg)

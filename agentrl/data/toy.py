@@ -26,7 +26,7 @@ The rules:
   held-out `search_required` fact only in the corpus.
 - `train_unknown` more unknown entities are asked in `train.parquet` only (all their attributes). With a
   few unknown entities RL meets the same unknown questions again and again and learns their answers by
-  heart instead of searching (measured: docs/benchmarks.md#learning); with many, it meets each unknown
+  heart instead of searching (measured: docs/experiments.md); with many, it meets each unknown
   question about once and can only answer it by searching. `train.parquet` repeats each known question so
   that known and unknown questions are about equally many.
 - `sft.jsonl` holds `demos` trajectories per known fact (train and held-out alike) and none about an
