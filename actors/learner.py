@@ -14,8 +14,9 @@ import socket
 from typing import Any
 
 from agentrl.actors.weights import ObjectStoreReload
-from agentrl.algorithms import PolicyLossConfig, policy_loss, scheduled_lr, token_logprobs
+from agentrl.algorithms import PolicyLossConfig, policy_loss, scheduled_lr
 from agentrl.config import LearnerConfig, VisionConfig
+from agentrl.logprobs import LogProbHead
 from agentrl.records import RankPlan, RankStepResult, TrainSequence, WeightSnapshot
 
 # ZeRO-3 gathers parameters for a snapshot in buckets of this many bytes: never a whole extra copy on a GPU
@@ -55,6 +56,13 @@ def deepspeed_config(cfg: LearnerConfig, dtype: str, train: bool = True) -> dict
             out["data_types"] = {"grad_accum_dtype": "fp32"}
             out["communication_data_type"] = "fp32"
     return out
+
+
+def with_logprob_head(model: Any) -> Any:
+    """The Hugging Face model with its `LogProbHead` as the submodule `logprob_head`: the log-probs go through
+    the output head in chunks (no full-vocabulary logits), and ZeRO-3 treats it as a module of the model."""
+    model.logprob_head = LogProbHead(model.get_output_embeddings())
+    return model
 
 
 class LearnerRank:
@@ -99,10 +107,11 @@ class LearnerRank:
         self.dtype = getattr(torch, self.dtype_name)
         # The same adapter as the environment's: placeholders, pixels and mrope positions agree.
         self.adapter = get_adapter(self.model_path, self.vision)
-        model = self.adapter.load_model(self.dtype)
+        model = with_logprob_head(self.adapter.load_model(self.dtype))
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(self.cfg, self.dtype_name))
+        model.logprob_head.register_with_zero3()
         self.device = self.engine.device
         self.ref: Any = None
         if self.cfg.kl_coef > 0:
@@ -112,11 +121,12 @@ class LearnerRank:
         """The frozen KL reference on the learner's device; under ZeRO-3 sharded like the policy."""
         import deepspeed
 
-        ref = self.adapter.load_model(self.dtype).eval()
+        ref = with_logprob_head(self.adapter.load_model(self.dtype)).eval()
         ref.requires_grad_(False)
         if self.cfg.zero_stage == 3:
             engine, *_ = deepspeed.initialize(model=ref, config=deepspeed_config(self.cfg, self.dtype_name, False))
             engine.eval()  # DeepSpeed's eval() returns None, not the engine
+            ref.logprob_head.register_with_zero3()
             return engine
         return ref.to(self.device)
 
@@ -125,16 +135,19 @@ class LearnerRank:
         """Log-probs (and entropies) of every response token of the micro-batch, flattened.
 
         The backbone's last hidden states go through the output head only at response positions, in
-        chunks (`token_logprobs`): no full-vocabulary fp32 logits of every position."""
+        chunks (`agentrl.logprobs`): no full-vocabulary fp32 logits of every position."""
         torch = self.torch
         inputs = self.adapter.forward_inputs([(s.ids, s.images) for s in mb], self.device)
         ids = inputs["input_ids"]
+        # through the model's (or DeepSpeed engine's) own forward, which ZeRO-3's bookkeeping needs; no logits
+        out = model(**inputs, use_cache=False, output_hidden_states=True,
+                    logits_to_keep=torch.zeros(0, dtype=torch.long, device=ids.device))
+        hidden = out.hidden_states[-1]  # the last layer's, after the final norm
         module = getattr(model, "module", model)  # a DeepSpeed engine wraps the Hugging Face model
-        hidden = module.base_model(**inputs, use_cache=False).last_hidden_state
         rows = [(i, slice(s.prompt_len - 1, len(s.ids) - 1)) for i, s in enumerate(mb)]  # t-1 predicts t
         picked = torch.cat([hidden[i, sl] for i, sl in rows])
         targets = torch.cat([ids[i, sl.start + 1:sl.stop + 1] for i, sl in rows])
-        return token_logprobs(picked, module.get_output_embeddings(), targets, self.temperature, need_entropy)
+        return module.logprob_head(picked, targets, self.temperature, need_entropy)
 
     def _tensor(self, values: list[float], like: Any) -> Any:
         return self.torch.tensor(values, device=like.device, dtype=like.dtype)

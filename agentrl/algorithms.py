@@ -21,10 +21,6 @@ def group_advantages(rewards: list[float], scale: bool = True, eps: float = 1e-6
     return adv.tolist()
 
 
-# The learner computes log-probs over the vocabulary in chunks of tokens whose fp32 logits take about this
-# many bytes (each chunk recomputed in the backward pass), never for every position at once.
-LOGIT_CHUNK_BYTES = 64 * 2**20
-
 IMPORTANCE_MODES = ("truncate", "mask")
 LR_SCHEDULES = ("sigmoid_decay", "warmup_sigmoid", "constant")
 
@@ -101,44 +97,6 @@ def policy_loss(
             "ref_kl": float((ref_kl.detach() * mask).sum() / n),  # 0 without a KL term
         }
     return loss, stats
-
-
-def token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, temperature: float = 1.0,
-                   need_entropy: bool = False, chunk_bytes: int = LOGIT_CHUNK_BYTES
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs of `targets` [N] under the logits head(hidden) / temperature (hidden [N, H]) and, when
-    `need_entropy`, the distribution's entropy at each position, in fp32.
-
-    The full [N, vocabulary] logits are never built: the tokens go through `head` in chunks of about
-    `chunk_bytes` of fp32 logits, and with gradients on each chunk is recomputed in the backward pass
-    (activation checkpointing), so one chunk's logits are alive at a time instead of three fp32 copies of
-    every position's. The values and gradients are those of log_softmax over the full logits.
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    weight = head.weight
-    vocab = int(getattr(weight, "ds_shape", weight.shape)[0])  # ZeRO-3 keeps the full shape in ds_shape
-    chunk = max(1, chunk_bytes // (4 * vocab))
-    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    lps, ents = [], []
-    for start in range(0, hidden.shape[0], chunk):
-        args = (hidden[start:start + chunk], targets[start:start + chunk], head, temperature, need_entropy)
-        lp, ent = checkpoint(_logprob_chunk, *args, use_reentrant=False) if grad else _logprob_chunk(*args)
-        lps.append(lp)
-        ents.append(ent)
-    if not lps:
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, (empty if need_entropy else None)
-    return torch.cat(lps), (torch.cat(ents) if need_entropy else None)
-
-
-def _logprob_chunk(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, temperature: float,
-                   need_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    logits = head(hidden).float() / temperature
-    lse = torch.logsumexp(logits, dim=-1)
-    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    ent = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1) if need_entropy else None
-    return lp, ent
 
 
 def behaviour_kl(proximal_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,8 @@ from agentrl.algorithms import (
     scheduled_lr,
     sigmoid_decay_lr,
     split_evenly,
-    token_logprobs,
 )
+from agentrl.logprobs import token_logprobs
 
 
 def test_group_advantages_are_centred_and_scaled():
@@ -168,6 +168,7 @@ def full_vocab_logprobs(hidden, head, targets, temperature):
 
 
 def test_chunked_logprobs_give_the_full_softmax_loss_and_gradients():
+    torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     head = torch.nn.Linear(32, 3000, bias=False)
     hidden = torch.randn(700, 32, generator=g, requires_grad=True)
@@ -175,14 +176,14 @@ def test_chunked_logprobs_give_the_full_softmax_loss_and_gradients():
     weights = torch.randn(700, generator=g)
     grads = []
     for fn in (full_vocab_logprobs,
-               lambda h, m, t, temp: token_logprobs(h, m, t, temp, need_entropy=True, chunk_bytes=4 * 3000 * 64)):
+               lambda h, m, t, temp: token_logprobs(h, m.weight, t, temp, True, chunk_bytes=4 * 3000 * 64)):
         head.zero_grad()
         hidden.grad = None
         lp, ent = fn(hidden, head, targets, 0.7)
         ((lp * weights).sum() + 0.1 * ent.sum()).backward()
         grads.append((lp.detach(), ent.detach(), hidden.grad.clone(), head.weight.grad.clone()))
-    for ref, new in zip(*grads, strict=True):
-        assert torch.allclose(new, ref, rtol=1e-5, atol=1e-6)
+    for ref, new in zip(*grads, strict=True):  # log-probs, entropies, d/d hidden, d/d head weight
+        assert float((new - ref).norm() / ref.norm()) <= 1e-5
 
 
 class PeakTensorBytes(TorchDispatchMode):
@@ -210,7 +211,7 @@ def test_a_150k_vocabulary_micro_batch_of_8k_tokens_needs_under_a_quarter_of_the
 
     vocab, tokens, hidden_size = 150_000, 8192, 64
     peaks = []
-    for fn in (full_vocab_logprobs, lambda h, m, t, temp: token_logprobs(h, m, t, temp, need_entropy=True)):
+    for fn in (full_vocab_logprobs, lambda h, m, t, temp: token_logprobs(h, m.weight, t, temp, need_entropy=True)):
         with FakeTensorMode():
             head = torch.nn.Linear(hidden_size, vocab, bias=False)
             hidden = torch.randn(tokens, hidden_size, requires_grad=True)

@@ -170,6 +170,7 @@ def test_the_demo_image_index_appears_whole_even_when_actors_build_it_at_once(tm
 def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
     from agentrl.config import EnvConfig
     from agentrl.envs.agent_loop import RolloutContext, observation_images
+    from agentrl.envs.chat_format import IMAGE_SLOT
 
     ad = get_adapter(vl_path, VisionConfig(input_min_pixels=3136, input_max_pixels=12544,
                                            thumbnail_min_pixels=3136, thumbnail_max_pixels=3136,
@@ -178,7 +179,7 @@ def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
                          sampling=SamplingConfig(8), eos_token_id=None, adapter=ad)
     text, images, error = observation_images("1. <image> a\n2. <image> b", [png(8, 8, 0), png(8, 8, 1)], ctx, 1)
     assert error is None and len(images) == 1
-    assert text == f"1. {ad.image_placeholder} a\n2. [image left out: image limit reached] b"
+    assert text == f"1. {IMAGE_SLOT} a\n2. [image left out: image limit reached] b"  # a slot for the placeholder
     _, _, error = observation_images("1. <image> a", [b"\x89PNG broken"], ctx, 0)
     assert error is not None and "unreadable image" in error
 

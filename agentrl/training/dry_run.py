@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrl.algorithms import LOGIT_CHUNK_BYTES
 from agentrl.config import Config, config_problems
 from agentrl.errors import UserError
+from agentrl.logprobs import LOGIT_CHUNK_BYTES
 
 GIB = 2**30
 ASSUMED_GPU_GIB = 80.0  # an 80 GiB GPU (A100/H100) when nothing says otherwise
