@@ -58,14 +58,6 @@ def deepspeed_config(cfg: LearnerConfig, dtype: str, train: bool = True) -> dict
     return out
 
 
-def learner_threads(cfg: LearnerConfig) -> int:
-    """A rank's torch intra-op threads: `learner.cpu_threads`, else this node's cores over the ranks that may
-    share it (Ray starts an actor with one, which left a CPU learner on one core of the node)."""
-    if cfg.cpu_threads > 0:
-        return cfg.cpu_threads
-    return max(1, (os.cpu_count() or 1) // (cfg.ranks_per_node or cfg.num_ranks))
-
-
 def with_logprob_head(model: Any) -> Any:
     """The Hugging Face model with its `LogProbHead` as the submodule `logprob_head`: the log-probs go through
     the output head in chunks (no full-vocabulary logits), and ZeRO-3 treats it as a module of the model."""
@@ -101,7 +93,8 @@ class LearnerRank:
 
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        torch.set_num_threads(learner_threads(self.cfg))  # Ray starts an actor with one intra-op thread
+        if self.cfg.cpu_threads > 0:  # Ray starts actors with one intra-op thread
+            torch.set_num_threads(self.cfg.cpu_threads)
         # Ray gives each rank its own GPU(s) as device 0: the local rank is always 0
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")

@@ -134,8 +134,8 @@ class LearnerGroup:
 
         The groups are split into `learner.mini_batches` mini-batches (whole groups), one optimizer step
         each, all repeated `learner.epochs` times; each mini-batch is split across the ranks by tokens.
-        The reported `lr` is the rate of the step's FIRST optimizer step; `loss` and `grad_norm` are means
-        over its optimizer steps, the `extra` stats token-weighted means over all its tokens.
+        The reported `lr` is the step's rate (the schedule's clock is the learner step); `loss` and `grad_norm`
+        are means over its optimizer steps, the `extra` stats token-weighted means over all its tokens.
         """
         if self.lc.slowdown_s:
             await asyncio.sleep(self.lc.slowdown_s)

@@ -56,6 +56,22 @@ def test_the_latency_tool_answers_from_the_fact_table_with_a_page_of_filler():
         asyncio.run(failing.run({"query": name}, TrajectoryState(question="")))
 
 
+def test_the_async_bench_page_stays_about_250_tokens(tiny_text_path):
+    """The bench's workload is sized in tokens (docs/benchmarks.md): a page of about 250, a sequence of about
+    650. A tokenizer change once doubled the page (each colour became two tokens) and the learner's step."""
+    from transformers import AutoTokenizer
+
+    from agentrl.config import load_config
+    from agentrl.envs.tool import TrajectoryState
+
+    cfg = load_config("configs/bench_async.yaml", [])
+    tool = LatencyTool.from_config(cfg)
+    tool.model = LatencyModel(0.0, 0.0, 0.0)
+    obs = asyncio.run(tool.run({"query": "kasazo"}, TrajectoryState(question="")))
+    tokens = len(AutoTokenizer.from_pretrained(tiny_text_path).encode(obs.text, add_special_tokens=False))
+    assert 220 <= tokens <= 280, tokens
+
+
 def test_busy_fraction_counts_overlapping_intervals_once_and_clips_to_the_window():
     intervals = [(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (9.0, 12.0)]
     assert union_length(intervals, 0.0, 10.0) == pytest.approx(3.0 + 1.0 + 1.0)

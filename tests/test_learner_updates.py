@@ -100,16 +100,3 @@ def test_one_mini_batch_and_one_epoch_is_the_plain_step(cluster, tiny_text_path)
     assert stats.grad_norm == pytest.approx(norm, rel=1e-3)
     ray.kill(learner)
 
-
-def test_a_cpu_rank_takes_its_share_of_the_nodes_cores(monkeypatch):
-    """Ray starts an actor with one intra-op thread; a learner rank on the CPU takes the node's cores shared
-    among the ranks that may run there, unless learner.cpu_threads says otherwise."""
-    from agentrl.actors.learner import learner_threads
-    from agentrl.config import LearnerConfig
-
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert learner_threads(LearnerConfig()) == 16
-    assert learner_threads(LearnerConfig(num_ranks=4)) == 4
-    assert learner_threads(LearnerConfig(num_ranks=4, ranks_per_node=2)) == 8
-    assert learner_threads(LearnerConfig(num_ranks=32)) == 1
-    assert learner_threads(LearnerConfig(num_ranks=4, cpu_threads=3)) == 3

@@ -232,8 +232,9 @@ class LearnerConfig:
     # leave out a trajectory whose last model turn was cut at a token budget (not one that an observation filled)
     overlong_filter: bool = True
     num_gpus: float = 0.0  # GPUs per learner rank
-    # torch intra-op threads of each learner rank on the CPU; 0: the node's cores shared among the ranks that
-    # may run on it (`ranks_per_node`, else `num_ranks`), at least one (Ray would start a rank with one)
+    # torch intra-op threads of each learner rank on the CPU; 0: Ray's default (one). More threads speed up a
+    # learner that has the cores to itself but slow one that shares them with engines (docs/benchmarks.md#async).
+    # `agentrl sft` and the warm start run the learner alone and take every core when this is 0
     cpu_threads: int = 0
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank
     slowdown_s: float = 0.0  # test hook: sleep this long per step to emulate a slow learner
