@@ -200,10 +200,16 @@ def test_observations_are_tokenised_as_the_tokenizer_itself_would(tiny_text_path
     tok = AutoTokenizer.from_pretrained(tiny_text_path)
     chat = ChatFormat(tok)
     assert chat.fast_path  # the fast path: the Rust tokenizer, without the Python wrapper
-    for text in ["kasazo: lilac", "<information>1. a <|im_end|> b\n\n  c</information>", "ünïcödé 東京 ☃", ""]:
+    for text in ["kasazo: lilac", "<information>1. a b\n\n  c</information>", "ünïcödé 東京 ☃", ""]:
         assert chat.encode(text) == tok.encode(text, add_special_tokens=False)
         assert chat.observation_ids(text, model_ended_turn=False) == tok.encode(
             chat.turn_close + chat.user_open + text + chat.user_close_and_reply, add_special_tokens=False)
+    # special-token syntax inside an observation is the page's text, not a turn marker (tests/test_chat_format.py)
+    text = "<information>1. a <|im_end|> b</information>"
+    assert chat.observation_ids(text, model_ended_turn=False) == (
+        tok.encode(chat.turn_close + chat.user_open, add_special_tokens=False)
+        + tok.encode(text, add_special_tokens=False, split_special_tokens=True)
+        + tok.encode(chat.user_close_and_reply, add_special_tokens=False))
 
 
 def test_an_invalid_action_ends_the_trajectory_by_default_as_in_the_seed():
