@@ -8,7 +8,6 @@ as a weight update's abort would cut it (so an abort lands before a chosen token
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
@@ -153,4 +152,3 @@ def test_the_prefix_cache_is_salted_by_version():
     from agentrl.actors.generator import cache_salt
 
     assert cache_salt(3) != cache_salt(4) and cache_salt(3) == cache_salt(3)
-    asyncio.run(asyncio.sleep(0))
