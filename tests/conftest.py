@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -15,9 +16,28 @@ os.environ.setdefault("WANDB_MODE", "offline")
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Long tests first, then the other slow ones (two workers of `pytest -n 2` then finish together); the
+    tests of a module that shares started actors (a module-scoped fixture) stay on one worker, which starts
+    them once."""
+    for item in items:
+        shared = [d for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs
+                  if d.scope == "module" and d.argname != "close_loop_sessions"]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: (item.get_closest_marker("long") is None, item.get_closest_marker("slow") is None))
+
+
 def agentrl_cmd() -> list[str]:
     exe = VENV_BIN / "agentrl"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "agentrl.cli"]
+
+
+def free_port() -> int:
+    """A loopback port no one listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +49,20 @@ def tiny_text_path() -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray cluster (2 CPUs) for one test module."""
+    """A local Ray cluster (2 CPUs) shared by the modules of one test process: started by the first that
+    needs it (again if a test shut it down), stopped when the session ends. Modules stop what they start."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
-    ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -52,9 +52,12 @@ def test_an_actor_crash_while_labelling_is_an_actor_failure_and_exit_1(monkeypat
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_build_balanced_labels_the_example_parquet_and_writes_loadable_veRL_data(tmp_path, example_data):
     """The oracle reward (tests/plugins) knows the colour questions, answers the name questions only after a
-    search, and never the reversed name: rows 0-1 are search-free, 2-3 search-required, 4 unsolved."""
+    search, and never the reversed name: rows 0-1 are search-free, 2-3 search-required, 4 unsolved.
+    About a minute: the real command, end to end (the Qwen2.5-VL-shaped engine's start, then k samples of each
+    row in two workflows)."""
     out = tmp_path / "balanced.parquet"
     r = subprocess.run([*agentrl_cmd(), "build-balanced", "configs/eval_mini.yaml", "--data", str(example_data),
                         "--out", str(out), "-k", "2", "-t", "2", "--search-workflow", "rag", "--ratio", "0.5",

@@ -140,7 +140,11 @@ def test_the_step_profile_splits_a_step_into_its_parts():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_short_bench_run_writes_consistent_results(tmp_path):
+    """About three minutes: the real benchmark's phases (sync, async, async with `continue`, the learner
+    alone, the environment actor at zero latency), each a run of its own, since a bench is only as good as
+    the command that produces it."""
     out, png = tmp_path / "async.json", tmp_path / "timeline.png"
     r = subprocess.run([*agentrl_cmd(), "bench", "async", "--steps", "3", "--quick", "--latency-median", "0.3",
                         "--latency-p99", "1", "--out", str(out), "--timeline", str(png),

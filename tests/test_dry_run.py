@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agentrl.bench.processes import new_tag, tagged_env, tagged_processes
 from agentrl.config import load_config
 from agentrl.training.dry_run import Cluster, count_parameters, dry_run
 from tests.conftest import ROOT, agentrl_cmd
@@ -24,14 +25,11 @@ QWEN25_VL_7B = {
 }
 
 
-def dry(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def dry(*args: str, env: dict | None = None, tag: str = "") -> subprocess.CompletedProcess:
+    """`agentrl train --dry-run`; whatever it started would carry `tag` (agentrl/bench/processes.py)."""
+    env = tagged_env(tag or new_tag(), {**os.environ, "RAY_ADDRESS": "", **(env or {})})
     return subprocess.run([*agentrl_cmd(), "train", *args, "--dry-run"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
-
-
-def ray_processes() -> set[int]:
-    out = subprocess.run(["ps", "-eo", "pid,comm"], capture_output=True, text=True).stdout
-    return {int(line.split()[0]) for line in out.splitlines()[1:] if "raylet" in line or "gcs_server" in line}
+                          timeout=120, env=env)
 
 
 @pytest.fixture
@@ -43,12 +41,12 @@ def qwen7b(tmp_path: Path) -> Path:
 
 
 def test_the_demo_dry_run_prints_the_plan_and_starts_nothing():
-    before = ray_processes()
-    r = dry("configs/demo.yaml")
+    tag = new_tag()
+    r = dry("configs/demo.yaml", tag=tag)
     assert r.returncode == 0, r.stderr
     assert "learner rank 0: node 0, CPU" in r.stdout and "generator 0: node 0" in r.stdout
     assert "0 problem(s); nothing was started" in r.stdout
-    assert ray_processes() - before == set()
+    assert tagged_processes(tag) == set()
 
 
 def test_a_missing_model_folder_and_data_file_are_each_listed(tmp_path):

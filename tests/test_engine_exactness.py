@@ -23,15 +23,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_text_path):
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+def engine(cluster, tiny_text_path):
     actor = ray.remote(SteerableGenerator).options(num_cpus=0, max_concurrency=1000,
                                                    runtime_env=actor_runtime_env()).remote(tiny_text_path, 0)
     ray.get(actor.start.remote())
     yield actor
     ray.get(actor.shutdown.remote())
     ray.kill(actor)
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

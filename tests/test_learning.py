@@ -33,7 +33,10 @@ def test_the_learning_config_uses_the_short_text_prompt_and_the_protocol_keeps_i
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_grpo_from_the_cached_warm_start_raises_the_reward_on_an_easy_toy_task(tmp_path, monkeypatch, capsys):
+    """About two minutes: learning is only shown by enough steps (100) for the reward's rise to stand out of
+    one step's noise, from a warm start fine-tuned by this run."""
     from agentrl.training.orchestrator import train
 
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))  # a fresh warm start, built by this run

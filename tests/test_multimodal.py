@@ -186,8 +186,7 @@ def test_thumbnails_past_the_image_cap_are_left_out_with_a_note(vl_path):
 
 # ---- the real stack -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def vl(vl_path):
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+def vl(cluster, vl_path):
     cfg = load_config("configs/demo_vl.yaml", ["rollout.n=2", "tools.image_search.top_k=2",
                                                "env.max_tokens_per_turn=64", "env.max_total_tokens=900",
                                                "learner.lr=1e-3", SCRIPT])
@@ -197,7 +196,6 @@ def vl(vl_path):
                          env=actors.envs[0], rewards=actors.rewards, adapter=get_adapter(vl_path, cfg.model.vision))
     yield ns
     run(stop_actors(actors))
-    ray.shutdown()
 
 
 def _rollout(vl, gid: str, version: int = 0):

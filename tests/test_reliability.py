@@ -16,7 +16,10 @@ from tests.conftest import ROOT, agentrl_cmd
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.long
 def test_the_short_soak_loses_no_group_and_leaves_no_process(tmp_path):
+    """Three minutes of wall-clock time, as its name says: the kills come every 20-40 s and the driver's
+    kill needs a checkpoint first, so a shorter soak would inject too few faults to check."""
     out = tmp_path / "soak.json"
     r = subprocess.run([*agentrl_cmd(), "bench", "soak", "--minutes", "3", "--env-kill-every-s", "20",
                         "--generator-kill-every-s", "40", "--output-dir", str(tmp_path / "runs"), "--out", str(out),

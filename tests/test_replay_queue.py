@@ -2,18 +2,10 @@
 
 import asyncio
 
-import pytest
 import ray
 
 from agentrl.actors.factory import create_replay_queue
 from agentrl.records import Trajectory, TrajectoryGroup
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
 
 
 def group(gid: str, version: int, n: int = 3) -> TrajectoryGroup:
@@ -29,7 +21,7 @@ def queue(capacity: int, max_staleness: int):
     return create_replay_queue(capacity, max_staleness, name=None, max_concurrency=100)
 
 
-def test_batches_hold_whole_groups_in_arrival_order(ray_local):
+def test_batches_hold_whole_groups_in_arrival_order(cluster):
     q = queue(capacity=8, max_staleness=1)
     for i in range(5):
         ray.get(q.put.remote(group(f"g{i}", 0)))
@@ -39,7 +31,7 @@ def test_batches_hold_whole_groups_in_arrival_order(ray_local):
     assert batch.queue_depth == 3
 
 
-def test_a_batch_takes_the_oldest_policy_versions_first_so_late_groups_are_trained_before_going_stale(ray_local):
+def test_a_batch_takes_the_oldest_policy_versions_first_so_late_groups_are_trained_before_going_stale(cluster):
     q = queue(capacity=8, max_staleness=2)
     for g in (group("new1", 2), group("new2", 2), group("late", 0), group("new3", 2)):
         ray.get(q.put.remote(g))
@@ -48,7 +40,7 @@ def test_a_batch_takes_the_oldest_policy_versions_first_so_late_groups_are_train
     assert [g.group_id for g in ray.get(q.get_batch.remote(2, 3)).groups] == ["new2", "new3"]
 
 
-def test_stale_groups_are_dropped_and_counted(ray_local):
+def test_stale_groups_are_dropped_and_counted(cluster):
     q = queue(capacity=8, max_staleness=1)
     for g in (group("old", 0), group("new1", 2), group("new2", 3)):
         ray.get(q.put.remote(g))  # one at a time: concurrent puts have no order
@@ -58,7 +50,7 @@ def test_stale_groups_are_dropped_and_counted(ray_local):
     assert (stats.groups_in, stats.groups_out, stats.groups_dropped_stale, batch.queue_depth) == (3, 2, 1, 0)
 
 
-def test_producers_wait_while_the_queue_is_full(ray_local):
+def test_producers_wait_while_the_queue_is_full(cluster):
     q = queue(capacity=2, max_staleness=4)
 
     async def scenario():

@@ -18,15 +18,9 @@ import pytest
 from agentrl.config import load_config
 from agentrl.envs.registry import load_tool
 from agentrl.envs.tool import TrajectoryState
-from tests.conftest import ROOT, VENV_BIN, agentrl_cmd
+from tests.conftest import ROOT, VENV_BIN, agentrl_cmd, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_once(tool, args: dict):

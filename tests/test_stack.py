@@ -34,9 +34,8 @@ run = asyncio.run
 
 
 @pytest.fixture(scope="module")
-def stack(tiny_text_path):
+def stack(cluster, tiny_text_path):
     """Training's actors as the factory builds them: queue, reward pool, engine, environment actor, learner."""
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     # the random model's invalid actions get an observation, so the rollouts have observation spans to check
     cfg = load_config("configs/demo.yaml", ["rollout.n=2", "env.max_turns=3", "env.max_tokens_per_turn=16",
                                             "env.on_invalid_action=observe"])
@@ -45,7 +44,6 @@ def stack(tiny_text_path):
     yield SimpleNamespace(cfg=cfg, path=tiny_text_path, pool=actors.generators, learner=actors.learner,
                           queue=actors.queue, env=actors.envs[0])
     run(stop_actors(actors))
-    ray.shutdown()
 
 
 def greedy(pool, prompt, n=12, rid="greedy"):

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from agentrl.algorithms import scheduled_lr
+from agentrl.bench.processes import kill_tagged, new_tag, tagged_env, tagged_processes
 from agentrl.config import load_config
-from tests.conftest import ROOT, VENV_BIN, agentrl_cmd
+from tests.conftest import ROOT, VENV_BIN, agentrl_cmd, free_port
 
 pytestmark = pytest.mark.slow
 
 
-def train(tmp_path: Path, *overrides: str, timeout: int = 600, env: dict | None = None):
+def train(tmp_path: Path, *overrides: str, timeout: int = 600, env: dict | None = None, tag: str = ""):
+    """`agentrl train` of the demo on a cluster of its own; every process it starts carries `tag`
+    (agentrl/bench/processes.py), so a test finds them among other tests' clusters."""
     cmd = [*agentrl_cmd(), "train", "configs/demo.yaml", f"trainer.output_dir={tmp_path}", *overrides]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
+                          env=tagged_env(tag or new_tag(), {**os.environ, "RAY_ADDRESS": "", **(env or {})}))
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -44,14 +49,16 @@ def ledger_holds(summary: dict) -> bool:
         summary["groups_failed"] + summary["groups_in_flight_at_stop"]
 
 
+@pytest.mark.long
 def test_the_demo_trains_end_to_end_through_a_driver_kill_and_an_exact_resume(tmp_path):
+    """About a minute: two whole runs of the command (killed at step 2, then resumed), each on a cluster of
+    its own, as a preempted job is."""
     keys = {k: SECRET for k in ("SERPAPI_API_KEY", "JINA_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")}
     run = ["trainer.total_steps=3", "trainer.run_name=demo3", "trainer.wandb.mode=offline", "trainer.save_every=1"]
-    before = _ray_processes()
-    killed = train(tmp_path, *run, "faults.kill_driver_at_step=2", env={**keys, "WANDB_MODE": "offline"})
+    tag = new_tag()
+    killed = train(tmp_path, *run, "faults.kill_driver_at_step=2", env={**keys, "WANDB_MODE": "offline"}, tag=tag)
     assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, after the step-2 checkpoint
-    for pid in _ray_processes() - before:  # what a preempted node takes with it
-        subprocess.run(["kill", "-9", str(pid)], capture_output=True)
+    kill_tagged(tag)  # what a preempted node takes with it
     run_dir = tmp_path / "demo3"
     first_admissions = (run_dir / "admissions.jsonl").read_text().splitlines()
 
@@ -114,22 +121,17 @@ def test_with_a_slow_learner_no_trained_token_is_older_than_max_staleness(tmp_pa
     assert ledger_holds(summary)
 
 
-def _ray_processes() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server|EngineCore|ray::"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
-
-
 def test_a_crashed_actor_stops_the_run_with_its_name_and_leaves_no_processes(tmp_path):
-    before = _ray_processes()
+    tag = new_tag()
     r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=crash",
               "reward.name=tests.plugins.crashing_reward:crash",
-              "reward.max_restarts=1")  # one restart is used up as three are (each costs a worker's start)
+              "reward.max_restarts=1", tag=tag)  # one restart is used up as three are (each costs a worker's start)
     assert r.returncode == 1
     failure = [line for line in r.stderr.splitlines() if line.startswith("agentrl:")]
     assert failure and "actor 'reward-0' died" in failure[0], failure or r.stderr[-3000:]
     assert "actors/reward.py" in r.stderr  # the original frames, down to the call into the dead actor
     time.sleep(3)
-    assert _ray_processes() - before == set()
+    assert tagged_processes(tag) == set()
 
 
 def test_two_bf16_learner_ranks_under_zero3_train_the_demo(tmp_path):
@@ -152,34 +154,42 @@ def test_two_bf16_learner_ranks_under_zero3_train_the_demo(tmp_path):
 CLUSTER_ENV = {"RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
 
 
-def _ray(*args: str, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, **CLUSTER_ENV}
-    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, cwd=ROOT, env=env, **kw)
+def _ray(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **CLUSTER_ENV, **(env or {})}, **kw)
 
 
 @pytest.fixture
 def two_node_cluster():
     """A real two-node Ray cluster on this machine: a head offering `train` (two learner ranks' worth), and
-    a node offering the `gen` resource."""
-    _ray("stop", "--force")
-    head = _ray("start", "--head", "--port", "6390", "--num-cpus", "2", "--resources", '{"train": 2}',
-                "--dashboard-port", "8265",
-                "--include-dashboard", "true", "--disable-usage-stats", timeout=120)
+    a node offering the `gen` resource. Free ports and temp dirs of its own, its processes tagged: it
+    neither meets nor stops the other clusters on the machine (other tests run beside it)."""
+    tag, gcs_port, dashboard_port = new_tag(), free_port(), free_port()
+    env = tagged_env(tag, {})
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    # Each node its own temp dir: on one machine the two nodes would otherwise unpack the job's working dir
+    # into the same folder, each deleting it under the other; and no `ray.init()` elsewhere finds the head.
+    head = _ray("start", "--head", "--port", str(gcs_port), "--num-cpus", "2", "--resources", '{"train": 2}',
+                "--dashboard-port", str(dashboard_port), "--include-dashboard", "true", "--disable-usage-stats",
+                "--temp-dir", str(root / "head"), env=env, timeout=120)
     assert head.returncode == 0, head.stderr
-    # Its own temp dir: on one machine the two nodes would otherwise unpack the job's working dir
-    # into the same folder, each deleting it under the other.
-    node = _ray("start", "--address", "127.0.0.1:6390", "--num-cpus", "1", "--resources", '{"gen": 1}',
-                "--temp-dir", "/tmp/ray-node2", "--disable-usage-stats", timeout=120)
+    node = _ray("start", "--address", f"127.0.0.1:{gcs_port}", "--num-cpus", "1", "--resources", '{"gen": 1}',
+                "--temp-dir", str(root / "node2"), "--disable-usage-stats", env=env, timeout=120)
     assert node.returncode == 0, node.stderr
-    yield "http://127.0.0.1:8265"
-    _ray("stop", "--force", timeout=120)
+    yield f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}"
+    kill_tagged(tag)
+    shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.long
 def test_ray_job_submit_places_generators_and_learner_ranks_by_their_resources(tmp_path, two_node_cluster):
+    """About a minute: two Ray nodes started with `ray start`, a job submitted with `ray job submit` (its
+    working dir uploaded and unpacked), as a user runs one."""
     import sys
 
     py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-    r = _ray("job", "submit", "--address", two_node_cluster, "--working-dir", ".",
+    gcs, dashboard = two_node_cluster
+    r = _ray("job", "submit", "--address", dashboard, "--working-dir", ".",
              "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "wandb"]}), "--",
              py, "-m", "agentrl.cli", "train", "configs/demo.yaml", "trainer.total_steps=2",
              "trainer.run_name=multinode", f"trainer.output_dir={tmp_path}", "rollout.resources={gen: 1}",
@@ -188,7 +198,7 @@ def test_ray_job_submit_places_generators_and_learner_ranks_by_their_resources(t
     rows = metrics(tmp_path / "multinode")
     assert [row["step"] for row in rows] == [1, 2]
     placement = json.loads((tmp_path / "multinode" / "placement.json").read_text())
-    probe = ("import json, ray; ray.init(address='127.0.0.1:6390'); "
+    probe = (f"import json, ray; ray.init(address='{gcs}'); "
              "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get('gen')]))")
     out = subprocess.run([py, "-c", probe], capture_output=True, text=True, env={**os.environ, **CLUSTER_ENV},
                          timeout=120)

@@ -143,14 +143,11 @@ def test_a_slot_is_held_for_the_body_of_the_with_block_and_no_longer():
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(cluster):
+    """Ray, on the cluster the test process shares (its workers import tests/ from the project's root)."""
     import ray
 
-    from tests.conftest import ROOT
-
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 def test_concurrency_limit_is_shared_by_all_actors_of_a_node(apis, ray_local):

@@ -23,9 +23,9 @@ import sys
 import time
 from typing import Any
 
+from agentrl.bench.processes import kill_tagged, new_tag, tagged_env, tagged_processes
 from agentrl.errors import UserError
 
-RAY_PROCESSES = "raylet|gcs_server|EngineCore|ray::"
 KILL_AT = 0.4  # the driver kill, as a share of the soak's time
 
 
@@ -40,19 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for the run")
 
 
-def ray_processes() -> set[int]:
-    """Ray's and vLLM's processes on this machine now."""
-    out = subprocess.run(["pgrep", "-f", RAY_PROCESSES], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
-
-
-def start_driver(args: argparse.Namespace, extra: list[str], log: str) -> subprocess.Popen:
-    """`agentrl train` in a session of its own (so the whole node can be killed at once)."""
+def start_driver(args: argparse.Namespace, extra: list[str], log: str, tag: str) -> subprocess.Popen:
+    """`agentrl train` in a session of its own, everything it starts tagged with `tag` (so the whole node
+    can be killed at once, and nothing else on the machine with it)."""
     cmd = [sys.executable, "-m", "agentrl.cli", "train", args.config, f"trainer.output_dir={args.output_dir}",
            *args.overrides, *extra]
     with open(log, "w") as f:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "RAY_ADDRESS": ""})
+                                env=tagged_env(tag, {**os.environ, "RAY_ADDRESS": ""}))
 
 
 def has_checkpoint(run_dir: str) -> bool:
@@ -60,16 +55,12 @@ def has_checkpoint(run_dir: str) -> bool:
     return os.path.isdir(root) and any(re.match(r"^step_\d+$", n) for n in os.listdir(root))
 
 
-def preempt(driver: subprocess.Popen, before: set[int]) -> None:
+def preempt(driver: subprocess.Popen, tag: str) -> None:
     """SIGKILL the driver's whole session, then whatever Ray process it left (a node lost at once)."""
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     time.sleep(2)
-    for pid in ray_processes() - before:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_tagged(tag)
 
 
 def stop_gracefully(driver: subprocess.Popen, timeout_s: float) -> int:
@@ -106,17 +97,17 @@ def run(args: argparse.Namespace) -> int:
     kills = [f"faults.kill_env_every_s={args.env_kill_every_s or total_s / 6:.1f}",
              f"faults.kill_generator_every_s={args.generator_kill_every_s or total_s / 3:.1f}"]
     logs = [os.path.join(run_dir, "driver-1.log"), os.path.join(run_dir, "driver-2.log")]
-    before = ray_processes()
+    tag = new_tag()
     t0 = time.monotonic()
-    first = start_driver(args, kills, logs[0])
+    first = start_driver(args, kills, logs[0], tag)
     wait_until(t0 + KILL_AT * total_s, first, lambda: has_checkpoint(run_dir))
-    preempt(first, before)
+    preempt(first, tag)
     print(f"[agentrl] soak: driver killed at {time.monotonic() - t0:.0f}s; resuming")
-    second = start_driver(args, [*kills, "trainer.resume=auto"], logs[1])
+    second = start_driver(args, [*kills, "trainer.resume=auto"], logs[1], tag)
     wait_until(t0 + total_s, second)
     rc = stop_gracefully(second, cfg.trainer.stop_timeout_s + 300)
     time.sleep(3)
-    left = sorted(ray_processes() - before)
+    left = sorted(tagged_processes(tag))
     report = soak_report(run_dir, logs, rc, left, time.monotonic() - t0, args.minutes)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -24,15 +24,16 @@ class VisionConfig:
     max_images_per_trajectory: int = 8  # input images plus thumbnails; later thumbnails are left out
 
 
-# Models agentrl builds itself on first use (agentrl.models.tiny), named in `model.path` instead of a folder.
-BUILT_MODELS = ("tiny-text", "tiny-vl", "tiny-text-4l", "random-100m", "random-500m")
+# Models agentrl builds (agentrl.models.tiny) or converts from a packaged GGUF file (agentrl.models.imported)
+# on first use, named in `model.path` instead of a folder.
+BUILT_MODELS = ("tiny-text", "tiny-vl", "tiny-text-4l", "random-100m", "random-500m", "smollm2-135m")
 
 
 @dataclass
 class ModelConfig:
     """The policy model (`model.*`): which one, where tiny models are built, its dtype and image budgets."""
 
-    path: str = "tiny-text"  # a model agentrl builds (BUILT_MODELS: tiny-text, tiny-vl, ...) or a Hugging Face folder
+    path: str = "tiny-text"  # a model agentrl builds or imports (BUILT_MODELS: tiny-text, smollm2-135m...) or a folder
     cache_dir: str = ""  # where tiny models are built; default $AGENTRL_CACHE or ~/.cache/agentrl
     # learner and engines: "float32" or "bfloat16" (bf16 trains with fp32 master weights and fp32 gradient
     # reduction, and pushes bf16 weights to the engines)

@@ -8,10 +8,11 @@ any checkpoint.
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 
 from agentrl.grammar import ACTION_TAGS
+from agentrl.models.folders import made_once
+from agentrl.models.imported import PACKAGED_GGUF, import_packaged
 from agentrl.paths import cache_root
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -166,20 +167,19 @@ def build_key() -> str:
 
 
 def ensure_model(name_or_path: str, cache_dir: str = "") -> str:
-    """Return a loadable model folder: a tiny (or sized random) model is built once (under a file lock),
-    paths pass."""
+    """Return a loadable model folder: a tiny (or sized random) model is built once (under a file lock), a
+    packaged pretrained one (`agentrl.models.imported`) converted once, paths pass."""
+    if name_or_path in PACKAGED_GGUF:
+        return import_packaged(name_or_path, models_dir(cache_dir))
     if name_or_path not in TINY_NAMES + tuple(SIZED_MODELS):
         return name_or_path
-    root = models_dir(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    out = root / f"{name_or_path}-{build_key()}"
-    with open(root / f".{name_or_path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # several actors may ask at once
-        if not (out / "config.json").exists():
-            tmp = out.with_suffix(".tmp")
-            if name_or_path == "tiny-vl":
-                _build_vl(tmp)
-            else:
-                _build_text(tmp, *SIZED_MODELS[name_or_path])
-            tmp.rename(out)
-    return str(out)
+
+    def build(out: Path) -> None:
+        tmp = out.with_suffix(".tmp")
+        if name_or_path == "tiny-vl":
+            _build_vl(tmp)
+        else:
+            _build_text(tmp, *SIZED_MODELS[name_or_path])
+        tmp.rename(out)
+
+    return made_once(models_dir(cache_dir) / f"{name_or_path}-{build_key()}", build)

@@ -1,0 +1,106 @@
+"""A real pretrained model: SmolLM2-135M-Instruct, imported from the GGUF file set-up installs
+(`agentrl import-model`), keeps what it knows, and goes through the product's learner and engine: after a
+training step and a weight push the engine's log-probs along a sampled continuation are transformers' with
+the pushed weights. A bad GGUF file is one line and exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+
+import pytest
+import ray
+import torch
+
+from agentrl.cli import main
+from agentrl.config import load_config
+from tests.conftest import ROOT, agentrl_cmd
+
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    from agentrl.models.tiny import ensure_model
+
+    return ensure_model(MODEL)
+
+
+def test_a_damaged_gguf_file_is_one_line_naming_it_and_exit_2(tmp_path, capsys):
+    from agentrl.models.imported import packaged_gguf
+
+    whole = packaged_gguf(MODEL).read_bytes()
+    cases = {"truncated.gguf": whole[: len(whole) // 2], "header.gguf": whole[:4096], "text.gguf": b"not a model\n",
+             "empty.gguf": b""}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["import-model", "--gguf", str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"agentrl: {tmp_path / name}: ") and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists()
+    os.mkfifo(tmp_path / "fifo.gguf")  # read, it would wait for a writer for ever
+    assert main(["import-model", "--gguf", str(tmp_path / "fifo.gguf"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"agentrl: {tmp_path / 'fifo.gguf'}: not a regular file\n"
+    assert main(["import-model", "nosuch-model"]) == 2
+    assert "'nosuch-model' is not one of smollm2-135m" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_import_model_prints_a_folder_that_transformers_loads_and_that_knows_a_capital(smollm2_path):
+    r = subprocess.run([*agentrl_cmd(), "import-model", MODEL], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == smollm2_path, r.stderr[-2000:]  # converted once, cached
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    assert next(model.parameters()).dtype == torch.float32 and model.config.tie_word_embeddings
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                   tokenize=False, add_generation_prompt=True)
+    ids = tok(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_after_a_learner_step_and_a_push_the_engine_serves_transformers_log_probs(cluster, smollm2_path):
+    """About a minute: a 135M-parameter model's engine, DeepSpeed learner (fp32 weights and Adam states) and
+    push are real work on two cores; the tiny models cannot show what a real size and vocabulary break."""
+    from transformers import AutoModelForCausalLM
+
+    from agentrl.actors.factory import create_generator_pool, create_learner
+    from agentrl.actors.weights import sync_weights
+    from agentrl.records import GenerationRequest, SamplingConfig
+    from tests.learner_batches import real_batch
+
+    cfg = load_config("configs/demo.yaml", [f"model.path={MODEL}", "rollout.n=2", "learner.lr=1e-4",
+                                            "learner.lr_schedule=constant", "rollout.max_model_len=512"])
+    learner = create_learner(cfg, smollm2_path, total_steps=10, name=None)
+    pool = create_generator_pool(cfg, smollm2_path)
+    asyncio.run(pool.start())
+    try:
+        stats = ray.get(learner.train_step.remote(real_batch(smollm2_path, learner, 2, 2)))
+        assert stats.grad_norm > 0 and stats.policy_version == 1
+        asyncio.run(sync_weights(learner, pool.handles))
+        pushed = ray.get(learner.get_weights.remote())
+        prompt = [1, 504, 3458, 282, 4649, 314, 2]  # a few of the 49,152 tokens
+        request = GenerationRequest("real", prompt, SamplingConfig(max_tokens=16, temperature=1.0, ignore_eos=True))
+        served = asyncio.run(pool.generate("real", request))
+        assert set(served.policy_versions) == {1}
+    finally:
+        for h in pool.handles:
+            ray.get(h.shutdown.remote())
+            ray.kill(h)
+        ray.get(learner.shutdown.remote())
+        ray.kill(learner)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(pushed.tensors, strict=False)
+    assert unexpected == [] and set(missing) <= {"lm_head.weight"}  # tied: the head is the embedding
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + served.token_ids])).logits[0, len(prompt) - 1:-1]
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(served.token_ids)[:, None])[:, 0]
+    assert (expected - torch.tensor(served.logprobs)).abs().max() <= 1e-3
