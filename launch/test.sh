@@ -6,4 +6,4 @@ cd "$ROOT"
 bash launch/setup.sh
 .venv/bin/ruff check .
 bash launch/lint_imports.sh
-exec .venv/bin/python -m pytest tests -n 3 --dist loadgroup --durations=15 "$@"
+exec .venv/bin/python -m pytest tests -n 2 --dist loadgroup --durations=15 "$@"

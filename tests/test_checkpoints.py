@@ -135,3 +135,45 @@ def test_the_drivers_rng_states_survive_a_json_round_trip():
     np.random.seed(123)
     restore_rng(saved)
     assert (random.random(), float(np.random.rand())) == expected
+
+
+class _Planted:
+    """What a hostile `live_groups.pkl` holds: unpickling it would create the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_is_plain_data_and_a_planted_pickle_is_never_loaded(tmp_path):
+    import pickle
+
+    store = CheckpointStore(str(tmp_path), keep=3)
+    row = DataRow(7, "What is this?", ["a tile"], ["tile"], images=[b"\x89PNG\r\n\x1a\n\x00\xffbytes"],
+                  image_urls=["http://x/y.png"], data_source="fvqa", data_id="d7", category="search_required")
+    tmp = store.staging(1)
+    fake_learner_part(tmp)
+    store.commit(tmp, TrainerState(1, 1, 4, None), [AdmittedGroup("g7", row, 0, attempts=2)])
+    [back] = store.latest().live
+    assert back == AdmittedGroup("g7", row, 0, attempts=2)  # image bytes and every field round-trip
+    assert json.loads((tmp_path / "checkpoints" / "step_1" / "live_groups.json").read_text())[0]["group_id"] == "g7"
+
+    marker = tmp_path / "code-ran"
+    step2 = tmp_path / "checkpoints" / "step_2"  # an older agentrl's layout, or a planted file
+    step2.mkdir()
+    (step2 / "COMPLETE").write_text("ok\n")
+    (step2 / "deepspeed").mkdir()
+    (step2 / "trainer_state.json").write_text(json.dumps({"step": 2, "policy_version": 2, "rows_taken": 8,
+                                                          "data_cursor": None}))
+    (step2 / "live_groups.pkl").write_bytes(pickle.dumps(_Planted(str(marker))))
+    warnings: list[str] = []
+    assert store.latest(warn=warnings.append).state.step == 1  # skipped, named, the older one used
+    assert not marker.exists() and "step_2" in warnings[0] and "live_groups.pkl is not read" in warnings[0]
+    for bad in ('[{"group_id": 3}]', '[{"group_id": "g", "policy_version": "1", "row": {"row_id": 1, '
+                '"question": "q", "ground_truth": ["a"]}}]', '[{"group_id": "g", "policy_version": 1, "row": '
+                '{"row_id": 1, "question": "q", "ground_truth": ["a"], "images": ["%%%"]}}]', "{not json"):
+        (step2 / "live_groups.json").write_text(bad)
+        assert store.latest(warn=warnings.append).state.step == 1
+        assert "step_2" in warnings[-1] and "live_groups.json" in warnings[-1] and warnings[-1].count("\n") == 0

@@ -1,5 +1,7 @@
 """Config: YAML plus dotted overrides; bad keys and values fail early with one line."""
 
+import os
+
 import pytest
 
 from agentrl.config import ConfigError, load_config
@@ -45,6 +47,18 @@ def test_bad_values_fail_before_anything_starts(override, key):
         load_config(DEMO, [override])
 
 
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/elsewhere", "a/b", "..", ".", ""])
+def test_a_run_name_is_one_folder_inside_the_output_dir(name, tmp_path, capsys):
+    from agentrl.cli import main
+
+    with pytest.raises(ConfigError, match=r"bad value for 'trainer\.run_name'"):
+        load_config(DEMO, [f"trainer.run_name='{name}'", f"trainer.output_dir={tmp_path}"])
+    assert main(["train", DEMO, f"trainer.run_name='{name}'", f"trainer.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("agentrl: ") and "trainer.run_name" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []  # nothing written, inside or outside
+
+
 def test_missing_config_file_is_named():
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config("nope.yaml")
@@ -86,7 +100,8 @@ def test_learner_group_and_weight_sync_settings_are_checked(overrides, key, why)
 
 def test_the_built_in_model_names_are_the_ones_the_builder_builds():
     from agentrl.config.schema import BUILT_MODELS
+    from agentrl.models.imported import PACKAGED_GGUF
     from agentrl.models.tiny import SIZED_MODELS, TINY_NAMES
 
-    assert set(BUILT_MODELS) == set(TINY_NAMES) | set(SIZED_MODELS)
+    assert set(BUILT_MODELS) == set(TINY_NAMES) | set(SIZED_MODELS) | set(PACKAGED_GGUF)
     assert load_config("configs/demo.yaml", ["model.path=tiny-text-4l"]).model.path == "tiny-text-4l"

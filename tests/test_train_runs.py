@@ -189,11 +189,17 @@ def test_ray_job_submit_places_generators_and_learner_ranks_by_their_resources(t
 
     py = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
     gcs, dashboard = two_node_cluster
-    r = _ray("job", "submit", "--address", dashboard, "--working-dir", ".",
-             "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "wandb"]}), "--",
-             py, "-m", "agentrl.cli", "train", "configs/demo.yaml", "trainer.total_steps=2",
-             "trainer.run_name=multinode", f"trainer.output_dir={tmp_path}", "rollout.resources={gen: 1}",
-             "learner.resources={train: 1}", "learner.num_ranks=2", "trainer.progress=false", timeout=600)
+    job = ["job", "submit", "--address", dashboard, "--working-dir", ".",
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "wandb"]}), "--",
+           py, "-m", "agentrl.cli", "train", "configs/demo.yaml", "trainer.total_steps=2",
+           "trainer.run_name=multinode", f"trainer.output_dir={tmp_path}", "rollout.resources={gen: 1}",
+           "learner.resources={train: 1}", "learner.num_ranks=2", "trainer.progress=false"]
+    deadline = time.monotonic() + 120
+    while True:  # the head's job agent comes up after `ray start` returns (later on a busy machine)
+        r = _ray(*job, timeout=600)
+        if "No available agent to submit job" not in r.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     rows = metrics(tmp_path / "multinode")
     assert [row["step"] for row in rows] == [1, 2]

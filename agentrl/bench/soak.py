@@ -4,16 +4,18 @@ The run (`configs/soak.yaml`: 20% of tool calls fail) has an environment actor k
 and a generator engine every M/3 minutes (5 and 10 minutes in the 30-minute form; `--env-kill-every-s`,
 `--generator-kill-every-s` for short forms, whose driver start-ups leave little time), Ray restarting both;
 at 40% of the time its driver and every process it started are SIGKILLed (a preempted node), and the run
-is started again with `trainer.resume=auto`; at the end it gets SIGTERM and must exit 0 with a
-checkpoint and no process left. Reported: steps done, faults injected, restarts, resumes, the ledger
-(summary.json) and lost groups: admitted minus trained, dropped as stale, failed and in flight at stop
-(must be 0). Writes `bench/soak.json`; the table is in docs/benchmarks.md.
+is started again with `trainer.resume=auto`; at the end (on a busy machine, once every kind of fault has
+been injected, up to twice the time) it gets SIGTERM and must exit 0 with a checkpoint and no process left.
+Reported: steps done, faults injected, restarts, resumes, the ledger (summary.json) and lost groups:
+admitted minus trained, dropped as stale, failed and in flight at stop (must be 0). Writes
+`bench/soak.json`; the table is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -74,8 +76,10 @@ def stop_gracefully(driver: subprocess.Popen, timeout_s: float) -> int:
         return -9
 
 
-def wait_until(deadline: float, driver: subprocess.Popen, ready: Any = lambda: True) -> None:
-    while (time.monotonic() < deadline or not ready()) and driver.poll() is None:
+def wait_until(deadline: float, driver: subprocess.Popen, ready: Any = lambda: True,
+               cap: float = math.inf) -> None:
+    """Until `deadline` and `ready()` (but no later than `cap`); the driver exiting first is an error."""
+    while (time.monotonic() < deadline or not ready()) and time.monotonic() < cap and driver.poll() is None:
         time.sleep(1.0)
     if driver.poll() is not None:
         raise UserError(f"bench soak: the run exited early ({driver.returncode}); see its log")
@@ -94,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
     total_s = args.minutes * 60
-    kills = [f"faults.kill_env_every_s={args.env_kill_every_s or total_s / 6:.1f}",
-             f"faults.kill_generator_every_s={args.generator_kill_every_s or total_s / 3:.1f}"]
+    every = {"env": args.env_kill_every_s or total_s / 6, "generator": args.generator_kill_every_s or total_s / 3,
+             "reward": cfg.faults.kill_reward_every_s}
+    kills = [f"faults.kill_env_every_s={every['env']:.1f}", f"faults.kill_generator_every_s={every['generator']:.1f}"]
     logs = [os.path.join(run_dir, "driver-1.log"), os.path.join(run_dir, "driver-2.log")]
     tag = new_tag()
     t0 = time.monotonic()
@@ -104,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
     preempt(first, tag)
     print(f"[agentrl] soak: driver killed at {time.monotonic() - t0:.0f}s; resuming")
     second = start_driver(args, [*kills, "trainer.resume=auto"], logs[1], tag)
-    wait_until(t0 + total_s, second)
+    # On a busy machine start-ups eat the time: the soak runs on (up to twice its length) until every kind of
+    # fault it was asked for has been injected at least once.
+    def injected() -> bool:
+        return all(count(rf"fault: killed {kind}-", *logs) > 0 for kind, s in every.items() if s > 0)
+
+    wait_until(t0 + total_s, second, injected, cap=t0 + 2 * total_s)
     rc = stop_gracefully(second, cfg.trainer.stop_timeout_s + 300)
     time.sleep(3)
     left = sorted(tagged_processes(tag))

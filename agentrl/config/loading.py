@@ -139,6 +139,9 @@ def _validate_trainer(cfg: Config) -> None:
              "must hold at least one batch (>= trainer.batch_groups)")
     _require(t.eval_every >= 0, "trainer.eval_every", "must be >= 0")
     _require(t.log_level in LOG_LEVELS, "trainer.log_level", f"'{t.log_level}' is not {' or '.join(LOG_LEVELS)}")
+    name = str(t.run_name)  # the run's folder inside trainer.output_dir, never outside it
+    _require(name not in ("", ".", "..") and "/" not in name and os.sep not in name and "\0" not in name,
+             "trainer.run_name", f"{name!r} is not a single folder name")
     if t.eval_every:
         _require(os.path.isfile(t.eval_data), "trainer.eval_data", f"'{t.eval_data}' is not a file")
         try:

@@ -277,7 +277,7 @@ class TrainerConfig:
     # a stand-in and the learner does not wait; a spare that goes stale is dropped and counted
     spare_groups: int = 0
     queue_capacity: int = 16  # groups the replay queue holds (at least batch_groups)
-    run_name: str = "demo"  # the run's folder is <output_dir>/<run_name>
+    run_name: str = "demo"  # the run's folder is <output_dir>/<run_name> (one folder name: no '/', not '..')
     output_dir: str = "runs"  # the folder that holds the runs' folders
     seed: int = 0  # the learner's torch seed and the engines' sampling seeds (engine i: seed + i)
     save_final: bool = True  # a checkpoint at the end of the run (checkpoints/final)

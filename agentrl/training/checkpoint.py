@@ -3,27 +3,32 @@ kept, and found again by `trainer.resume=auto`.
 
 A checkpoint folder holds the model in Hugging Face format (transformers and vLLM load the folder as it
 is), `deepspeed/` (every learner rank's optimizer and schedule state, sharded as DeepSpeed writes it),
-`trainer_state.json` (step, policy version, data cursor, accounting) and `live_groups.pkl` (the prompt
-rows of the groups admitted but not yet ended, re-admitted first on resume). It is written under
+`trainer_state.json` (step, policy version, data cursor, accounting) and `live_groups.json` (the prompt
+rows of the groups admitted but not yet ended, re-admitted first on resume; images as base64). Both are
+plain data: reading a run folder never unpickles anything (a checkpoint of an older agentrl, with
+`live_groups.pkl`, is skipped with a warning). It is written under
 `.step_N.tmp/`, marked COMPLETE, then renamed: a folder named `step_N` is whole, or it is skipped on
 resume with a one-line warning naming it. `final` links to the checkpoint of a run that finished.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
-import pickle
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agentrl.records import DataRow
 from agentrl.training.accounting import AdmittedGroup, LedgerCounts
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
-LIVE_FILE = "live_groups.pkl"
+LIVE_FILE = "live_groups.json"
+LEGACY_LIVE_FILE = "live_groups.pkl"  # written by agentrl before 2026-12-07; never unpickled
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -70,8 +75,8 @@ class CheckpointStore:
 
     def commit(self, tmp: str, state: TrainerState, live: list[AdmittedGroup]) -> str:
         """Add the driver's part, mark the folder complete, rename it into place, apply retention."""
-        with open(os.path.join(tmp, LIVE_FILE), "wb") as f:
-            pickle.dump(live, f)
+        with open(os.path.join(tmp, LIVE_FILE), "w") as f:
+            json.dump([live_to_json(g) for g in live], f)
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
             json.dump(asdict(state), f, indent=1)
         with open(os.path.join(tmp, COMPLETE), "w") as f:
@@ -109,7 +114,7 @@ class CheckpointStore:
         for _, path in reversed(self._steps()):
             try:
                 return read_checkpoint(path)
-            except (OSError, ValueError, TypeError, KeyError, pickle.UnpicklingError, EOFError) as e:
+            except (OSError, ValueError, TypeError, KeyError) as e:
                 warn(f"[agentrl] skipping checkpoint {path}: {e}")
         return None
 
@@ -126,11 +131,39 @@ def read_checkpoint(path: str) -> Checkpoint:
         state.ledger_counts()
     except (json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"unreadable {STATE_FILE}: {e}") from None
-    with open(os.path.join(path, LIVE_FILE), "rb") as f:
-        live = pickle.load(f)
-    if not isinstance(live, list) or not all(isinstance(g, AdmittedGroup) for g in live):
-        raise ValueError(f"unreadable {LIVE_FILE}")
+    if not os.path.isfile(os.path.join(path, LIVE_FILE)) and os.path.exists(os.path.join(path, LEGACY_LIVE_FILE)):
+        raise ValueError(f"written by an older agentrl ({LEGACY_LIVE_FILE} is not read: unpickling runs code)")
+    try:
+        with open(os.path.join(path, LIVE_FILE)) as f:
+            live = [live_from_json(g) for g in json.load(f)]
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ValueError(f"unreadable {LIVE_FILE}: {e}") from None
     return Checkpoint(path, state, live)
+
+
+def live_to_json(group: AdmittedGroup) -> dict[str, Any]:
+    """A live group as plain JSON values (image bytes in base64)."""
+    row = {**asdict(group.row), "images": [base64.b64encode(b).decode() for b in group.row.images]}
+    return {"group_id": group.group_id, "policy_version": group.policy_version, "attempts": group.attempts,
+            "row": row}
+
+
+def live_from_json(value: dict[str, Any]) -> AdmittedGroup:
+    """`live_to_json` read back, every field's type checked (ValueError naming the field)."""
+    row = dict(value["row"])
+    try:
+        row["images"] = [base64.b64decode(s, validate=True) for s in row.get("images", [])]
+    except (binascii.Error, TypeError) as e:
+        raise ValueError(f"row.images: {e}") from None
+    group = AdmittedGroup(value["group_id"], DataRow(**row), value["policy_version"], value.get("attempts", 0))
+    for name, kind in (("group_id", str), ("policy_version", int), ("attempts", int)):
+        if not isinstance(getattr(group, name), kind):
+            raise ValueError(f"{name}: expected {kind.__name__}")
+    r = group.row
+    texts = [r.question, r.data_source, r.data_id, r.category, *r.ground_truth, *r.candidate_answers, *r.image_urls]
+    if not (isinstance(r.row_id, int) and isinstance(r.ground_truth, list) and all(isinstance(x, str) for x in texts)):
+        raise ValueError(f"group {group.group_id}: a row field of the wrong type")
+    return group
 
 
 def rng_states() -> dict[str, Any]:
