@@ -300,3 +300,23 @@ def test_an_image_too_large_to_decode_is_refused_before_decoding():
     over_the_cap = r"row 0: field 'images\[0\]': .*12000x12000 pixels is over the limit of \d+ pixels"
     with pytest.raises(DataError, match=over_the_cap):
         parse_row(record(0, images=[{"bytes": bomb, "path": None}]), 0, "d.pq")
+
+
+@pytest.mark.parametrize("kind", ["/proc/self/mem", "/dev/zero", "fifo"])
+def test_a_data_source_or_image_path_that_is_no_regular_file_is_refused_before_it_is_read(tmp_path, capsys, kind):
+    """`/proc/self/mem` calls itself a regular file of 0 bytes and fails half-read; `/dev/zero` never ends; a
+    FIFO waits for a writer for ever. None is opened: one line, exit 2 (the whole file) or the row's error."""
+    from agentrl.cli import main
+
+    path = kind
+    if kind == "fifo":
+        path = str(tmp_path / "data.jsonl")
+        os.mkfifo(path)
+    assert main(["check-data", "configs/demo.yaml", f"data.source={path}"]) == 2
+    assert capsys.readouterr().err == f"agentrl: {path}: not a file\n"
+    rows = tmp_path / "rows.jsonl"
+    row = {"prompt": [{"role": "user", "content": "What is this?"}], "reward_model": {"ground_truth": "x"},
+           "images": [path]}
+    rows.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"cannot read image file '{path}' (not a regular file)")):
+        list(PromptStream(str(rows), shuffle=False).once())

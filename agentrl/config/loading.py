@@ -11,10 +11,11 @@ import os
 from contextvars import ContextVar
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from agentrl.config.schema import BUILT_MODELS, SYNTHETIC_SOURCES, Config, ToolsConfig
+from agentrl.config.yaml_input import YamlRefused, YamlSyntaxError, parse_yaml, read_yaml_file
 from agentrl.console import LOG_LEVELS
 from agentrl.errors import UserError
 from agentrl.grammar import check_workflow
@@ -38,26 +39,51 @@ def _valid_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _check_keys(user: Any, valid: set[str], prefix: str = "") -> None:
+def _sections(node: Any, prefix: str = "") -> set[str]:
+    """The dotted keys whose value is a section (a mapping of keys)."""
+    out = set()
+    for k, v in node.items():
+        if isinstance(v, DictConfig):
+            out |= {f"{prefix}{k}", *_sections(v, f"{prefix}{k}.")}
+    return out
+
+
+def _check_keys(user: Any, valid: set[str], prefix: str = "", sections: frozenset[str] = frozenset()) -> None:
     for k, v in user.items():
         path = f"{prefix}{k}"
         if path not in valid:
             close = difflib.get_close_matches(path, sorted(valid), n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{path}'{hint}")
+        if path in sections and not isinstance(v, (dict, DictConfig)):
+            raise ConfigError(f"bad value for '{path}': a section of keys, not {'null' if v is None else repr(v)}")
         if isinstance(v, (dict, DictConfig)) and path not in _OPEN_DICTS:
-            _check_keys(v, valid, path + ".")
+            _check_keys(v, valid, path + ".", sections)
+
+
+MAX_OVERRIDE_CHARS = 65536
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' is not of the form key=value")
     key, value = item.split("=", 1)
+    if len(value) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"override '{key}': {len(value)} characters, over the {MAX_OVERRIDE_CHARS} allowed")
     try:  # YAML values, as in the files: lists, maps, numbers, booleans
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
+        parsed = parse_yaml(value) if value else ""
+    except YamlSyntaxError:
         parsed = value
+    except YamlRefused as e:
+        raise ConfigError(f"override '{key}': {e}") from None
     return key.strip(), parsed
+
+
+def _omegaconf_error(where: str, e: Exception) -> ConfigError:
+    """An OmegaConf error (a wrong type, a section that is not a mapping, an interpolation) as one line."""
+    key = getattr(e, "full_key", "") or ""
+    why = (str(e).splitlines() or [type(e).__name__])[0]
+    return ConfigError(f"{where}: bad value for '{key}': {why}" if key else f"{where}: {why}")
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, check: bool = True) -> Config:
@@ -65,22 +91,34 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, che
     then `config_problems` lists what is wrong), return the result. Unknown keys and values of the wrong
     type always fail here."""
     schema = OmegaConf.structured(Config)
-    valid = set(_valid_keys(schema))
+    valid, sections = set(_valid_keys(schema)), frozenset(_sections(schema))
     merged = schema
     if path:
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise ConfigError(f"config file '{path}' does not exist")
-        user = OmegaConf.load(path)
-        _check_keys(user, valid)
-        merged = OmegaConf.merge(merged, user)
+        try:
+            data = read_yaml_file(path)
+        except YamlRefused as e:
+            raise ConfigError(f"{path}: {e}") from None
+        try:
+            _check_keys(data, valid, sections=sections)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.create(data))
+        except (OmegaConfBaseException, RecursionError) as e:
+            raise _omegaconf_error(path, e) from None
     for item in overrides or []:
         key, value = _parse_override(item)
-        _check_keys(_nest(key, value), valid)
+        _check_keys(_nest(key, value), valid, sections=sections)
         try:
             OmegaConf.update(merged, key, value, merge=True)
         except Exception as e:  # omegaconf type errors: report the key, one line
             raise ConfigError(f"bad value for '{key}': {value!r} ({type(e).__name__})") from None
-    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    try:  # interpolations (${...}) resolve here
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except (OmegaConfBaseException, RecursionError) as e:
+        raise _omegaconf_error(path or "overrides", e) from None
     if check:
         validate(cfg)
     return cfg

@@ -27,8 +27,10 @@ from typing import Any
 from agentrl.errors import UserError
 from agentrl.images import check_image
 from agentrl.records import DataRow
+from agentrl.user_files import check_user_file, read_user_file
 
 JSONL_SUFFIXES, PARQUET_SUFFIXES = (".jsonl", ".json"), (".parquet", ".pq")
+MAX_IMAGE_FILE_BYTES = 64 << 20  # an image named by path; the pixel cap is check_image's
 ROW = "row"  # the `field` of a row that is not a record at all (a JSONL line that is not a JSON object)
 _SCALARS = (str, int, float)  # what an answer may be written as (a number reads as its text)
 
@@ -62,10 +64,9 @@ def _read_path(path: Any, base_dir: str) -> bytes:
         raise ValueError(f"'path' must be a file path, got {_type_name(path)}")
     full = path if os.path.isabs(path) else os.path.join(base_dir, path)
     try:
-        with open(full, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read image file '{full}' ({e.strerror})") from None
+        return read_user_file(full, MAX_IMAGE_FILE_BYTES)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read image file '{full}' ({e})") from None
 
 
 def _image_bytes(item: Any, base_dir: str) -> bytes:
@@ -310,8 +311,10 @@ def _parquet_records(path: str, batch_rows: int) -> Iterator[dict[str, Any]]:
 def data_format(path: str) -> str:
     """'jsonl' or 'parquet' for a data file (by suffix, else parquet's magic bytes); DataError if neither
     or not a file."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: not a file", "file")
+    try:
+        check_user_file(path)  # a device, FIFO or /proc file would hang or fail half-read
+    except ValueError:
+        raise DataError(f"{path}: not a file", "file") from None
     suffix = os.path.splitext(path)[1].lower()
     if suffix in JSONL_SUFFIXES:
         return "jsonl"

