@@ -133,11 +133,13 @@ def test_the_judge_decides_where_the_verifier_gives_zero_and_its_verdict_is_cach
     assert judge_server.hits["chat"] == 1  # the verifier decided: no judge call
 
 
-def test_a_judge_that_echoes_its_key_never_gets_it_into_the_cache(judge_server, tmp_path, monkeypatch):
+# the variable the config names for the key: a key-like name, and one that says nothing (redacted by value)
+@pytest.mark.parametrize("variable", ["JUDGE_KEY_X", "GRADER_AUTH"])
+def test_a_judge_that_echoes_its_key_never_gets_it_into_the_cache(judge_server, tmp_path, monkeypatch, variable):
     key = "sk-judge-echoed-7c6b5a"
-    monkeypatch.setenv("JUDGE_KEY_X", key)  # a name the config chose: not one of the tools' key variables
+    monkeypatch.setenv(variable, key)  # a name the config chose: not one of the tools' key variables
     judge_server.echo_auth = True
-    opts = judge_options(judge_server, tmp_path, judge_api_key_env="JUDGE_KEY_X")
+    opts = judge_options(judge_server, tmp_path, judge_api_key_env=variable)
     assert score("teal blue", "blue", **opts).components["accuracy"] == 1.0
     assert judge_server.auth == [f"Bearer {key}"]  # sent, and echoed back in the reply
     again = asyncio.run(get_judge(JudgeConfig.from_options(opts)).judge("What is shown?", ["blue"], "teal blue", []))

@@ -126,6 +126,22 @@ def test_a_string_ground_truth_is_one_gold_answer_never_its_characters():
     assert score("mmsearch_r1", [R + "<answer>p</answer>"], gt="Paris").components["accuracy"] == 0.0
 
 
+@pytest.mark.parametrize("gold", ["A", "The", "an", "the.", "", "  "])
+@pytest.mark.parametrize("answer", ["", " ", "the", "."])
+def test_an_answer_or_gold_that_normalises_to_nothing_never_matches(gold, answer):
+    from agentrl.rewards.answers import is_correct
+    from agentrl.rewards.hierarchical import static_verify
+
+    for preset in ("exact_match", "mmsearch_r1", "general"):
+        for mode in ("EM", "SubEM"):
+            r = score(preset, [R + f"<answer>{answer}</answer>"], gt=gold, reward_mode=mode) \
+                if preset != "exact_match" else score(preset, [R + f"<answer>{answer}</answer>"], gt=gold)
+            assert r.components["accuracy"] == 0.0, (preset, mode)
+        assert not is_correct("Paris", [gold], "SubEM")  # an empty gold is inside every answer
+    assert not static_verify(answer, [gold])
+    assert is_correct("Paris", [gold, "paris"], "EM")  # the other golds still count
+
+
 def test_the_answer_is_the_last_turns_final_answer_else_the_recorded_one():
     from agentrl.rewards.answers import predicted_answer
 

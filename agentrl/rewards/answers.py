@@ -32,13 +32,15 @@ def predicted_answer(inp: RewardInput) -> str | None:
 
 
 def is_correct(answer: str | None, golds: list[str], mode: str = "EM") -> bool:
-    """`EM`: the normalised answer equals a normalised gold; `SubEM`: a normalised gold occurs inside it."""
-    if answer is None:
+    """`EM`: the normalised answer equals a normalised gold; `SubEM`: a normalised gold occurs inside it.
+    An answer or a gold that normalises to nothing ("", "The", "a.") never matches: an empty answer is not
+    right because a gold was only an article."""
+    if mode not in ("EM", "SubEM"):
+        raise ValueError(f"reward option reward_mode: '{mode}' is not 'EM' or 'SubEM'")
+    pred = normalize_answer(answer) if answer is not None else ""
+    norm = [g for g in map(normalize_answer, golds) if g]
+    if not pred:
         return False
-    pred = normalize_answer(answer)
-    norm = [normalize_answer(g) for g in golds]
     if mode == "EM":
         return pred in norm
-    if mode == "SubEM":
-        return any(g in pred for g in norm)
-    raise ValueError(f"reward option reward_mode: '{mode}' is not 'EM' or 'SubEM'")
+    return any(g in pred for g in norm)

@@ -33,7 +33,7 @@ from typing import Any
 from agentrl.config import BackendConfig
 from agentrl.records import Observation, RewardInput, RewardResult
 from agentrl.redaction import redact
-from agentrl.rewards.answers import gold_answers, is_correct, normalize_answer, predicted_answer
+from agentrl.rewards.answers import gold_answers, is_correct, predicted_answer
 from agentrl.rewards.mmsearch_r1 import FORMATS, combine, format_score
 from agentrl.rewards.registry import register_reward
 from agentrl.web.chat import ChatClient
@@ -70,7 +70,7 @@ def static_verify(prediction: str | None, golds: list[str]) -> bool:
     """Normalised exact match, or math-verify equality, against any gold answer."""
     if prediction is None:
         return False
-    if normalize_answer(prediction) and is_correct(prediction, golds, "EM"):
+    if is_correct(prediction, golds, "EM"):
         return True
     if len(prediction) > MAX_MATH_CHARS:  # sympy on a huge expression can run for minutes
         return False

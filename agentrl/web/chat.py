@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from agentrl.config import BackendConfig
+from agentrl.redaction import register_key_variable
 from agentrl.web.http import Backend, BackendError
 
 
@@ -21,6 +22,7 @@ class ChatClient:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
+        register_key_variable(api_key_env)  # its value is redacted from replies, errors and caches
         self.http = Backend(name, http)
 
     def headers(self) -> dict[str, str]:
