@@ -37,6 +37,22 @@ class SearchHit:
     url: str
     snippet: str
 
+    @classmethod
+    def from_result(cls, result: Any, title: str, url: str, snippet: str) -> SearchHit | None:
+        """A hit from one result object of a search API's JSON; a field that is null or not text is empty
+        text, a result that is no object is None (dropped)."""
+        if not isinstance(result, dict):
+            return None
+        text = [v if isinstance(v, str) else "" for v in (result.get(title), result.get(url), result.get(snippet))]
+        return cls(*text)
+
+
+def _hits(data: Any, key: str, k: int, *fields: str) -> list[SearchHit]:
+    """The first `k` hits of a search API's reply `data[key]`; whatever else the reply holds is dropped."""
+    results = data.get(key) if isinstance(data, dict) else None
+    hits = (SearchHit.from_result(r, *fields) for r in (results if isinstance(results, list) else []))
+    return [h for h in hits if h is not None][:k]
+
 
 def corpus_identity(path: str) -> str:
     """A content hash of the corpus file (of the built-in demo corpus when no path is set)."""
@@ -136,13 +152,11 @@ class TextSearchTool(Tool):
         if c.backend == "serpapi":
             data = await self.search_http.request("GET", self.base_url, params={
                 "engine": "google", "q": query, "num": k, "api_key": _key("SERPAPI_API_KEY", "serpapi")})
-            return [SearchHit(r.get("title", ""), r.get("link", ""), r.get("snippet", ""))
-                    for r in (data.get("organic_results") or [])[:k]]
+            return _hits(data, "organic_results", k, "title", "link", "snippet")
         if c.backend == "searxng":
             data = await self.search_http.request("GET", f"{self.base_url}/search",
                                                   params={"q": query, "format": "json"})
-            return [SearchHit(r.get("title", ""), r.get("url", ""), r.get("content", ""))
-                    for r in (data.get("results") or [])[:k]]
+            return _hits(data, "results", k, "title", "url", "content")
         if c.backend == "retriever":
             from agentrl.envs.retriever import parse_retriever_hit
 

@@ -1,6 +1,6 @@
 """The tool cache: its key holds everything that changes a result (so one corpus never answers for
 another), a corrupt file fails with one line naming it, a read-only file is read for replay, and an
-entry that does not decode is a miss."""
+entry that does not decode, or a damaged page, is a counted miss; a symbolic link in its place is refused."""
 
 from __future__ import annotations
 
@@ -141,6 +141,33 @@ def test_a_corrupt_entry_is_a_miss_and_is_replaced(tmp_path):
     assert cache.counters() == {"hits": 0, "misses": 4, "corrupt": 3, "put_errors": 0}
     _, call = run(call_tool(t, "kasazo", TrajectoryState("q"), 10, cache))
     assert call.cached
+
+
+def test_a_damaged_page_of_the_file_is_a_counted_miss_not_a_failed_call(tmp_path):
+    path = str(tmp_path / "tools.sqlite")
+    cache = ToolCache(path)
+    keys = [f"k{i}" for i in range(300)]
+    for k in keys:
+        cache.put_sync(k, "t", Observation(k * 200))
+    cache.close()  # the last connection: the WAL is folded into the file
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # every page after the schema's, overwritten as a bad disk might
+        f.seek(2 * 4096)
+        f.write(b"\xde\xad" * ((size - 2 * 4096) // 2))
+    damaged = ToolCache(path)
+    assert [damaged.get_sync(k) for k in keys[:5]] == [None] * 5
+    assert damaged.corrupt == 5 and damaged.misses == 5
+
+
+def test_a_symbolic_link_in_the_caches_place_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    ToolCache(str(elsewhere)).close()
+    for planted in ("tools.sqlite", "tools.sqlite-wal"):
+        folder = tmp_path / planted.replace(".", "_")
+        folder.mkdir()
+        (folder / planted).symlink_to(elsewhere)
+        with pytest.raises(CacheError, match=f"{folder / planted}: a symbolic link"):
+            ToolCache(str(folder / "tools.sqlite"))
 
 
 def test_image_lists_that_join_to_the_same_bytes_have_different_hashes():

@@ -257,6 +257,16 @@ def test_an_oversized_page_is_refused_or_cut_visibly_in_the_observation(apis, ke
     assert cutting.stats["pages_cut"] == 1 and "cut" not in lines[1]
 
 
+def test_null_or_odd_fields_in_search_results_are_empty_text_and_the_rest_is_kept(apis, keys):
+    apis.organic = [{"title": "Null snippet", "link": "https://example.org/a", "snippet": None},
+                    {"title": None, "link": 7, "snippet": ["not", "text"]}, "not an object", None,
+                    {"title": "Good", "link": "https://example.org/b", "snippet": "good snippet"}]
+    t = tool("text_search", *serp(apis), "tools.text_search.reader=none", "tools.text_search.top_k=5")
+    obs = run(t.run({"query": "q"}, TrajectoryState("q")))
+    lines = obs.text.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("1. Null snippet") and lines[2].endswith("good snippet")
+
+
 def test_an_oversized_reply_of_the_jina_reader_is_refused_or_cut_visibly(apis, keys):
     apis.organic = [{"title": "Echo", "link": "https://example.org/x", "snippet": "echo snippet"}]
     jina = [*serp(apis), "tools.text_search.reader=jina", f"tools.text_search.reader_url={apis.url}/echo/",

@@ -5,8 +5,9 @@ SQLite in WAL mode: many readers and writers across processes. A key hashes the 
 image; `Tool.cache_identity`), and the normalised arguments (never an API key); values are JSON (images
 base64), so reading the cache never unpickles anything.
 
-A file that is not a SQLite database fails with one line naming it; a read-only cache (for
-`tools.cache.mode=replay_only`) is read and never written; an entry that does not decode is a miss.
+A file that is not a SQLite database, or a symbolic link in the cache's place, fails with one line naming
+it; a read-only cache (for `tools.cache.mode=replay_only`) is read and never written; an entry that does
+not decode, or a damaged page of the file, is a counted miss (`corrupt`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class ToolCache:
 
     def __init__(self, path: str = "", read_only: bool = False) -> None:
         self.path = path or default_path()
+        # a link planted where the cache lives would make every run write (or read) where it points
+        links = [p for p in (self.path, f"{self.path}-wal", f"{self.path}-shm") if os.path.islink(p)]
+        if links:
+            raise CacheError(f"tool cache {links[0]}: a symbolic link; the cache opens only its own files")
         folder = os.path.dirname(os.path.abspath(self.path))
         writable = os.access(folder, os.W_OK) and os.access(self.path, os.W_OK)
         self.read_only = read_only or (os.path.exists(self.path) and not writable)
@@ -130,8 +135,13 @@ class ToolCache:
 
     def get_sync(self, key: str) -> Observation | None:
         row = None
-        if self._has_table:  # a read-only cache may never have had an entry
-            row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        try:
+            if self._has_table:  # a read-only cache may never have had an entry
+                row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError:  # a damaged page ("disk image is malformed"): the call goes to the web
+            self.corrupt += 1
+            self.misses += 1
+            return None
         if row is None:
             self.misses += 1
             return None
