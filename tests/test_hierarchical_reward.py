@@ -53,6 +53,65 @@ def test_the_static_verifier_matches_normalised_text_and_math(answer, gold, acc)
     assert r.components["accuracy"] == acc and r.components["verified"] == acc and r.components["judged"] == 0.0
 
 
+BOMB = "$10^{10^{10}}$"  # 14 characters that keep sympy busy for good
+
+
+def test_an_answer_that_hangs_math_verify_scores_0_in_seconds_off_the_main_thread_and_is_counted():
+    """As in a Ray actor: the reward runs on an event loop in another thread, where signal timeouts do not
+    work. The worker is killed at its deadline; the next answer is verified by a fresh one."""
+    import threading
+    import time
+
+    from agentrl.rewards.hierarchical import MATH_WORKER
+
+    results: list = []
+
+    def actor_thread() -> None:
+        async def group():
+            t0 = time.monotonic()
+            scores = await asyncio.gather(*[score_async(get_reward_fn("hierarchical"), RewardInput(
+                "q", [f"{R}<answer>{a}</answer>"], None, "5"), {"judge": False}) for a in (BOMB, "5", "2+3")])
+            return scores, time.monotonic() - t0
+
+        results.append(asyncio.run(group()))
+
+    killed = MATH_WORKER.killed
+    thread = threading.Thread(target=actor_thread)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    (bomb, plain, sum_), seconds = results[0]
+    assert seconds < 20 and MATH_WORKER.killed == killed + 1
+    assert bomb.components["accuracy"] == 0.0 and bomb.components["verify_timeout"] == 1.0
+    assert plain.components["verified"] == 1.0 and sum_.components["verified"] == 1.0  # a fresh worker
+
+
+@pytest.mark.slow
+def test_a_reward_actor_given_that_answer_keeps_serving_other_groups(cluster):
+    import time
+
+    import ray
+
+    from agentrl.actors.factory import create_reward_pool
+    from agentrl.config import load_config
+
+    pool = create_reward_pool(load_config("configs/demo.yaml", ["reward.name=hierarchical",
+                                                                "reward.options={judge: false}"]), "hang-test")
+    def group(answer: str) -> list[RewardInput]:
+        return [RewardInput("q", [f"{R}<answer>{answer}</answer>"], None, "5")]
+
+    try:
+        t0 = time.monotonic()
+        hanging = pool.handles[0].score_group.remote(group(BOMB))
+        other = ray.get(pool.handles[0].score_group.remote(group("5")), timeout=60)
+        assert other[0].components["verified"] == 1.0
+        assert ray.get(hanging, timeout=60)[0].components["verify_timeout"] == 1.0
+        assert time.monotonic() - t0 < 30
+    finally:
+        for h in pool.handles:
+            ray.kill(h)
+
+
 def test_search_penalty_and_format_are_those_of_the_presets():
     r = score("0.5", "1/2", turns_before=[f"{R}<search><img></search>"], judge=False)
     assert r.components["search_count"] == 1 and r.components["format"] == 1.0

@@ -1,7 +1,9 @@
 """The `hierarchical` reward (the improved recipe): a static verifier first, an LLM judge where it gives 0.
 
 1. Static verifier: the normalised prediction equals a gold answer, or `math-verify` proves them equal
-   (`1/2` = `0.5`, `\\frac{1}{2}`, `42 apples` = `42`).
+   (`1/2` = `0.5`, `\\frac{1}{2}`, `42 apples` = `42`). Math-verify runs in a worker process killed after
+   5 s (`agentrl.deadline`): an answer like `$10^{10^{10}}$` scores 0, counted in `verify_timeout`, and
+   the actor goes on serving.
 2. Where that gives 0, an LLM judge through any OpenAI-compatible chat-completions endpoint, given the
    question, the image (with `judge_images: true`, for a judge that sees images), the gold answers and
    the prediction. It must end its reply with `Verdict: correct` or `Verdict: incorrect`
@@ -24,6 +26,7 @@ never logged), `judge_timeout_s` (30), `judge_retries` (2), `judge_backoff_s` (0
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import re
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentrl.config import BackendConfig
+from agentrl.deadline import DeadlineExceeded, DeadlineWorker, WorkerFailed
 from agentrl.records import Observation, RewardInput, RewardResult
 from agentrl.redaction import redact
 from agentrl.rewards.answers import gold_answers, is_correct, predicted_answer
@@ -47,6 +51,7 @@ JUDGE_PROMPT = (
     "`Verdict: incorrect`."
 )
 MAX_MATH_CHARS = 200
+MATH_TIMEOUT_S = 5.0  # math-verify's own default
 _WORDS = {"correct": True, "incorrect": False, "yes": True, "no": False, "true": True, "false": False,
           "1": True, "0": False, "right": True, "wrong": False}
 _VERDICT = re.compile(r"verdict\W{0,3}\s*(incorrect|correct|yes|no|true|false|1|0|right|wrong)\b", re.I)
@@ -66,25 +71,22 @@ def parse_verdict(text: str) -> bool | None:
     return _WORDS.get(word)
 
 
+MATH_WORKER = DeadlineWorker()  # this process's math-verify worker (agentrl/deadline.py)
+
+
 def static_verify(prediction: str | None, golds: list[str]) -> bool:
-    """Normalised exact match, or math-verify equality, against any gold answer."""
+    """Normalised exact match, or math-verify equality, against any gold answer. Math-verify runs in a
+    worker process killed after MATH_TIMEOUT_S (DeadlineExceeded: the caller scores 0 and counts it)."""
     if prediction is None:
         return False
     if is_correct(prediction, golds, "EM"):
         return True
-    if len(prediction) > MAX_MATH_CHARS:  # sympy on a huge expression can run for minutes
+    if len(prediction) > MAX_MATH_CHARS:  # longer is no math answer; spare the worker
         return False
-    import threading
-
-    from math_verify import parse, verify
-
-    # math-verify's timeouts are signals, which work on the main thread only (reward actors may run this on
-    # another); there the length cap above is the guard
-    t = 5 if threading.current_thread() is threading.main_thread() else None
-    target = parse(prediction, parsing_timeout=t)
-    if not target:
+    try:
+        return bool(MATH_WORKER.call("agentrl.rewards.math_equal:math_equal", (prediction, golds), MATH_TIMEOUT_S))
+    except WorkerFailed:  # math-verify could not read it: not equal
         return False
-    return any(verify(parse(g, parsing_timeout=t), target, timeout_seconds=t) for g in golds)
 
 
 @dataclass(frozen=True)
@@ -206,9 +208,13 @@ async def hierarchical_reward(inp: RewardInput, options: dict[str, Any]) -> Rewa
     fmt, searches = format_score(inp.turns, options, options.get("format", "general"))
     golds = gold_answers(inp.ground_truth, inp.candidate_answers)
     answer = predicted_answer(inp)
-    extra = {"verified": 0.0, "judged": 0.0, "judge_unparsed": 0.0, "judge_error": 0.0}
+    extra = {"verified": 0.0, "verify_timeout": 0.0, "judged": 0.0, "judge_unparsed": 0.0, "judge_error": 0.0}
     acc = 0.0
-    if static_verify(answer, golds):
+    try:
+        verified = await asyncio.to_thread(static_verify, answer, golds)  # the actor's loop keeps serving
+    except DeadlineExceeded:
+        verified, extra["verify_timeout"] = False, 1.0
+    if verified:
         acc, extra["verified"] = 1.0, 1.0
     elif answer is not None and answer.strip() and cfg is not None:
         j = await get_judge(cfg).judge(inp.question, golds, answer, list(inp.images))
