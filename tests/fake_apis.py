@@ -138,6 +138,7 @@ class FakeAPIs:
             ("GET", "/chunked/{size}", self.chunked),
             ("GET", "/bomb.png", self.bomb),
             ("GET", "/odd-charset", self.odd_charset),
+            ("GET", "/charset/{name}/{size}", self.declared_charset),
             ("GET", "/echo/{tail:.*}", self.echo),
             ("GET", "/no-choices", self.no_choices_page),
             ("GET", "/redirect-to", self.redirect_to),
@@ -242,6 +243,11 @@ class FakeAPIs:
     async def odd_charset(self, req: web.Request) -> web.Response:
         return web.Response(body="Caf\u00e9 page in a made-up charset.".encode(),
                             headers={"Content-Type": "text/plain; charset=x-no-such-charset"})
+
+    async def declared_charset(self, req: web.Request) -> web.Response:
+        """`size` bytes of a page (ASCII letters and a non-ASCII word) declaring charset `name`."""
+        body = ("Caf\u00e9 " + "a" * int(req.match_info["size"])).encode("utf-8")
+        return web.Response(body=body, headers={"Content-Type": f"text/plain; charset={req.match_info['name']}"})
 
     async def echo(self, req: web.Request) -> web.Response:
         """A page that shows the request's headers, as some misconfigured servers do."""

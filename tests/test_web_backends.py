@@ -229,6 +229,18 @@ def test_thumbnails_go_through_the_ssrf_checks(apis, keys):
     assert apis.hits["thumb"] - before == 1  # the loopback thumbnails behind names were never fetched
 
 
+@pytest.mark.parametrize("charset", ["punycode", "utf-7", "rot13", "zlib_codec", "idna"])
+def test_a_page_declaring_a_codec_that_is_no_web_charset_is_read_as_utf8_at_once(apis, charset):
+    """punycode decodes in quadratic time (a megabyte: about 40 s, on the environment actor's event loop)."""
+    import time
+
+    fetcher = opened(SafeFetcher(BackendConfig(retries=0), LOOPBACK))
+    t0 = time.monotonic()
+    page = run(fetcher.fetch_page(f"{apis.url}/charset/{charset}/1000000"))
+    assert time.monotonic() - t0 < 3 and page.text.startswith("Caf\u00e9 aaa") and len(page.text) == 1_000_005
+    assert run(fetcher.fetch_page(f"{apis.url}/charset/latin-1/10")).text == "Caf\u00c3\u00a9 " + "a" * 10
+
+
 # ---- size limits -------------------------------------------------------------------------------------
 def test_chunked_pages_are_read_whole_up_to_the_limit(apis):
     fetcher = opened(SafeFetcher(BackendConfig(retries=0), LOOPBACK))

@@ -222,19 +222,35 @@ async def read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> tuple[bytes
     return bytes(buf), False
 
 
-def decode_text(body: bytes, charset: str | None) -> str:
-    """Bytes as text in the declared charset; an unknown charset or bad bytes decode leniently as UTF-8."""
+# The web's text encodings (the WHATWG Encoding Standard's, as Python names them): each decodes in linear
+# time. A server may declare any codec Python has; `punycode` decodes a megabyte in about 40 s (quadratic),
+# and others (`rot13`, `zlib`...) are not charsets at all, so anything else is read as UTF-8.
+WEB_CHARSETS = frozenset({
+    "utf-8", "utf-16", "utf-16-be", "utf-16-le", "ascii", "iso8859-1", "iso8859-2", "iso8859-3", "iso8859-4",
+    "iso8859-5", "iso8859-6", "iso8859-7", "iso8859-8", "iso8859-10", "iso8859-13", "iso8859-14", "iso8859-15",
+    "iso8859-16", "cp866", "cp874", "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255", "cp1256",
+    "cp1257", "cp1258", "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "gbk", "gb2312", "gb18030", "big5",
+    "big5hkscs", "euc_jp", "iso2022_jp", "shift_jis", "cp932", "euc_kr", "cp949"})
+
+
+def web_charset(charset: str | None) -> str:
+    """The codec to decode a body with: the declared charset if it is one of the web's, else UTF-8."""
     try:
-        codecs.lookup(charset or "utf-8")
+        name = codecs.lookup(charset or "utf-8").name
     except LookupError:
-        charset = "utf-8"
-    return body.decode(charset or "utf-8", errors="replace")
+        return "utf-8"
+    return name if name in WEB_CHARSETS else "utf-8"
+
+
+def decode_text(body: bytes, charset: str | None) -> str:
+    """Bytes as text in the declared charset (`web_charset`); bad bytes decode leniently."""
+    return body.decode(web_charset(charset), errors="replace")
 
 
 def parse_json(body: bytes, charset: str | None) -> Any:
     """A JSON body in its declared charset (json detects UTF-8/16/32 when none is declared); ValueError
-    or LookupError when it is not JSON."""
-    return json.loads(body.decode(charset) if charset else body)
+    when it is not JSON."""
+    return json.loads(body.decode(web_charset(charset)) if charset else body)
 
 
 class _Retry(Exception):
