@@ -1,4 +1,4 @@
-"""Image bytes, checked once: the pixel cap, decoding, the size from the header, and the readable check.
+"""Image bytes, checked once: the pixel and aspect caps, decoding, the size from the header, the readable check.
 
 Every image that enters the system (a dataset row, a tool's thumbnail, an imported cache, a request to
 the generator) goes through here, so all of them are refused for the same reasons with the same words.
@@ -14,6 +14,9 @@ from typing import Any
 # Images larger than this are refused before their pixels are decoded (a 17 KB PNG can claim 144
 # megapixels, 432 MB as RGB): Pillow's own decompression-bomb threshold, where it only warns.
 MAX_IMAGE_PIXELS = 89_478_485
+# Thinner than this is no photo or thumbnail, and Qwen2-VL's resize refuses it (its limit): refused at entry,
+# so a data row or a tool result never fails later, at resize time
+MAX_ASPECT_RATIO = 200
 
 
 class ImageError(ValueError):
@@ -39,6 +42,9 @@ def _open(data: bytes) -> Any:
     if w * h > MAX_IMAGE_PIXELS:  # from the header, before decoding: a small file can be huge
         img.close()
         raise ImageError(f"image of {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels")
+    if max(w, h) > MAX_ASPECT_RATIO * max(min(w, h), 1):
+        img.close()
+        raise ImageError(f"image of {w}x{h} pixels is thinner than 1:{MAX_ASPECT_RATIO}")
     return img
 
 

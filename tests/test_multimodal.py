@@ -153,6 +153,33 @@ def test_every_way_in_refuses_an_image_over_the_pixel_cap_from_its_header_alone(
     assert not readable_image(bomb) and readable_image(png(8, 8, 0))
 
 
+def test_a_thumbnail_too_thin_to_resize_is_refused_at_entry_and_dropped_as_a_bad_result(vl_path, tmp_path, capsys):
+    """600x2 passed the old checks, then the resize raised a ValueError that failed the whole group."""
+    from agentrl.cli import main
+    from agentrl.config import EnvConfig
+    from agentrl.envs.agent_loop import RolloutContext, observation_images
+    from agentrl.images import ImageError, check_image, image_size
+
+    thin = png(600, 2, 0)
+    for way_in in (check_image, decode_image, image_size):
+        with pytest.raises(ImageError, match="600x2 pixels is thinner than 1:200"):
+            way_in(thin)
+    ad = get_adapter(vl_path, load_config("configs/demo_vl.yaml").model.vision)
+    assert image_size(ad.prepare_image(png(300, 2, 0), "thumbnail"))[1] >= 28  # 1:150 still resizes
+    ctx = RolloutContext(chat=None, protocol=None, tools={}, env=EnvConfig(),  # type: ignore[arg-type]
+                         sampling=SamplingConfig(8), eos_token_id=None, adapter=ad)
+    text, images, error = observation_images("1. image: <image>\ntitle: t", [thin], ctx, 0)
+    assert images == [] and "thinner than 1:200" in error  # an error observation, the trajectory goes on
+    row = {"prompt": [{"role": "user", "content": "<image>What is this?"}], "reward_model": {"ground_truth": "x"},
+           "images": [{"bytes": thin}]}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "rows.parquet")
+    assert main(["check-data", "configs/demo_vl.yaml", f"data.source={tmp_path / 'rows.parquet'}"]) == 2
+    assert "images[0]" in capsys.readouterr().err
+
+
 def test_the_demo_image_index_appears_whole_even_when_actors_build_it_at_once(tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from agentrl.config import VisionConfig
-from agentrl.models.base import ModelAdapter, decode_image, encode_png, image_size, register_adapter
+from agentrl.models.base import ImageError, ModelAdapter, decode_image, encode_png, image_size, register_adapter
 
 
 @register_adapter
@@ -71,7 +71,10 @@ class Qwen2VLAdapter(ModelAdapter):
         lo, hi = ((v.input_min_pixels, v.input_max_pixels) if kind == "input"
                   else (v.thumbnail_min_pixels, v.thumbnail_max_pixels))
         w, h = img.size
-        rh, rw = smart_resize(h, w, factor=self.patch_size * self.merge_size, min_pixels=lo, max_pixels=hi)
+        try:
+            rh, rw = smart_resize(h, w, factor=self.patch_size * self.merge_size, min_pixels=lo, max_pixels=hi)
+        except ValueError as e:  # a shape the processor refuses: an unusable image, as a corrupt one is
+            raise ImageError(f"image of {w}x{h} pixels cannot be resized for the model ({e})") from None
         if (rw, rh) != (w, h):
             from PIL import Image
 
