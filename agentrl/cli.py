@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from typing import Any
@@ -145,6 +146,8 @@ def _score_input(row: Any, where: str) -> tuple[Any, dict[str, Any]]:
         if not isinstance(value, (str, int, float, bool)):
             raise fail(f"options.{key}", "expected a number, string or boolean, got "
                        + ("null" if value is None else type(value).__name__))
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999 reads as inf, NaN as nan
+            raise fail(f"options.{key}", f"expected a finite number, got {value}")
     inp = RewardInput(question=row.get("question", ""), turns=list(_text_list(row, "turns", fail, True)),
                       answer=None, ground_truth=_text_list(row, "ground_truth", fail, True),
                       candidate_answers=list(_text_list(row, "candidate_answers", fail)))

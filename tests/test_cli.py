@@ -123,6 +123,10 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]]]] = [
                                                         _write(d / "s.jsonl", _score_row_with("[]"))]),
     ("score: an option that is null", lambda d: ["score", "--preset", "mmsearch_r1", _write(
         d / "s.jsonl", _score_row_with('{"search_penalty": null}'))]),
+    ("score: an option of 1e999 (infinite)", lambda d: ["score", "--preset", "general", _write(
+        d / "s.jsonl", _score_row_with('{"max_search": 1e999}'))]),
+    ("score: an option that is NaN", lambda d: ["score", "--preset", "mmsearch_r1", _write(
+        d / "s.jsonl", _score_row_with('{"search_penalty": NaN}'))]),
     ("score: an option that is a list", lambda d: ["score", "--preset", "mmsearch_r1", _write(
         d / "s.jsonl", _score_row_with('{"search_penalty": [0.1]}'))]),
     ("score: an option of the wrong kind", lambda d: ["score", "--preset", "mmsearch_r1", _write(

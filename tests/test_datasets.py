@@ -320,3 +320,14 @@ def test_a_data_source_or_image_path_that_is_no_regular_file_is_refused_before_i
     rows.write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match=re.escape(f"cannot read image file '{path}' (not a regular file)")):
         list(PromptStream(str(rows), shuffle=False).once())
+
+
+def test_a_timestamp_column_out_of_pythons_range_is_one_line_naming_the_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "ts.parquet"
+    pq.write_table(pa.table({"prompt": [[{"role": "user", "content": "q"}]], "reward_model": [{"ground_truth": "x"}],
+                             "crawled": pa.array([10**15], pa.timestamp("s"))}), path)  # past year 9999
+    with pytest.raises(DataError, match=re.escape(f"{path}: a value that cannot be read (OverflowError")):
+        list(PromptStream(str(path), shuffle=False).once())

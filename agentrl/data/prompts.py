@@ -306,6 +306,8 @@ def _parquet_records(path: str, batch_rows: int) -> Iterator[dict[str, Any]]:
             yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as e:  # not parquet, truncated, or a corrupt page deep in the file
         raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})", "file") from None
+    except (ValueError, OverflowError) as e:  # a value Python cannot hold (a timestamp past year 9999...)
+        raise DataError(f"{path}: a value that cannot be read ({type(e).__name__}: {e})", "file") from None
 
 
 def data_format(path: str) -> str:
