@@ -115,12 +115,16 @@ def make_index(docs: list[Document], retrieval: str) -> BM25Index | DenseIndex:
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """What one `/retrieve` request may ask for; more is refused with 400 (a body over `max_body_bytes`: 413)."""
+    """What one `/retrieve` request may ask for; more is refused with 400 (a body over `max_body_bytes`: 413,
+    a reply that would pass `max_reply_bytes`: 400 as soon as it does). Past `max_concurrent` requests in work
+    a request is answered 503 at once (with Retry-After), so memory and CPU stay bounded."""
 
     max_queries: int = 512
     max_topk: int = 100
     max_query_chars: int = 10_000
     max_body_bytes: int = 4 * 1024 * 1024
+    max_reply_bytes: int = 16 * 1024 * 1024
+    max_concurrent: int = 4
 
 
 class BadRequest(ValueError):
@@ -186,12 +190,28 @@ def make_app(index: BM25Index | DenseIndex, limits: RequestLimits = RequestLimit
             return docs
         return [{"document": doc, "score": s} for doc, (_, s) in zip(docs, hits, strict=True)]
 
+    in_work = 0
+
     async def retrieve(request: web.Request) -> web.Response:
+        nonlocal in_work
+        if in_work >= limits.max_concurrent:
+            return web.json_response({"error": f"busy: {in_work} requests in work; retry later"}, status=503,
+                                     headers={"Retry-After": "1"})
+        in_work += 1
         try:
             queries, k, with_scores = parse_request(await request.read(), limits)
+            result, size = [], 0
+            for q in queries:
+                part = await asyncio.to_thread(search, q, k, with_scores)
+                size += len(json.dumps(part))
+                if size > limits.max_reply_bytes:  # stop here: the rest would only be thrown away
+                    raise BadRequest(f"the reply would pass {limits.max_reply_bytes} bytes; ask for fewer "
+                                     "queries or a smaller topk")
+                result.append(part)
         except BadRequest as e:
             return _error(400, str(e))
-        result = [await asyncio.to_thread(search, q, k, with_scores) for q in queries]
+        finally:
+            in_work -= 1
         return web.json_response({"result": result})
 
     app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_json_errors])

@@ -113,6 +113,35 @@ async def test_a_large_request_does_not_hold_up_a_small_one():
         assert (await large).status == 200
 
 
+async def test_a_request_whose_reply_would_be_huge_is_refused_before_it_is_built():
+    """512 queries x topk 100 over long documents once made a 96 MB reply and held 277 MB."""
+    import tracemalloc
+
+    docs = [Document(f"d{i}", f"T{i}", "word " * 2000) for i in range(200)]  # ~10 KB each
+    limits = RequestLimits(max_reply_bytes=1 << 20)
+    async with TestClient(TestServer(make_app(BM25Index(docs), limits))) as c:
+        tracemalloc.start()
+        r = await c.post("/retrieve", json={"queries": ["word"] * 512, "topk": 100})
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert r.status == 400 and "the reply would pass 1048576 bytes" in (await r.json())["error"]
+        assert peak < 32 << 20
+
+
+async def test_requests_past_the_concurrency_limit_get_503_at_once():
+    index = SlowIndex()
+    async with TestClient(TestServer(make_app(index, RequestLimits(max_concurrent=2)))) as c:
+        slow = [asyncio.ensure_future(c.post("/retrieve", json={"queries": ["slow"]})) for _ in range(2)]
+        assert await asyncio.to_thread(index.started.wait, 10)
+        await asyncio.sleep(0.1)
+        t0 = time.perf_counter()
+        busy = await c.post("/retrieve", json={"queries": ["fast"]})
+        assert busy.status == 503 and busy.headers["Retry-After"] == "1" and time.perf_counter() - t0 < 0.5
+        assert "busy" in (await busy.json())["error"]
+        assert [r.status for r in await asyncio.gather(*slow)] == [200, 200]
+        assert (await c.post("/retrieve", json={"queries": ["fast"]})).status == 200  # free again
+
+
 @pytest.mark.parametrize("content,message", [
     (None, "is not a file"),
     (b"", "no documents (the file is empty)"),
