@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable  # noqa: UP035
 from agentrl.config import EnvConfig
 from agentrl.envs.chat_format import IMAGE_SLOT, ChatFormat, outside_text
 from agentrl.envs.protocol import Action, Protocol
-from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState
+from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState, call_deadline
 from agentrl.grammar import IMAGE_SEARCH_TOOL, INVALID_ACTION_OBSERVATION, OVER_LIMIT_OBSERVATION, TEXT_SEARCH_TOOL
 from agentrl.images import ImageError
 from agentrl.models.base import ModelAdapter
@@ -116,7 +116,8 @@ async def _run_tool(tool: Tool, args: dict[str, Any], state: TrajectoryState, ti
             return Observation(f"No cached {tool.name} result (replay-only run).", ok=False,
                                error="not in cache (replay_only)")
     async with asyncio.timeout(timeout_s):  # unlike wait_for, no extra task per call
-        obs = scrubbed(await tool.run(args, state))
+        with call_deadline(timeout_s):  # the tool's fetches share it (within_call_deadline)
+            obs = scrubbed(await tool.run(args, state))
     if key is not None and obs.ok:
         await cache.put(key, tool.name, obs)
     return obs

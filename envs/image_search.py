@@ -8,6 +8,7 @@ Backends: `serpapi_lens` (SerpAPI's Google Lens API, key from SERPAPI_API_KEY; n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -18,7 +19,15 @@ from typing import Any
 from agentrl.config import ImageSearchConfig, ToolsConfig
 from agentrl.data.synthetic import demo_image_index
 from agentrl.envs.cache_import import safe_folder
-from agentrl.envs.tool import IMAGE_MARKER, Observation, Tool, TrajectoryState, escape_text, register_tool
+from agentrl.envs.tool import (
+    IMAGE_MARKER,
+    Observation,
+    Tool,
+    TrajectoryState,
+    escape_text,
+    register_tool,
+    within_call_deadline,
+)
 from agentrl.errors import UserError
 from agentrl.images import ImageError, decode_image, readable_image
 from agentrl.web.cache import content_hash
@@ -165,17 +174,18 @@ class ImageSearchTool(Tool):
                 raise BackendError("serpapi_lens needs the SERPAPI_API_KEY environment variable")
             data = await self.http.request("GET", c.base_url, params={
                 "engine": "google_lens", "url": state.image_urls[0], "api_key": key})
-            matches = (data.get("visual_matches") or [])[: c.top_k]
-            return [(str(m.get("title") or ""), await self._thumbnail(str(m.get("thumbnail") or "")))
-                    for m in matches]
+            matches = [m for m in (data.get("visual_matches") or []) if isinstance(m, dict)][: c.top_k]
+            # all at once (the fetcher's per-host limits apply), each within the call's deadline
+            thumbs = await asyncio.gather(*[self._thumbnail(str(m.get("thumbnail") or "")) for m in matches])
+            return [(str(m.get("title") or ""), thumb) for m, thumb in zip(matches, thumbs, strict=True)]
         raise BackendError(f"unknown image search backend '{c.backend}'")
 
     async def _thumbnail(self, url: str) -> bytes | None:
         if not url:
             return None
         try:
-            return await self.fetcher.fetch_image(url)
-        except Exception:  # refused, dead, too large, a bad reply: the title still helps
+            return await within_call_deadline(self.fetcher.fetch_image(url))
+        except Exception:  # refused, dead, too large, too slow, a bad reply: the title still helps
             self.stats["thumbnails_dropped"] += 1
             return None
 

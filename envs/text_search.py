@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentrl.config import TextSearchConfig, ToolsConfig
-from agentrl.envs.tool import Observation, Tool, TrajectoryState, escape_text, register_tool
+from agentrl.envs.tool import Observation, Tool, TrajectoryState, escape_text, register_tool, within_call_deadline
 from agentrl.errors import UserError
 from agentrl.web.cache import content_hash
 from agentrl.web.chat import ChatClient
@@ -194,10 +194,13 @@ class TextSearchTool(Tool):
         reply = await self.summariser.complete([{"role": "user", "content": prompt}], max_tokens=256)
         return reply.strip()
 
+    async def _read_and_summarise(self, query: str, hit: SearchHit) -> tuple[Page, str]:
+        page = await self.read(hit)
+        return page, await self.summarise(query, page.text)
+
     async def _one(self, query: str, hit: SearchHit) -> str:
-        try:
-            page = await self.read(hit)
-            summary = await self.summarise(query, page.text)
+        try:  # within the call's deadline: a page still loading then is dropped, the others kept
+            page, summary = await within_call_deadline(self._read_and_summarise(query, hit))
         except Exception as e:  # one bad link (refused, dead, a bad reply) never fails the call: it keeps its snippet
             self.stats["snippet_fallbacks"] += 1
             self.stats[f"snippet_fallbacks.{type(e).__name__}"] += 1  # e.g. .Oversize, .UnsafeURL, .BackendError

@@ -7,9 +7,12 @@ and `load_tool` (a registered name or a `package.module:attr` import path) are i
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar
+from typing import Any, Awaitable, Callable, ClassVar, Iterator, TypeVar
 
 from agentrl.records import Observation
 from agentrl.web.cache import image_hash
@@ -18,6 +21,33 @@ from agentrl.web.cache import image_hash
 # with the model's image tokens; for a text-only model it is removed.
 IMAGE_MARKER = "<image>"
 ESCAPED_IMAGE_MARKER = IMAGE_MARKER.replace("<", "&lt;").replace(">", "&gt;")
+
+
+T = TypeVar("T")
+# The event-loop time at which the current tool call's budget (`env.tool_timeout_s`) runs out; set by the
+# agent loop around `Tool.run`, read by the tool's own fetches (contextvars follow it into gathered tasks).
+_CALL_DEADLINE: ContextVar[float | None] = ContextVar("tool_call_deadline", default=None)
+FETCH_RESERVE_S = 0.5  # kept back from each fetch, to assemble the observation before the call's deadline
+
+
+@contextmanager
+def call_deadline(timeout_s: float) -> Iterator[None]:
+    """The budget of one tool call, for `within_call_deadline` inside it."""
+    token = _CALL_DEADLINE.set(asyncio.get_running_loop().time() + timeout_s)
+    try:
+        yield
+    finally:
+        _CALL_DEADLINE.reset(token)
+
+
+async def within_call_deadline(work: Awaitable[T]) -> T:
+    """`work` (one page, one thumbnail) given what is left of the call's budget: TimeoutError when it runs
+    past, so the tool drops that one part and keeps the others instead of losing the whole call."""
+    deadline = _CALL_DEADLINE.get()
+    if deadline is None:
+        return await work
+    async with asyncio.timeout_at(deadline - FETCH_RESERVE_S):
+        return await work
 
 
 def escape_text(text: str) -> str:

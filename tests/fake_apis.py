@@ -139,6 +139,7 @@ class FakeAPIs:
             ("GET", "/bomb.png", self.bomb),
             ("GET", "/odd-charset", self.odd_charset),
             ("GET", "/charset/{name}/{size}", self.declared_charset),
+            ("GET", "/hang/{name}", self.hang),
             ("GET", "/echo/{tail:.*}", self.echo),
             ("GET", "/no-choices", self.no_choices_page),
             ("GET", "/redirect-to", self.redirect_to),
@@ -243,6 +244,12 @@ class FakeAPIs:
     async def odd_charset(self, req: web.Request) -> web.Response:
         return web.Response(body="Caf\u00e9 page in a made-up charset.".encode(),
                             headers={"Content-Type": "text/plain; charset=x-no-such-charset"})
+
+    async def hang(self, req: web.Request) -> web.Response:
+        """A page or thumbnail that stalls (past the 3 s call budget of the tests, within the server's 10 s stop)."""
+        self.hits["hang"] += 1
+        await asyncio.sleep(5)
+        return web.Response(text="too late")
 
     async def declared_charset(self, req: web.Request) -> web.Response:
         """`size` bytes of a page (ASCII letters and a non-ASCII word) declaring charset `name`."""

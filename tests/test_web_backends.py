@@ -279,6 +279,29 @@ def test_null_or_odd_fields_in_search_results_are_empty_text_and_the_rest_is_kep
     assert len(lines) == 3 and lines[0].startswith("1. Null snippet") and lines[2].endswith("good snippet")
 
 
+def test_a_stalled_page_or_thumbnail_is_dropped_at_the_calls_deadline_and_the_rest_kept(apis, keys):
+    """One deadline per call (env.tool_timeout_s), shared by its fetches: before, a stalled page took the
+    whole call past its timeout and the good pages fetched beside it were lost; thumbnails came one by one."""
+    from agentrl.envs.agent_loop import call_tool
+
+    apis.organic = [{"title": "Stalls", "link": f"{apis.url}/hang/page.html", "snippet": "stalled snippet"},
+                    {"title": "Good", "link": f"{apis.url}/page.html", "snippet": "good snippet"}]
+    t = tool("text_search", *serp(apis), "tools.text_search.reader=direct", "tools.fetch.allow_hosts=[127.0.0.1]",
+             "tools.text_search.http.retries=0")
+    t0 = time.monotonic()
+    obs, call = run(call_tool(t, "eiffel", TrajectoryState("q"), 3.0))
+    assert call.ok and time.monotonic() - t0 < 3.0
+    lines = obs.text.splitlines()
+    assert lines[0].endswith("): stalled snippet") and "wrought-iron" in lines[1]
+    assert t.stats["snippet_fallbacks.TimeoutError"] == 1
+    apis.lens_matches = [(f"m{i}", f"{apis.url}/hang/{i}.png") for i in range(3)] + [("ok", f"{apis.url}/thumb/0.png")]
+    images = tool("image_search", *lens(apis))
+    t0 = time.monotonic()
+    obs, call = run(call_tool(images, "", TrajectoryState("q", image_urls=["https://e.com/q.jpg"]), 3.0))
+    assert call.ok and time.monotonic() - t0 < 3.0  # three stalled thumbnails waited for together, not in turn
+    assert len(obs.images) == 1 and "4. image:" in obs.text and images.stats["thumbnails_dropped"] == 3
+
+
 def test_an_oversized_reply_of_the_jina_reader_is_refused_or_cut_visibly(apis, keys):
     apis.organic = [{"title": "Echo", "link": "https://example.org/x", "snippet": "echo snippet"}]
     jina = [*serp(apis), "tools.text_search.reader=jina", f"tools.text_search.reader_url={apis.url}/echo/",
