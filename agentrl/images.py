@@ -14,6 +14,8 @@ from typing import Any
 # Images larger than this are refused before their pixels are decoded (a 17 KB PNG can claim 144
 # megapixels, 432 MB as RGB): Pillow's own decompression-bomb threshold, where it only warns.
 MAX_IMAGE_PIXELS = 89_478_485
+# A search result's thumbnail: far below a photo's cap (a 347 KB PNG can claim 9450x9450, 1.5 GB to resize)
+MAX_THUMBNAIL_PIXELS = 4_194_304
 # Thinner than this is no photo or thumbnail, and Qwen2-VL's resize refuses it (its limit): refused at entry,
 # so a data row or a tool result never fails later, at resize time
 MAX_ASPECT_RATIO = 200
@@ -27,9 +29,9 @@ def _unreadable(e: Exception) -> ImageError:
     return ImageError(f"unreadable image ({type(e).__name__}: {e})")
 
 
-def _open(data: bytes) -> Any:
+def _open(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """The image, lazily opened (the header read, no pixels decoded); ImageError when the header is not an
-    image's or it claims more than MAX_IMAGE_PIXELS."""
+    image's or it claims more than `max_pixels`."""
     from PIL import Image
 
     try:  # PIL parses untrusted bytes: any exception it raises means "not a usable image"
@@ -39,9 +41,9 @@ def _open(data: bytes) -> Any:
     except Exception as e:
         raise _unreadable(e) from None
     w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:  # from the header, before decoding: a small file can be huge
+    if w * h > max_pixels:  # from the header, before decoding: a small file can be huge
         img.close()
-        raise ImageError(f"image of {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels")
+        raise ImageError(f"image of {w}x{h} pixels is over the limit of {max_pixels} pixels")
     if max(w, h) > MAX_ASPECT_RATIO * max(min(w, h), 1):
         img.close()
         raise ImageError(f"image of {w}x{h} pixels is thinner than 1:{MAX_ASPECT_RATIO}")
@@ -54,10 +56,10 @@ def image_size(data: bytes) -> tuple[int, int]:
         return img.size
 
 
-def decode_image(data: bytes) -> Any:
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """Encoded bytes -> an RGB PIL image; ImageError when the bytes are not a readable image or claim
-    more than MAX_IMAGE_PIXELS (checked from the header, before decoding)."""
-    img = _open(data)
+    more than `max_pixels` (checked from the header, before decoding)."""
+    img = _open(data, max_pixels)
     try:
         img.load()  # a truncated file fails here, not at open
         return img.convert("RGB")
@@ -77,10 +79,10 @@ def check_image(data: bytes) -> bytes:
     return bytes(data)
 
 
-def readable_image(data: bytes) -> bool:
+def readable_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> bool:
     """Whether the bytes decode as an image within the pixel cap."""
     try:
-        decode_image(data)
+        decode_image(data, max_pixels)
     except ImageError:
         return False
     return True

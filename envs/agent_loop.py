@@ -217,7 +217,8 @@ async def run_trajectory(traj: Trajectory, row: DataRow, ctx: RolloutContext, ge
                                           ctx.cache, ctx.cache_mode)
             traj.tool_calls.append(record)
             obs_text = ctx.chat.truncate(obs.text, env.max_observation_tokens)
-            obs_text, new_images, image_error = observation_images(obs_text, obs.images, ctx, len(traj.images))
+            obs_text, new_images, image_error = await asyncio.to_thread(  # resizing: off the event loop
+                observation_images, obs_text, obs.images, ctx, len(traj.images))
             if image_error is not None:  # a corrupt image from a tool: the model is told, the run goes on
                 record.ok, record.error = False, image_error
                 obs_text = f"The {action.tool} call returned an unreadable image."

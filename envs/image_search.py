@@ -29,7 +29,7 @@ from agentrl.envs.tool import (
     within_call_deadline,
 )
 from agentrl.errors import UserError
-from agentrl.images import ImageError, decode_image, readable_image
+from agentrl.images import MAX_THUMBNAIL_PIXELS, ImageError, decode_image, readable_image
 from agentrl.web.cache import content_hash
 from agentrl.web.http import Backend, BackendError
 from agentrl.web.safe_fetch import SafeFetcher
@@ -191,12 +191,16 @@ class ImageSearchTool(Tool):
 
     async def run(self, args: dict[str, Any], state: TrajectoryState) -> Observation:
         lines, images = [HEADER], []
-        for i, (title, thumb) in enumerate(await self.results(state), 1):
+        found = await self.results(state)
+        # decoding is CPU work on web bytes: off the event loop, under the thumbnails' pixel cap
+        readable = await asyncio.to_thread(lambda: [bool(t) and readable_image(t, MAX_THUMBNAIL_PIXELS)
+                                                    for _, t in found])
+        for i, ((title, thumb), ok) in enumerate(zip(found, readable, strict=True), 1):
             # the model's adapter resizes every image once, into model.vision's thumbnail budget; here an
             # unreadable thumbnail is dropped and its title kept. Titles are web text: escaped, so only
             # the marker written here places an image.
             title = escape_text(title)
-            if thumb and readable_image(thumb):
+            if thumb and ok:
                 images.append(thumb)
                 lines.append(f"{i}. image: {IMAGE_MARKER}\ntitle: {title}")
             else:

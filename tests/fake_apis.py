@@ -137,6 +137,7 @@ class FakeAPIs:
             ("GET", "/redirect", self.redirect_to_metadata),
             ("GET", "/chunked/{size}", self.chunked),
             ("GET", "/bomb.png", self.bomb),
+            ("GET", "/square/{side}.png", self.square),
             ("GET", "/odd-charset", self.odd_charset),
             ("GET", "/charset/{name}/{size}", self.declared_charset),
             ("GET", "/hang/{name}", self.hang),
@@ -240,6 +241,9 @@ class FakeAPIs:
 
     async def bomb(self, req: web.Request) -> web.Response:
         return web.Response(body=bomb_png(), content_type="image/png")
+
+    async def square(self, req: web.Request) -> web.Response:
+        return web.Response(body=bomb_png(int(req.match_info["side"])), content_type="image/png")
 
     async def odd_charset(self, req: web.Request) -> web.Response:
         return web.Response(body="Caf\u00e9 page in a made-up charset.".encode(),

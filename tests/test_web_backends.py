@@ -7,6 +7,7 @@ secrets never reach the conversation or the cache, and web text cannot place or 
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import time
 
@@ -343,6 +344,21 @@ def test_an_image_of_144_megapixels_is_refused_before_decoding(apis, keys):
     t = tool("image_search", *lens(apis))
     obs = run(t.run({}, TrajectoryState("q", image_urls=["https://e.com/q.jpg"])))
     assert "1. title: bomb" in obs.text and len(obs.images) == 1 and t.stats["thumbnails_dropped"] == 1
+
+
+def test_a_thumbnail_of_89_megapixels_is_refused_at_the_thumbnail_cap_in_milliseconds(apis, keys):
+    """9450x9450 is under the photos' cap (89.5 MP): it cost 1.5 s and 705 MB to check and 7.8 s and 1.56 GB
+    to resize, on the event loop. Thumbnails have a cap of their own, read from the header."""
+    from agentrl.images import MAX_THUMBNAIL_PIXELS
+
+    apis.lens_matches = [("huge", f"{apis.url}/square/9450.png"), ("fine", f"{apis.url}/thumb/0.png")]
+    t = tool("image_search", *lens(apis))
+    rss, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    obs = run(t.run({}, TrajectoryState("q", image_urls=["https://e.com/q.jpg"])))
+    assert time.perf_counter() - t0 < 1.0 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100_000
+    assert "1. title: huge" in obs.text and len(obs.images) == 1 and t.stats["thumbnails_dropped"] == 1
+    with pytest.raises(ImageError, match=f"9450x9450 pixels is over the limit of {MAX_THUMBNAIL_PIXELS}"):
+        decode_image(bomb_png(9450), MAX_THUMBNAIL_PIXELS)
 
 
 # ---- the circuit breaker and bad links ----------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from agentrl.config import VisionConfig
+from agentrl.images import MAX_IMAGE_PIXELS, MAX_THUMBNAIL_PIXELS
 from agentrl.models.base import ImageError, ModelAdapter, decode_image, encode_png, image_size, register_adapter
 
 
@@ -66,7 +67,7 @@ class Qwen2VLAdapter(ModelAdapter):
     def prepare_image(self, data: bytes, kind: str = "input") -> bytes:
         from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-        img = decode_image(data)
+        img = decode_image(data, MAX_IMAGE_PIXELS if kind == "input" else MAX_THUMBNAIL_PIXELS)
         v = self.vision
         lo, hi = ((v.input_min_pixels, v.input_max_pixels) if kind == "input"
                   else (v.thumbnail_min_pixels, v.thumbnail_max_pixels))
