@@ -331,3 +331,27 @@ def test_a_timestamp_column_out_of_pythons_range_is_one_line_naming_the_file(tmp
                              "crawled": pa.array([10**15], pa.timestamp("s"))}), path)  # past year 9999
     with pytest.raises(DataError, match=re.escape(f"{path}: a value that cannot be read (OverflowError")):
         list(PromptStream(str(path), shuffle=False).once())
+
+
+def test_a_tiny_parquet_of_huge_repeated_strings_is_refused_in_bounded_memory(tmp_path):
+    """10 rows of one 50 MB string compress to a few KB; reading them row by row as Python strings took
+    1.6 GB to check. Rows are measured as stored (dictionary-encoded), before Python copies them."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "huge.parquet"
+    pq.write_table(pa.table({"prompt": [[{"role": "user", "content": "q"}]] * 10,
+                             "reward_model": [{"ground_truth": "x"}] * 10, "pad": ["x" * 50_000_000] * 10}),
+                   path, compression="zstd")
+    assert path.stat().st_size < 10_000
+    # the child's own peak: VmHWM starts again at exec (ru_maxrss would count the forked parent's pages)
+    code = ("import re, sys; from agentrl.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
+    r = subprocess.run([sys.executable, "-c", code, "check-data", "configs/demo.yaml", f"data.source={path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rc, peak_mib = map(int, r.stdout.split()[-2:])
+    assert rc == 2 and r.stderr == f"agentrl: {path}: a row of 48 MB, over the 32 MB a row may have\n"
+    assert peak_mib < 500, peak_mib

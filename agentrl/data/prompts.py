@@ -31,6 +31,8 @@ from agentrl.user_files import check_user_file, read_user_file
 
 JSONL_SUFFIXES, PARQUET_SUFFIXES = (".jsonl", ".json"), (".parquet", ".pq")
 MAX_IMAGE_FILE_BYTES = 64 << 20  # an image named by path; the pixel cap is check_image's
+MAX_ROW_BYTES = 32 << 20  # one data row (a JSONL line, a parquet row uncompressed): images included
+MAX_BATCH_BYTES = 64 << 20  # parquet rows read at once
 ROW = "row"  # the `field` of a row that is not a record at all (a JSONL line that is not a JSON object)
 _SCALARS = (str, int, float)  # what an answer may be written as (a number reads as its text)
 
@@ -286,15 +288,57 @@ def _json_record(line: bytes, path: str, index: int) -> dict[str, Any] | DataErr
     return value if isinstance(value, dict) else bad(f"not a JSON object (a JSON {_type_name(value)})")
 
 
+def _lines(f: Any) -> Iterator[bytes | None]:
+    """A binary file's lines, each read up to MAX_ROW_BYTES; None for a line longer than that (skipped to
+    its end unread, so a file with no newline never fills memory)."""
+    while line := f.readline(MAX_ROW_BYTES + 1):
+        if len(line) <= MAX_ROW_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
 def jsonl_records(path: str) -> Iterator[dict[str, Any] | DataError]:
     """One item per row (non-blank line) of a JSONL file: the JSON object, or the DataError of a line
-    that is not one (not UTF-8, not JSON, not an object)."""
+    that is not one (not UTF-8, not JSON, not an object, over MAX_ROW_BYTES)."""
     with open(path, "rb") as f:
         index = 0
-        for line in f:
-            if line.strip():
+        for line in _lines(f):
+            if line is None:
+                yield DataError(f"{path} row {index}: longer than {MAX_ROW_BYTES} bytes", "row")
+                index += 1
+            elif line.strip():
                 yield _json_record(line, path, index)
                 index += 1
+
+
+def _parquet_batch_rows(pf: Any, batch_rows: int) -> int:
+    """Rows per batch, by bytes rather than by count: one row at a time where a row group is larger than
+    MAX_BATCH_BYTES uncompressed (a dictionary-encoded column can make one row as large as its row group:
+    10 rows of a 50 MB string in a 4.5 KB file once took 1.6 GB to check)."""
+    md = pf.metadata
+    widest = max((md.row_group(i).total_byte_size for i in range(md.num_row_groups)), default=0)
+    return 1 if widest > MAX_BATCH_BYTES else batch_rows
+
+
+def _widest_row_bytes(batch: Any) -> float:
+    """About the bytes of the batch's largest row once in Python: dictionary columns by the length of
+    each row's value, the others by their share of the batch."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not batch.num_rows:
+        return 0.0
+    per_row = [0.0] * batch.num_rows
+    for col in batch.columns:
+        if pa.types.is_dictionary(col.type):
+            sizes = pc.take(pc.binary_length(col.dictionary), col.indices).fill_null(0).to_pylist()
+        else:
+            sizes = [col.nbytes / batch.num_rows] * batch.num_rows
+        per_row = [a + b for a, b in zip(per_row, sizes, strict=True)]
+    return max(per_row)
 
 
 def _parquet_records(path: str, batch_rows: int) -> Iterator[dict[str, Any]]:
@@ -302,10 +346,21 @@ def _parquet_records(path: str, batch_rows: int) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):  # streamed, never the whole file
+        # text columns stay dictionary-encoded as stored: a value repeated in every row is held once
+        schema = pq.read_schema(path)
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)
+                or pa.types.is_large_string(f.type) or pa.types.is_large_binary(f.type)]
+        pf = pq.ParquetFile(path, read_dictionary=text)
+        for batch in pf.iter_batches(batch_size=_parquet_batch_rows(pf, batch_rows)):  # never the whole file
+            widest = _widest_row_bytes(batch)
+            if widest > MAX_ROW_BYTES:  # before Python makes a copy of it per row
+                raise DataError(f"{path}: a row of {widest / 2**20:.0f} MB, over the {MAX_ROW_BYTES >> 20} MB "
+                                "a row may have", "file")
             yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as e:  # not parquet, truncated, or a corrupt page deep in the file
         raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})", "file") from None
+    except DataError:
+        raise
     except (ValueError, OverflowError) as e:  # a value Python cannot hold (a timestamp past year 9999...)
         raise DataError(f"{path}: a value that cannot be read ({type(e).__name__}: {e})", "file") from None
 
