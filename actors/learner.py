@@ -9,8 +9,10 @@ on the CPU); DeepSpeed averages their gradients, ZeRO shards what `learner.zero_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from agentrl.actors.weights import ObjectStoreReload
@@ -64,6 +66,35 @@ def with_logprob_head(model: Any) -> Any:
     model.logprob_head = LogProbHead(model.get_output_embeddings())
     return model
 
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """`torch.load` restricted to tensors and plain containers (and the few DeepSpeed types its
+    checkpoints hold) while DeepSpeed loads a checkpoint: it asks for `weights_only=False` itself."""
+    import torch
+
+    original = torch.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def checkpoint_safe_globals() -> list[Any]:
+    """The non-tensor types DeepSpeed's checkpoints hold (ZeRO 0-3, fp32 and bf16): plain data classes."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
 
 class LearnerRank:
     """Ray actor: rank `rank` of `world_size`. Constructed cheaply; `init` joins the process group and
@@ -314,9 +345,18 @@ class LearnerRank:
         self.engine.save_checkpoint(folder, tag=DEEPSPEED_TAG, client_state=client, save_latest=False)
 
     def load_state(self, folder: str) -> None:
-        """Continue from `save_state`'s checkpoint: weights, optimizer, schedule clock and RNG."""
-        path, client = self.engine.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                                                   load_lr_scheduler_states=False)
+        """Continue from `save_state`'s checkpoint: weights, optimizer, schedule clock and RNG. The files
+        are read as data only (`weights_only`): a run folder is outside input, and DeepSpeed's own loader
+        would unpickle anything in them (code runs)."""
+        import pickle
+
+        try:
+            with weights_only_loads():
+                path, client = self.engine.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                                           load_lr_scheduler_states=False)
+        except pickle.UnpicklingError:
+            raise ValueError(f"{folder}/{DEEPSPEED_TAG}: a file holds more than tensors and plain data; not "
+                             "loaded (unpickling it could run code)") from None
         if path is None:
             raise FileNotFoundError(f"{folder}/{DEEPSPEED_TAG}: no DeepSpeed checkpoint of rank {self.rank}")
         self.learner_steps = int(client["learner_steps"])

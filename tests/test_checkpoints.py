@@ -53,6 +53,28 @@ def test_a_resumed_learner_takes_the_same_next_step_as_an_uninterrupted_one(clus
     ray.kill(b)
 
 
+@pytest.mark.slow
+def test_a_planted_pickle_in_the_deepspeed_folder_is_refused_and_never_run(cluster, tiny_text_path, tmp_path):
+    """DeepSpeed's loader asks torch for `weights_only=False`: a run folder's file would run code at resume."""
+    import glob
+    import pickle
+
+    a = learner(tiny_text_path)
+    ray.get(a.setup.remote())
+    folder = ray.get(a.save_checkpoint.remote(str(tmp_path / "ckpt")))
+    ray.kill(a)
+    marker = tmp_path / "code-ran"
+    states = glob.glob(f"{folder}/deepspeed/**/*optim_states.pt", recursive=True)
+    assert states
+    with open(states[0], "wb") as f:
+        pickle.dump(_Planted(str(marker)), f)
+    b = learner(tiny_text_path)
+    with pytest.raises(ray.exceptions.RayTaskError, match="holds more than tensors and plain data; not loaded"):
+        ray.get(b.load_checkpoint.remote(folder, 1, 1))
+    assert not marker.exists()
+    ray.kill(b)
+
+
 def group(k: int) -> AdmittedGroup:
     return AdmittedGroup(f"g{k}", DataRow(k, f"q{k}", ["a"], data_id=f"d{k}"), 0)
 
