@@ -159,6 +159,11 @@ def _ray(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProce
                           env={**os.environ, **CLUSTER_ENV, **(env or {})}, **kw)
 
 
+def _agent_ports() -> list[str]:
+    return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+
+
 @pytest.fixture
 def two_node_cluster():
     """A real two-node Ray cluster on this machine: a head offering `train` (two learner ranks' worth), and
@@ -169,12 +174,14 @@ def two_node_cluster():
     root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
     # Each node its own temp dir: on one machine the two nodes would otherwise unpack the job's working dir
     # into the same folder, each deleting it under the other; and no `ray.init()` elsewhere finds the head.
+    # the per-node agents' ports too: their defaults (52365 for the one that takes job submissions) may
+    # be held by another test's cluster
     head = _ray("start", "--head", "--port", str(gcs_port), "--num-cpus", "2", "--resources", '{"train": 2}',
                 "--dashboard-port", str(dashboard_port), "--include-dashboard", "true", "--disable-usage-stats",
-                "--temp-dir", str(root / "head"), env=env, timeout=120)
+                "--temp-dir", str(root / "head"), *_agent_ports(), env=env, timeout=120)
     assert head.returncode == 0, head.stderr
     node = _ray("start", "--address", f"127.0.0.1:{gcs_port}", "--num-cpus", "1", "--resources", '{"gen": 1}',
-                "--temp-dir", str(root / "node2"), "--disable-usage-stats", env=env, timeout=120)
+                "--temp-dir", str(root / "node2"), "--disable-usage-stats", *_agent_ports(), env=env, timeout=120)
     assert node.returncode == 0, node.stderr
     yield f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}"
     kill_tagged(tag)
