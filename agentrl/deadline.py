@@ -5,7 +5,8 @@ work on a process's main thread, and Ray runs actor methods on others; a thread 
 the work runs in a child process (started by a fork server: cheap to replace, safe under a threaded
 parent), one call at a time; a call past its deadline kills the child, raises `DeadlineExceeded`, and
 the next call starts a fresh one. Calls name their function as `module:function` (a plain import in the
-child), with arguments and results that pickle.
+child), with arguments and results that pickle. `DeadlinePool` keeps a few workers for work many
+coroutines ask for at once (a web page's main text).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import importlib
 import multiprocessing
 import threading
+import weakref
 from typing import Any
 
 
@@ -91,3 +93,32 @@ class DeadlineWorker:
     def close(self) -> None:
         with self._lock:
             self._stop()
+
+
+class DeadlinePool:
+    """`size` deadline workers for work that many coroutines ask for at once (page extraction): a call
+    waits for a free worker, then runs as `DeadlineWorker.call`. Workers start on first use."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: list[DeadlineWorker] = []
+        # a semaphore per event loop (an actor has one; a test process may run several, one after another)
+        self._free: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
+            weakref.WeakKeyDictionary()
+
+    @property
+    def killed(self) -> int:
+        return sum(w.killed for w in self._idle)
+
+    async def acall(self, target: str, args: tuple, timeout_s: float) -> Any:
+        free = self._free.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.size))
+        async with free:
+            worker = self._idle.pop() if self._idle else DeadlineWorker()
+            try:
+                return await worker.acall(target, args, timeout_s)
+            finally:
+                self._idle.append(worker)
+
+    def close(self) -> None:
+        for w in self._idle:
+            w.close()

@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 from agentrl.config import BackendConfig, FetchConfig
+from agentrl.deadline import DeadlinePool
 from agentrl.web.http import Backend, BackendError, Page, RawReply, decode_text
 
 
@@ -137,8 +138,8 @@ class SafeFetcher:
         """A page's text (HTML reduced to its main text); cut or refused past max_bytes, as configured."""
         reply = await self.fetch(url, self.cfg.content_types, self.cfg.on_oversize)
         text = decode_text(reply.body, reply.charset)
-        if "html" in reply.content_type:  # extraction of a large page takes a while: off the event loop
-            text = await asyncio.to_thread(html_to_text, text)
+        if "html" in reply.content_type:  # CPU work on a web page: in a worker process, killed at a deadline
+            text = await HTML_WORKERS.acall("agentrl.web.safe_fetch:html_to_text", (text,), HTML_TIMEOUT_S)
         return Page(text, self.cfg.max_bytes if reply.oversize else 0)
 
     async def fetch_image(self, url: str) -> bytes:
@@ -147,6 +148,10 @@ class SafeFetcher:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+HTML_TIMEOUT_S = 10.0  # a page's main text; hostile markup can keep the extractor busy far longer
+HTML_WORKERS = DeadlinePool(2)  # this process's extraction workers (the machine's cores, here two)
 
 
 def html_to_text(html: str) -> str:
