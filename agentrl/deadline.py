@@ -106,10 +106,6 @@ class DeadlinePool:
         self._free: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
 
-    @property
-    def killed(self) -> int:
-        return sum(w.killed for w in self._idle)
-
     async def acall(self, target: str, args: tuple, timeout_s: float) -> Any:
         free = self._free.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.size))
         async with free:

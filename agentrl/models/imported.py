@@ -9,6 +9,7 @@ bf16 with the tokenizer and chat template, and without the `quantization_config`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -65,7 +66,14 @@ def gguf_architecture(path: Path) -> str:
 
 
 def content_key(path: Path) -> str:
-    """A short hash of the file's bytes: a changed file is a new folder."""
+    """A short hash of the file's bytes: a changed file is a new folder. Hashed once per process and file
+    version (every actor resolves `model.path`; the packaged file is ~100 MB)."""
+    st = path.stat()
+    return _hash_file(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
