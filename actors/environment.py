@@ -19,9 +19,11 @@ from agentrl.records import (
     GroupOutcome,
     RewardInput,
     SamplingConfig,
+    ToolProfile,
     Trajectory,
     TrajectoryGroup,
 )
+from agentrl.timing import process_tree_cpu_s
 from agentrl.web.cache import ToolCache, open_tool_cache
 
 
@@ -63,6 +65,8 @@ class EnvironmentActor:
         )
         self._slots = asyncio.Semaphore(cfg.env.max_concurrent_trajectories)
         self.in_flight = 0
+        self.finished = 0  # trajectories run to their end (for per-trajectory costs)
+        self._cpu_at_start = process_tree_cpu_s()
 
     async def _run_one(self, row: DataRow, traj: Trajectory, ctx: Any) -> Trajectory:
         from agentrl.envs.agent_loop import run_trajectory
@@ -76,6 +80,7 @@ class EnvironmentActor:
             finally:
                 timer.finish()
                 self.in_flight -= 1
+                self.finished += 1
                 self.generators.release(traj.traj_id)
         return traj
 
@@ -135,13 +140,27 @@ class EnvironmentActor:
             for e in errors:
                 if isinstance(e, RayActorError):
                     raise e
-            return GroupOutcome("failed", reason=f"{type(errors[0]).__name__}: {errors[0]}")
+            return GroupOutcome("failed", reason=failure_reason(errors[0]))
         await self.queue.put.remote(TrajectoryGroup(group_id, start_version, trajs))
         return GroupOutcome("queued")
 
     def stats(self) -> EnvironmentStats:
         """Trajectories running now, and the counts its tools and tool cache have kept so far."""
         return EnvironmentStats(in_flight=self.in_flight, tool_counters=tool_counters(self.ctx.tools, self.ctx.cache))
+
+    def tool_profile(self) -> ToolProfile:
+        """Each tool's seconds per stage (tools with a `stage_clock`) and this actor's CPU since it started."""
+        stages = {f"{name}/{stage}": seconds for name, t in self.ctx.tools.items()
+                  for stage, seconds in getattr(getattr(t, "stage_clock", None), "snapshot", dict)().items()}
+        return ToolProfile(stages, process_tree_cpu_s() - self._cpu_at_start, self.finished)
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line: the error's type and message; for an error raised in another actor, its own (not Ray's
+    traceback, which differs for every request and would make each failure a reason of its own)."""
+    cause = getattr(error, "cause", None)
+    error = cause if isinstance(cause, BaseException) else error
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
 
 
 def tool_counters(tools: Mapping[str, Any], cache: ToolCache | None) -> dict[str, int]:

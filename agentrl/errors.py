@@ -17,3 +17,7 @@ class UserError(ValueError):
 
 class ActorFailure(RuntimeError):
     """An actor crashed; carries its name and the original traceback."""
+
+
+class RunFailure(ActorFailure):
+    """The run cannot go on though no actor crashed (every group it starts fails): exits 1, its message one line."""

@@ -279,6 +279,15 @@ class EnvironmentStats:
 
 
 @dataclass
+class ToolProfile:
+    """Where an environment actor's tool time and CPU went (`EnvironmentActor.tool_profile`)."""
+
+    stage_seconds: dict[str, list[float]]  # "<tool>/<stage>" (text_search/fetch, ...) -> recent wall seconds
+    cpu_s: float  # CPU seconds of the actor's process and its children (page-extraction workers) since it started
+    trajectories: int  # trajectories finished since it started
+
+
+@dataclass
 class EngineStats:
     """One engine's counters (`GeneratorActor.stats`)."""
 

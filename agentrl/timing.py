@@ -8,7 +8,10 @@ loop's own parts of each step: waiting for the queue, training, and pushing weig
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any, Awaitable, Callable  # noqa: UP035
 
 from agentrl.records import GenerationRequest, GenerationResult, Trajectory
@@ -51,6 +54,50 @@ class TrajectoryTimer:
     def finish(self) -> None:
         """Call when the trajectory's loop has ended (a tool call may have been its last step)."""
         self._span_new_tool_calls(time.time())
+
+
+class StageClock:
+    """Wall seconds of each stage of a tool's calls (search, fetch, reader, summariser, thumbnails): where
+    a tool call's latency goes. Keeps the last `keep` of each stage, so a long run's memory stays bounded."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.keep = keep
+        self.seconds: dict[str, deque[float]] = {}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.seconds.setdefault(stage, deque(maxlen=self.keep)).append(seconds)
+
+    @contextlib.asynccontextmanager
+    async def timed(self, stage: str) -> AsyncIterator[None]:
+        """Record the wall time of the block (also when it fails or is cancelled: a timeout is a latency too)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(stage, time.perf_counter() - start)
+
+    def snapshot(self) -> dict[str, list[float]]:
+        return {stage: list(values) for stage, values in self.seconds.items()}
+
+
+def process_tree_cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) so far of a process (default: this one) and its live descendants; 0 when
+    it is gone. A descendant that already ended is not counted."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:  # ended in between
+            pass
+    return total
 
 
 def _mean(values: list[float]) -> float:

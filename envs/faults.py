@@ -36,6 +36,10 @@ class FaultInjectingTool(Tool):
     def stats(self) -> dict[str, int]:
         return {**(getattr(self.inner, "stats", None) or {}), **self.injected}
 
+    @property
+    def stage_clock(self) -> Any:
+        return getattr(self.inner, "stage_clock", None)
+
     def check(self) -> None:
         self.inner.check()
 

@@ -30,6 +30,7 @@ from agentrl.envs.tool import (
 )
 from agentrl.errors import UserError
 from agentrl.images import MAX_THUMBNAIL_PIXELS, ImageError, decode_image, readable_image
+from agentrl.timing import StageClock
 from agentrl.web.cache import content_hash
 from agentrl.web.http import Backend, BackendError
 from agentrl.web.safe_fetch import SafeFetcher
@@ -111,6 +112,7 @@ class ImageSearchTool(Tool):
         self.fetcher = SafeFetcher(cfg.http, self.fetch_cfg, name="thumbnails")
         self._index: LocalImageIndex | None = None
         self.stats: Counter = Counter(thumbnails_dropped=0)  # reported from the start, at 0
+        self.stage_clock = StageClock()  # seconds per stage: search, each thumbnail, the thumbnails' checks
 
     @classmethod
     def from_config(cls, cfg: Any) -> Tool:
@@ -172,8 +174,9 @@ class ImageSearchTool(Tool):
             key = os.environ.get("SERPAPI_API_KEY", "")
             if not key:
                 raise BackendError("serpapi_lens needs the SERPAPI_API_KEY environment variable")
-            data = await self.http.request("GET", c.base_url, params={
-                "engine": "google_lens", "url": state.image_urls[0], "api_key": key})
+            async with self.stage_clock.timed("search"):
+                data = await self.http.request("GET", c.base_url, params={
+                    "engine": "google_lens", "url": state.image_urls[0], "api_key": key})
             matches = [m for m in (data.get("visual_matches") or []) if isinstance(m, dict)][: c.top_k]
             # all at once (the fetcher's per-host limits apply), each within the call's deadline
             thumbs = await asyncio.gather(*[self._thumbnail(str(m.get("thumbnail") or "")) for m in matches])
@@ -184,7 +187,8 @@ class ImageSearchTool(Tool):
         if not url:
             return None
         try:
-            return await within_call_deadline(self.fetcher.fetch_image(url))
+            async with self.stage_clock.timed("thumbnail"):
+                return await within_call_deadline(self.fetcher.fetch_image(url))
         except Exception:  # refused, dead, too large, too slow, a bad reply: the title still helps
             self.stats["thumbnails_dropped"] += 1
             return None
@@ -193,8 +197,9 @@ class ImageSearchTool(Tool):
         lines, images = [HEADER], []
         found = await self.results(state)
         # decoding is CPU work on web bytes: off the event loop, under the thumbnails' pixel cap
-        readable = await asyncio.to_thread(lambda: [bool(t) and readable_image(t, MAX_THUMBNAIL_PIXELS)
-                                                    for _, t in found])
+        async with self.stage_clock.timed("thumbnail_check"):
+            readable = await asyncio.to_thread(lambda: [bool(t) and readable_image(t, MAX_THUMBNAIL_PIXELS)
+                                                        for _, t in found])
         for i, ((title, thumb), ok) in enumerate(zip(found, readable, strict=True), 1):
             # the model's adapter resizes every image once, into model.vision's thumbnail budget; here an
             # unreadable thumbnail is dropped and its title kept. Titles are web text: escaped, so only

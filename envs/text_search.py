@@ -20,6 +20,7 @@ from typing import Any
 from agentrl.config import TextSearchConfig, ToolsConfig
 from agentrl.envs.tool import Observation, Tool, TrajectoryState, escape_text, register_tool, within_call_deadline
 from agentrl.errors import UserError
+from agentrl.timing import StageClock
 from agentrl.web.cache import content_hash
 from agentrl.web.chat import ChatClient
 from agentrl.web.http import Backend, BackendError, Page
@@ -97,6 +98,7 @@ class TextSearchTool(Tool):
         self._index: Any = None
         self._corpus_id = ""
         self.stats: Counter = Counter(snippet_fallbacks=0, pages_cut=0)  # reported from the start, at 0
+        self.stage_clock = StageClock()  # seconds per stage: search, fetch and reader (or jina), summariser
 
     @classmethod
     def from_config(cls, cfg: Any) -> Tool:
@@ -178,12 +180,16 @@ class TextSearchTool(Tool):
         if c.reader == "jina":
             headers = {"Authorization": f"Bearer {os.environ['JINA_API_KEY']}"} if os.environ.get(
                 "JINA_API_KEY") else {}
-            page = await self.reader_http.request("GET", c.reader_url + hit.url, parse="text", headers=headers,
-                                                  max_bytes=self.fetch_cfg.max_bytes,
-                                                  on_oversize=self.fetch_cfg.on_oversize)
+            async with self.stage_clock.timed("reader"):
+                page = await self.reader_http.request("GET", c.reader_url + hit.url, parse="text", headers=headers,
+                                                      max_bytes=self.fetch_cfg.max_bytes,
+                                                      on_oversize=self.fetch_cfg.on_oversize)
         else:
             assert self.fetcher is not None
-            page = await self.fetcher.fetch_page(hit.url)
+            async with self.stage_clock.timed("fetch"):
+                reply = await self.fetcher.fetch_page_bytes(hit.url)
+            async with self.stage_clock.timed("reader"):
+                page = await self.fetcher.page_text(reply)
         return Page(page.text[: c.max_page_chars], page.cut_at)
 
     async def summarise(self, query: str, page: str) -> str:
@@ -191,7 +197,9 @@ class TextSearchTool(Tool):
         if c.summariser == "none" or not page:
             return page[: c.max_page_chars]
         prompt = SUMMARY_PROMPT.format(query=query, page=page)
-        reply = await self.summariser.complete([{"role": "user", "content": prompt}], max_tokens=256)
+        async with self.stage_clock.timed("summariser"):
+            reply = await self.summariser.complete([{"role": "user", "content": prompt}],
+                                                   max_tokens=c.summary_max_tokens)
         return reply.strip()
 
     async def _read_and_summarise(self, query: str, hit: SearchHit) -> tuple[Page, str]:
@@ -212,7 +220,8 @@ class TextSearchTool(Tool):
 
     async def run(self, args: dict[str, Any], state: TrajectoryState) -> Observation:
         query = args["query"]
-        hits = await self.search(query)
+        async with self.stage_clock.timed("search"):
+            hits = await self.search(query)
         if not hits:
             return Observation(escape_text(f"No results for '{query}'."))
         summaries = await asyncio.gather(*[self._one(query, h) for h in hits])

@@ -95,6 +95,33 @@ def test_the_ledger_ends_every_admitted_group_once(tmp_path):
     assert lines[0] == {"group_id": "g0", "data_id": "d0", "policy_version": 0} and len(lines) == 6
 
 
+def test_the_ledger_stops_a_run_after_a_streak_of_failed_groups_only(tmp_path):
+    from agentrl.errors import RunFailure
+
+    ledger = GroupLedger(str(tmp_path), max_failed_in_a_row=3)
+    for k in range(8):
+        ledger.admit(group(k))
+    ledger.failed("g0", "E: a")
+    ledger.failed("g1", "E: a")
+    ledger.queued()  # one group got through: the streak starts again
+    ledger.failed("g2", "E: a")
+    ledger.failed("g3", "E: b")
+    with pytest.raises(RunFailure, match="3 groups in a row failed .* the last: E: c$"):
+        ledger.failed("g4", "E: c")
+    assert ledger.counts.groups_failed == 5
+
+
+def test_the_ledger_keeps_a_bounded_number_of_distinct_failure_reasons(tmp_path):
+    from agentrl.training.accounting import MAX_FAILURE_REASONS
+
+    ledger = GroupLedger(str(tmp_path))
+    for k in range(MAX_FAILURE_REASONS + 10):
+        ledger.admit(group(k))
+        ledger.failed(f"g{k}", f"E: request {k}")
+    reasons = ledger.counts.failed_reasons
+    assert len(reasons) == MAX_FAILURE_REASONS + 1 and reasons["other reasons"] == 10
+
+
 def test_a_resumed_ledger_keeps_the_admissions_up_to_its_checkpoint_and_marks_re_admissions(tmp_path):
     ledger = GroupLedger(str(tmp_path))
     for k in range(4):

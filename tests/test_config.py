@@ -41,6 +41,8 @@ def test_unknown_key_in_the_yaml_file_is_reported(tmp_path):
     ("learner.importance_mode=clip", "learner.importance_mode"),
     ("learner.lr_schedule=cosine", "learner.lr_schedule"),
     ("env.on_invalid_action=ignore", "env.on_invalid_action"),
+    ("tools.text_search.summary_max_tokens=0", "tools.text_search.summary_max_tokens"),
+    ("trainer.max_failed_groups_in_a_row=-1", "trainer.max_failed_groups_in_a_row"),
 ])
 def test_bad_values_fail_before_anything_starts(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -23,6 +23,7 @@ from agentrl.actors.factory import create_actors, create_environment_actors, sta
 from agentrl.actors.weights import broadcast, sync_weights
 from agentrl.config import VisionConfig, load_config
 from agentrl.data.synthetic import synthetic_image_rows
+from agentrl.images import image_size
 from agentrl.models import get_adapter
 from agentrl.models.base import ModelAdapter, decode_image
 from agentrl.models.tiny import ensure_model
@@ -64,6 +65,18 @@ def test_images_are_resized_into_their_budget_on_the_patch_grid(vl_path):
         assert w % 28 == 0 and h % 28 == 0
     assert 56 * 56 <= big[0] * big[1] <= 112 * 140
     assert 56 * 56 <= thumb[0] * thumb[1] <= 56 * 84 < big[0] * big[1]
+
+
+def test_a_prepared_image_keeps_its_size_through_the_models_processor(vl_path):
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    ad = get_adapter(vl_path, load_config("configs/demo_vl.yaml").model.vision)
+    size = ad.image_processor.size
+    for w, h in ((240, 180), (180, 240), (300, 100), (56, 56), (1000, 30)):
+        for kind in ("input", "thumbnail"):
+            pw, ph = image_size(ad.prepare_image(png(w, h, 0), kind))
+            assert smart_resize(ph, pw, factor=28, min_pixels=size["shortest_edge"],
+                                max_pixels=size["longest_edge"]) == (ph, pw), (w, h, kind)
 
 
 def test_placeholders_expand_to_one_token_per_merged_patch_and_collapse_back(vl_path):
@@ -337,6 +350,18 @@ def test_a_weight_push_changes_the_vl_engines_output(vl):
     run(broadcast(WeightSnapshot(base.version, pushed), vl.pool.handles))
     assert greedy("push-after") != before
     run(broadcast(base, vl.pool.handles))  # the learner's weights again
+
+
+def test_photo_shaped_thumbnails_get_the_same_image_tokens_in_vllm_as_in_the_adapter(vl):
+    """A 4:3 photo in the demo's 3,136-pixel thumbnail budget resizes to 28x56, under the processor's
+    minimum: vLLM enlarged it again and counted other tokens, so every such trajectory failed."""
+    ad = vl.adapter
+    thumbs = [ad.prepare_image(png(w, h, 8), "thumbnail") for w, h in ((240, 180), (180, 240), (300, 100))]
+    prompt = ad.expand_placeholders(ad.tokenizer.encode(
+        f"<|im_start|>user\n{ad.image_placeholder * 3}?<|im_end|>\n<|im_start|>assistant\n",
+        add_special_tokens=False), thumbs)
+    req = GenerationRequest("photo-thumbs", prompt, SamplingConfig(max_tokens=4, temperature=0.0), images=thumbs)
+    assert len(run(vl.pool.generate("photo-thumbs", req)).token_ids) == 4
 
 
 def test_a_row_with_corrupt_image_bytes_fails_alone_with_a_reason_naming_the_row(vl):

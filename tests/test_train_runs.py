@@ -15,6 +15,7 @@ import pytest
 from agentrl.algorithms import scheduled_lr
 from agentrl.bench.processes import kill_tagged, new_tag, tagged_env, tagged_processes
 from agentrl.config import load_config
+from agentrl.training.accounting import lost_groups
 from tests.conftest import ROOT, VENV_BIN, agentrl_cmd, free_port
 
 pytestmark = pytest.mark.slow
@@ -45,8 +46,7 @@ SECRET = "sk-run-SECRET-c0ffee"
 
 def ledger_holds(summary: dict) -> bool:
     """Every admitted group ended trained, dropped as stale, failed or in flight at stop."""
-    return summary["groups_admitted"] == summary["groups_trained"] + summary["groups_dropped_stale"] + \
-        summary["groups_failed"] + summary["groups_in_flight_at_stop"]
+    return lost_groups(summary) == 0
 
 
 @pytest.mark.long
@@ -132,6 +132,19 @@ def test_a_crashed_actor_stops_the_run_with_its_name_and_leaves_no_processes(tmp
     assert "actors/reward.py" in r.stderr  # the original frames, down to the call into the dead actor
     time.sleep(3)
     assert tagged_processes(tag) == set()
+
+
+def test_a_run_in_which_every_group_fails_stops_with_the_reason_instead_of_running_for_ever(tmp_path):
+    r = train(tmp_path, "trainer.total_steps=3", "trainer.run_name=allfail", "trainer.max_failed_groups_in_a_row=12",
+              "reward.name=tests.plugins.raising_reward:broken", timeout=300)
+    assert r.returncode == 1, r.stderr[-3000:]
+    failure = [line for line in r.stderr.splitlines() if line.startswith("agentrl:")]
+    assert failure == ["agentrl: 12 groups in a row failed and none reached the replay queue "
+                       "(trainer.max_failed_groups_in_a_row); the last: ValueError: reward function broken"], \
+        r.stderr[-3000:]
+    summary = json.loads((tmp_path / "allfail" / "summary.json").read_text())
+    assert summary["groups_trained"] == 0 and summary["groups_failed"] >= 12 and ledger_holds(summary)
+    assert summary["failed_reasons"] == {"ValueError: reward function broken": summary["groups_failed"]}
 
 
 def test_two_bf16_learner_ranks_under_zero3_train_the_demo(tmp_path):

@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from agentrl.errors import UserError
 
 QUICK_STEPS, FULL_STEPS, SWEEP_STEPS = 5, 10, 4
+# per workload: its config, results and timeline
+WORKLOADS = {"latency": ("configs/bench_async.yaml", "bench/async.json", "docs/bench_async_timeline.png"),
+             "search": ("configs/bench_async_search.yaml", "bench/async_search.json",
+                        "docs/bench_async_search_timeline.png")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per mode (about 6 minutes)")
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep tool latency, max staleness and trajectories per env actor")
-    parser.add_argument("--config", default="configs/bench_async.yaml", help="the workload")
+    parser.add_argument("--workload", choices=WORKLOADS, default="latency",
+                        help="latency: the `latency` stand-in tool; search: the real search tools against a "
+                             "simulated web and a summariser model (bench/async_search.json)")
+    parser.add_argument("--config", default="", help="the workload's config (default: per --workload)")
     parser.add_argument("--steps", type=int, default=0, help=f"learner steps per mode (default {FULL_STEPS})")
     parser.add_argument("--latency-median", type=float, default=1.0, help="tool latency median, seconds")
     parser.add_argument("--latency-p99", type=float, default=10.0, help="tool latency 99th percentile, seconds")
-    parser.add_argument("--failure-rate", type=float, default=0.02, help="share of tool calls that fail")
+    parser.add_argument("--failure-rate", type=float, default=0.02,
+                        help="share of tool calls (search workload: of web requests) that fail")
+    parser.add_argument("--latency-scale", type=float, default=1.0,
+                        help="search workload: every stage's latency times this (1: search API median 1 s, "
+                             "p99 10 s; pages 0.5 / 8 s; thumbnails 0.3 / 3 s)")
     parser.add_argument("--max-staleness", type=int, default=2, help="trainer.max_staleness of the async run")
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: continue,learner_alone,env")
-    parser.add_argument("--out", default="bench/async.json")
-    parser.add_argument("--timeline", default="docs/bench_async_timeline.png")
+    parser.add_argument("--out", default="", help="default: bench/async.json (search: bench/async_search.json)")
+    parser.add_argument("--timeline", default=None,
+                        help="the PNG timeline (default: docs/bench_async[_search]_timeline.png; '' for none)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.batch_groups=8")
 
 
@@ -58,34 +74,57 @@ class StepRecorder:
         self.rows: list[dict[str, Any]] = []
         self.spans: list[tuple[str, float, float]] = []
         self.batches: list[Any] = []
+        self.tool_errors: Counter = Counter()  # failed tool calls of trained trajectories, by kind
 
     def __call__(self, row: dict[str, Any], batch: Any) -> None:
         self.rows.append(row)
-        self.spans.extend(s for g in batch.groups for t in g.trajectories for s in t.spans)
+        trajectories = [t for g in batch.groups for t in g.trajectories]
+        self.spans.extend(s for t in trajectories for s in t.spans)
+        self.tool_errors.update((c.error or "error").split(":")[0] for t in trajectories for c in t.tool_calls
+                                if not c.ok)
         if len(self.batches) < self.keep_batches:
             self.batches.append(batch)
 
 
-def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> tuple[Any, list[Any]]:
-    """One real training run of the workload; returns its RunTrace and the batches it kept."""
+@dataclass
+class ModeRun:
+    """What one mode's run left: its trace, the batches it kept, its recorder, its environment actors'
+    tool profiles (read before they stop)."""
+
+    trace: Any
+    batches: list[Any]
+    recorder: StepRecorder
+    tool_profiles: list[Any]
+
+
+def run_mode(cfg: Any, label: str, keep_batches: int = 0) -> ModeRun:
+    """One real training run of the workload."""
     from agentrl.bench.report import RunTrace
+    from agentrl.training.accounting import GROUP_ENDS
     from agentrl.training.orchestrator import Orchestrator
 
     recorder = StepRecorder(keep_batches)
     orch = Orchestrator(cfg, on_step=recorder)
+    profiles: list[Any] = []
 
     async def main() -> Any:
         try:
-            return await orch.run()
+            summary = await orch.run()
+            if orch.groups is not None:
+                got = await asyncio.gather(*[h.tool_profile.remote() for h in orch.groups.envs],
+                                           return_exceptions=True)
+                profiles.extend(p for p in got if not isinstance(p, BaseException))
+            return summary
         finally:
             await orch.shutdown()
 
     t0 = time.perf_counter()
-    asyncio.run(main())
-    trace = RunTrace(label, recorder.rows, orch.step_marks, recorder.spans, orch.gen_busy)
+    summary = asyncio.run(main())
+    groups = {k: getattr(summary, k) for k in ("groups_admitted", *GROUP_ENDS)}
+    trace = RunTrace(label, recorder.rows, orch.step_marks, recorder.spans, orch.gen_busy, groups=groups)
     print(f"[bench] {label}: {len(recorder.rows)} steps, run {time.perf_counter() - t0:.0f}s (start-up included)",
           flush=True)
-    return trace, recorder.batches
+    return ModeRun(trace, recorder.batches, recorder, profiles)
 
 
 def learner_alone(cfg: Any, batches: list[Any], steps: int) -> dict[str, Any]:
@@ -117,9 +156,10 @@ def _config(args: argparse.Namespace, extra: list[str]) -> Any:
     from agentrl.config import load_config
     from agentrl.console import configure_driver_logging, resolve_level
 
-    cfg = load_config(args.config, [*_latency_overrides(args.latency_median, args.latency_p99, args.failure_rate),
-                                     f"trainer.max_staleness={args.max_staleness}", "trainer.progress=false",
-                                     *args.overrides, *extra])
+    workload = (_latency_overrides(args.latency_median, args.latency_p99, args.failure_rate)
+                if args.workload == "latency" else args.search.overrides if args.search else [])
+    cfg = load_config(args.config, [*workload, f"trainer.max_staleness={args.max_staleness}",
+                                    "trainer.progress=false", *args.overrides, *extra])
     configure_driver_logging(resolve_level(cfg.trainer.log_level))
     return cfg
 
@@ -136,10 +176,15 @@ def compare(args: argparse.Namespace, steps: int, extra: list[str], label: str =
         cfg = _config(args, [*extra, f"trainer.total_steps={steps}", f"trainer.run_name=bench-{label}{name}",
                              f"trainer.mode={'sync' if mode == 'sync' else 'async'}",
                              *(["rollout.on_weight_update=continue"] if mode == "continue" else [])])
-        trace, kept = run_mode(cfg, name, keep_batches if mode == "async" else 0)
-        out[name] = summarize(trace)
-        traces.append(trace)
-        batches.extend(kept)
+        if args.search:
+            args.search.start_mode()
+        run = run_mode(cfg, name, keep_batches if mode == "async" else 0)
+        out[name] = summarize(run.trace)
+        if args.search:
+            out[name]["search"] = args.search.report(run.tool_profiles, run.recorder.tool_errors,
+                                                     run.trace.rows[-1] if run.trace.rows else {})
+        traces.append(run.trace)
+        batches.extend(run.batches)
     if "sync" in out and "async" in out:
         out["speedup"] = out["async"]["samples_per_s"] / out["sync"]["samples_per_s"]
     return out, traces, batches
@@ -179,14 +224,35 @@ def _machine() -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; returns 0. Raises UserError (bad input) or ActorFailure (an actor died); the
     command line reports them (agentrl/cli.py)."""
-    from agentrl.actors.factory import check_plugins, connect_ray  # torch before Ray, as `agentrl train`
-
     steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     skip = {s for s in args.skip.split(",") if s}
     if steps < 2:
         raise UserError("--steps must be >= 2 (the first step is warm-up)")
+    if args.workload == "search":
+        if args.sweep:
+            raise UserError("--sweep varies the latency tool's settings: use it with --workload latency")
+        skip.add("env")  # the environment-actor overhead phase measures the latency tool
+    config, out, timeline = WORKLOADS[args.workload]
+    args.config, args.out = args.config or config, args.out or out
+    args.timeline = timeline if args.timeline is None else args.timeline
+    with contextlib.ExitStack() as stack:
+        args.search = None
+        if args.workload == "search":
+            from agentrl.bench.search_workload import search_workload
+
+            print("[bench] starting the simulated web and the summariser server", flush=True)
+            if args.latency_scale <= 0:
+                raise UserError("--latency-scale must be > 0")
+            work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentrl-bench-search-"))
+            args.search = stack.enter_context(search_workload(work_dir, args.failure_rate, args.latency_scale))
+        return _run(args, steps, skip)
+
+
+def _run(args: argparse.Namespace, steps: int, skip: set[str]) -> int:
+    from agentrl.actors.factory import check_plugins, connect_ray  # torch before Ray, as `agentrl train`
+
     base = _config(args, [])
-    check_plugins(base)  # the latency tool's options, as `agentrl train` checks them
+    check_plugins(base)  # the tools' options, as `agentrl train` checks them
     import ray
 
     t_start = time.perf_counter()
@@ -212,14 +278,20 @@ def run(args: argparse.Namespace) -> int:
         if started_here:
             ray.shutdown()
     result["setup"] = {"command": "agentrl bench async " + " ".join(sys.argv[3:]).strip(), "steps": steps,
-                       "machine": _machine(), "latency_median_s": args.latency_median,
-                       "latency_p99_s": args.latency_p99, "failure_rate": args.failure_rate,
+                       "machine": _machine(), "workload": args.workload, **_latency_setup(args),
+                       "failure_rate": args.failure_rate,
                        "max_staleness": args.max_staleness, "batch_groups": base.trainer.batch_groups,
                        "spare_groups": base.trainer.spare_groups,
                        "n": base.rollout.n, "max_turns": base.env.max_turns,
                        "bench_wall_s": time.perf_counter() - t_start, "config": dataclasses.asdict(base)}
     _write(args, result, traces)
     return 0
+
+
+def _latency_setup(args: argparse.Namespace) -> dict[str, Any]:
+    if args.workload == "latency":
+        return {"latency_median_s": args.latency_median, "latency_p99_s": args.latency_p99}
+    return {"latency_by_stage": {k: dataclasses.asdict(v) for k, v in args.search.web.latency.items()}}
 
 
 def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:

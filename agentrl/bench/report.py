@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrl.training.accounting import lost_groups
+
 Interval = tuple[float, float]
 
 
@@ -49,6 +51,7 @@ class RunTrace:
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # trained trajectories' spans
     gen_busy: list[tuple[float, float]] = field(default_factory=list)  # (time, engine busy seconds so far)
     warmup_steps: int = 1
+    groups: dict[str, int] = field(default_factory=dict)  # the run's ledger (summary.json's groups_* counts)
 
     @property
     def window(self) -> Interval:
@@ -104,6 +107,8 @@ def summarize(trace: RunTrace) -> dict[str, Any]:
         "learner_s_mean": sum(r["time/learner_s"] for r in rows) / max(len(rows), 1),
         "profile": {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in rows[0] if k.startswith("time/")}
         if rows else {},
+        "groups": trace.groups,
+        "lost_groups": lost_groups(trace.groups) if trace.groups else None,
     }
 
 

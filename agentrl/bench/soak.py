@@ -27,6 +27,7 @@ from typing import Any
 
 from agentrl.bench.processes import kill_tagged, new_tag, tagged_env, tagged_processes
 from agentrl.errors import UserError
+from agentrl.training.accounting import GROUP_ENDS, lost_groups
 
 KILL_AT = 0.4  # the driver kill, as a share of the soak's time
 
@@ -138,7 +139,6 @@ def soak_report(run_dir: str, logs: list[str], rc: int, left: list[int], wall_s:
         rows = [json.loads(line) for line in f if line.strip()]
     with open(os.path.join(run_dir, "admissions.jsonl")) as f:
         admitted_ids = {json.loads(line)["group_id"] for line in f if line.strip()}
-    ends = ("groups_trained", "groups_dropped_stale", "groups_failed", "groups_in_flight_at_stop")
     kills = {kind: count(rf"fault: killed {kind}-", *logs) for kind in ("env", "reward", "generator")}
     return {
         "minutes": minutes, "wall_s": wall_s, "steps": summary["steps"], "exit_code": rc,
@@ -147,8 +147,8 @@ def soak_report(run_dir: str, logs: list[str], rc: int, left: list[int], wall_s:
         "restarts": {"generator_weights_pushed": count(r"generator-\d+ restarted", *logs),
                      "groups_retried": summary["groups_retried"]},
         "resumes": count(r"resuming from ", *logs),
-        "ledger": {k: summary[k] for k in ("groups_admitted", *ends, "groups_retried", "failed_reasons")},
-        "lost_groups": summary["groups_admitted"] - sum(summary[k] for k in ends),
+        "ledger": {k: summary[k] for k in ("groups_admitted", *GROUP_ENDS, "groups_retried", "failed_reasons")},
+        "lost_groups": lost_groups(summary),
         "admissions_distinct": len(admitted_ids), "stopped_by": summary["stopped_by"],
         "processes_left": left,
     }

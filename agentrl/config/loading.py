@@ -197,6 +197,7 @@ def _validate_reliability(cfg: Config) -> None:
     _require(t.resume in ("never", "auto"), "trainer.resume", f"'{t.resume}' is not 'never' or 'auto'")
     _require(t.stop_timeout_s >= 0, "trainer.stop_timeout_s", "must be >= 0")
     _require(t.max_group_retries >= 0, "trainer.max_group_retries", "must be >= 0")
+    _require(t.max_failed_groups_in_a_row >= 0, "trainer.max_failed_groups_in_a_row", "must be >= 0 (0: no limit)")
     for key, value in (("env.max_restarts", cfg.env.max_restarts), ("reward.max_restarts", cfg.reward.max_restarts),
                        ("rollout.max_restarts", cfg.rollout.max_restarts)):
         _require(value >= -1, key, "must be >= 0, or -1 (no limit)")
@@ -283,6 +284,7 @@ def _validate_tools(tl: ToolsConfig) -> None:
              "must be jina, direct or none")
     _require(tl.text_search.summariser in ("openai", "none"), "tools.text_search.summariser",
              "must be openai or none")
+    _require(tl.text_search.summary_max_tokens > 0, "tools.text_search.summary_max_tokens", "must be > 0")
 
 
 def _validate_model_and_data(cfg: Config) -> None:

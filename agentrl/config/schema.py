@@ -145,6 +145,7 @@ class TextSearchConfig:
     summariser: str = "none"  # "openai" (any OpenAI-compatible chat endpoint) or "none"
     summariser_url: str = ""  # summariser=openai: the endpoint's base URL (.../v1)
     summariser_model: str = ""  # summariser=openai: the model name sent to it
+    summary_max_tokens: int = 256  # summariser=openai: the most tokens one page's summary may take
     max_page_chars: int = 4000  # each page (or its summary without a summariser) is cut to this many characters
     max_output_chars: int = 2000  # budget of the whole observation
     http: BackendConfig = field(default_factory=BackendConfig)
@@ -299,6 +300,9 @@ class TrainerConfig:
     stop_timeout_s: float = 30.0  # on SIGINT/SIGTERM: how long in-flight groups may finish before the save
     # a group whose environment, reward or generator actor died is re-run this many times, then failed
     max_group_retries: int = 3
+    # this many groups failing one after another, none reaching the queue between, stop the run (exit 1,
+    # naming the last reason): a setup in which every group fails; 0: never
+    max_failed_groups_in_a_row: int = 64
 
 
 @dataclass

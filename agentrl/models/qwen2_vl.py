@@ -73,7 +73,8 @@ class Qwen2VLAdapter(ModelAdapter):
                   else (v.thumbnail_min_pixels, v.thumbnail_max_pixels))
         w, h = img.size
         try:
-            rh, rw = smart_resize(h, w, factor=self.patch_size * self.merge_size, min_pixels=lo, max_pixels=hi)
+            rh, rw = self.kept_by_processor(*smart_resize(h, w, factor=self.patch_size * self.merge_size,
+                                                          min_pixels=lo, max_pixels=hi))
         except ValueError as e:  # a shape the processor refuses: an unusable image, as a corrupt one is
             raise ImageError(f"image of {w}x{h} pixels cannot be resized for the model ({e})") from None
         if (rw, rh) != (w, h):
@@ -81,6 +82,21 @@ class Qwen2VLAdapter(ModelAdapter):
 
             img = img.resize((rw, rh), Image.Resampling.BICUBIC)
         return encode_png(img)
+
+    def kept_by_processor(self, h: int, w: int) -> tuple[int, int]:
+        """The nearest size the model's processor (vLLM's too) keeps as it is. A budget's resize of a
+        non-square image can land under the processor's minimum (240x180 into 3,136 pixels gives 28x56);
+        the processor would then enlarge it again and vLLM would count other image tokens than ours."""
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        size = self.image_processor.size
+        lo, hi = size.get("shortest_edge") or 0, size.get("longest_edge") or 2**62
+        for _ in range(4):
+            nh, nw = smart_resize(h, w, factor=self.patch_size * self.merge_size, min_pixels=lo, max_pixels=hi)
+            if (nh, nw) == (h, w):
+                return h, w
+            h, w = nh, nw
+        raise ValueError(f"no size near {w}x{h} that the processor keeps")
 
     def grid_thw(self, image: bytes) -> tuple[int, int, int]:
         """(t, h, w) in patches of a prepared image (called per placeholder and per forward: header only)."""

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agentrl.errors import RunFailure
 from agentrl.records import DataRow
 
 
@@ -40,14 +41,25 @@ class LedgerCounts:
     admission_lines: int = 0  # lines of admissions.jsonl, re-admissions included (a resume keeps these)
 
 
+MAX_FAILURE_REASONS = 32  # distinct reasons kept by name; later new ones count as "other reasons"
+GROUP_ENDS = ("groups_trained", "groups_dropped_stale", "groups_failed", "groups_in_flight_at_stop")
+
+
+def lost_groups(counts: dict[str, Any]) -> int:
+    """Admitted groups that ended nowhere (summary.json's counts): 0 when the ledger balances."""
+    return counts["groups_admitted"] - sum(counts[k] for k in GROUP_ENDS)
+
+
 class GroupLedger:
     """The driver's record of admitted groups. `live` holds the groups not yet ended, running or waiting
     in the replay queue: the capacity bound counts them, and a resume re-admits them."""
 
-    def __init__(self, run_dir: str, counts: LedgerCounts | None = None) -> None:
+    def __init__(self, run_dir: str, counts: LedgerCounts | None = None, max_failed_in_a_row: int = 0) -> None:
         self.counts = counts or LedgerCounts()
         self.counts.groups_in_flight_at_stop = 0
         self.live: dict[str, AdmittedGroup] = {}
+        self.max_failed_in_a_row = max_failed_in_a_row  # 0: no limit
+        self.failed_in_a_row = 0  # groups failed since the last one reached the queue
         self.path = os.path.join(run_dir, "admissions.jsonl")
         _keep_lines(self.path, self.counts.admission_lines)
         self._file = open(self.path, "a")
@@ -66,9 +78,21 @@ class GroupLedger:
         self._file.flush()
 
     def failed(self, group_id: str, reason: str) -> None:
+        """A group failed; RunFailure when `max_failed_in_a_row` failed with none reaching the queue between
+        (a setup where every group fails would otherwise admit and fail groups for ever)."""
         if self.live.pop(group_id, None) is not None:
             self.counts.groups_failed += 1
-            self.counts.failed_reasons[reason] = self.counts.failed_reasons.get(reason, 0) + 1
+            reasons = self.counts.failed_reasons
+            key = reason if reason in reasons or len(reasons) < MAX_FAILURE_REASONS else "other reasons"
+            reasons[key] = reasons.get(key, 0) + 1
+            self.failed_in_a_row += 1
+            if self.max_failed_in_a_row and self.failed_in_a_row >= self.max_failed_in_a_row:
+                raise RunFailure(f"{self.failed_in_a_row} groups in a row failed and none reached the replay queue "
+                                 f"(trainer.max_failed_groups_in_a_row); the last: {reason}")
+
+    def queued(self) -> None:
+        """A group reached the replay queue."""
+        self.failed_in_a_row = 0
 
     def trained(self, group_ids: list[str]) -> None:
         for g in group_ids:

@@ -266,8 +266,10 @@ class Orchestrator:
                 except ray.exceptions.RayError as e:  # the learner, the queue: the run cannot go on
                     await self._guard(_reraise(e))
                 if outcome.status == "failed":
-                    self.ledger.failed(group_id, outcome.reason)
                     self._capacity_changed.set()
+                    self.ledger.failed(group_id, outcome.reason)
+                else:
+                    self.ledger.queued()
 
     # ---- the run ------------------------------------------------------------------------------
     async def run(self) -> RunSummary:
@@ -394,7 +396,7 @@ class Orchestrator:
             self.summary.resumed_from = self.resume.path
             print(f"[agentrl] resuming from {self.resume.path}: step {st.step}, "
                   f"{len(self.resume.live)} groups re-admitted first")
-        self.ledger = GroupLedger(self.run_dir, counts)
+        self.ledger = GroupLedger(self.run_dir, counts, self.cfg.trainer.max_failed_groups_in_a_row)
 
     def _install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM: stop admitting, let running groups finish (`trainer.stop_timeout_s`), save a

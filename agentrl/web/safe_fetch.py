@@ -136,7 +136,14 @@ class SafeFetcher:
 
     async def fetch_page(self, url: str) -> Page:
         """A page's text (HTML reduced to its main text); cut or refused past max_bytes, as configured."""
-        reply = await self.fetch(url, self.cfg.content_types, self.cfg.on_oversize)
+        return await self.page_text(await self.fetch_page_bytes(url))
+
+    async def fetch_page_bytes(self, url: str) -> RawReply:
+        """A page as fetched (the first half of `fetch_page`)."""
+        return await self.fetch(url, self.cfg.content_types, self.cfg.on_oversize)
+
+    async def page_text(self, reply: RawReply) -> Page:
+        """A fetched page's text (the second half of `fetch_page`)."""
         text = decode_text(reply.body, reply.charset)
         if "html" in reply.content_type:  # CPU work on a web page: in a worker process, killed at a deadline
             text = await HTML_WORKERS.acall("agentrl.web.safe_fetch:html_to_text", (text,), HTML_TIMEOUT_S)
