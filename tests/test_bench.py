@@ -205,3 +205,82 @@ def test_the_push_projection_scales_by_bytes_and_engines():
     p = project(largest, params=5e9, engines=8)  # 10 GB in bf16: 10x the bytes
     assert p["one_engine_s"] == pytest.approx(30.0)
     assert p["8_engines_best_s"] == pytest.approx(30.0) and p["8_engines_worst_s"] == pytest.approx(20 + 80)
+
+
+# ---- the search workload (`--workload search`) ------------------------------------------------------
+def test_the_simulated_web_draws_the_same_latencies_again_after_a_reset():
+    from agentrl.bench.search_web import DEFAULT_LATENCY, SearchWeb
+
+    web = SearchWeb(seed=3, failure_rate=0.02)
+    first = {stage: [web.draw(stage) for _ in range(2000)] for stage in DEFAULT_LATENCY}
+    web.reset()
+    assert {stage: [web.draw(stage) for _ in range(2000)] for stage in DEFAULT_LATENCY} == first
+    for stage, spec in DEFAULT_LATENCY.items():
+        delays = sorted(d for d, _ in first[stage])
+        assert delays[1000] == pytest.approx(spec.median_s, rel=0.15)
+        assert delays[1980] == pytest.approx(spec.p99_s, rel=0.4)
+        assert 0.005 < sum(f for _, f in first[stage]) / 2000 < 0.04
+
+
+def test_the_search_tools_read_the_simulated_web_through_their_real_backends(monkeypatch):
+    """SerpAPI-shaped search, direct page fetches and the reader; Lens-shaped image search and thumbnails."""
+    from agentrl.bench.search_web import SearchWeb, StageLatency
+    from agentrl.config import load_config
+    from agentrl.envs.registry import load_tool
+    from agentrl.envs.tool import TrajectoryState
+
+    monkeypatch.setenv("SERPAPI_API_KEY", "bench-local-key")
+    fast = {stage: StageLatency(0.01, 0.05) for stage in ("search", "page", "thumbnail")}
+    with SearchWeb(failure_rate=0.0, latency=fast) as web:
+        cfg = load_config("configs/bench_async_search.yaml", [
+            "data.source=synthetic_vl", f"tools.image_search.base_url={web.url}/search",
+            f"tools.text_search.base_url={web.url}/search", "tools.text_search.summariser=none",
+            "tools.text_search.max_page_chars=400"])  # three pages within the output budget
+
+        async def calls():
+            text, image = load_tool("text_search", cfg), load_tool("image_search", cfg)
+            state = TrajectoryState("q", image_urls=[f"{web.url}/photo/1.jpg"])
+            try:
+                return await text.run({"query": "kasazo colour"}, state), await image.run({}, state), text, image
+            finally:
+                await text.close()
+                await image.close()
+
+        text_obs, image_obs, text, image = asyncio.run(calls())
+    lines = text_obs.text.splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"{i}. kasazo colour - ") for i, line in enumerate(lines, 1))
+    assert "<p>" not in text_obs.text and text.stats["snippet_fallbacks"] == 0  # the reader's text, not the HTML
+    assert len(image_obs.images) == 5 and image.stats["thumbnails_dropped"] == 0
+    assert {s: len(v) for s, v in text.stage_clock.snapshot().items()} == {"search": 1, "fetch": 3, "reader": 3}
+    assert {s: len(v) for s, v in image.stage_clock.snapshot().items()} == {
+        "search": 1, "thumbnail": 5, "thumbnail_check": 1}
+    assert web.counters == {"search/requests": 2, "page/requests": 3, "thumbnail/requests": 5}
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_a_quick_search_bench_run_exercises_every_stage_and_loses_no_group(tmp_path):
+    """About two minutes: a `vllm serve` summariser, then two real runs (sync, async) of MMSearch-R1
+    trajectories through the real search tools against the simulated web; the bench is only as good as
+    the command that produces it."""
+    from agentrl.bench.search_workload import STAGES
+
+    out, png = tmp_path / "async_search.json", tmp_path / "timeline.png"
+    r = subprocess.run([*agentrl_cmd(), "bench", "async", "--workload", "search", "--quick", "--steps", "2",
+                        "--latency-scale", "0.3", "--skip", "continue,learner_alone", "--out", str(out),
+                        "--timeline", str(png), "trainer.batch_groups=2", "rollout.n=2",
+                        f"trainer.output_dir={tmp_path}/runs"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "RAY_ADDRESS": ""})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    res = json.loads(out.read_text())
+    assert res["setup"]["workload"] == "search" and set(res["setup"]["latency_by_stage"]) == {
+        "search", "page", "thumbnail"}
+    for mode in ("sync", "async"):
+        m, search = res[mode], res[mode]["search"]
+        assert m["lost_groups"] == 0 and m["groups"]["groups_trained"] == 2 * 2  # whole groups, both steps
+        assert all(search["tool_latency_by_stage"][stage]["count"] > 0 for stage in STAGES), search
+        assert all(search["web_requests"][f"{s}/requests"] > 0 for s in ("search", "page", "thumbnail"))
+        assert search["cpu_s_per_trajectory"]["env_actors"] > 0 and search["cpu_s_per_trajectory"][
+            "summariser_server"] > 0
+        assert search["cache"] == "off"
+    assert png.stat().st_size > 10_000

@@ -12,7 +12,7 @@ import ray
 
 from agentrl.actors.factory import create_learner
 from agentrl.config import load_config
-from agentrl.records import DataRow
+from agentrl.records import DataRow, GroupOutcome
 from agentrl.training.accounting import AdmittedGroup, GroupLedger
 from agentrl.training.checkpoint import CheckpointStore, TrainerState, restore_rng, rng_states
 from tests.learner_batches import real_batch
@@ -103,9 +103,9 @@ def test_the_ledger_stops_a_run_after_a_streak_of_failed_groups_only(tmp_path):
         ledger.admit(group(k))
     ledger.failed("g0", "E: a")
     ledger.failed("g1", "E: a")
-    ledger.queued()  # one group got through: the streak starts again
+    ledger.env_outcome("g7", GroupOutcome("queued"))  # one group got through: the streak starts again
     ledger.failed("g2", "E: a")
-    ledger.failed("g3", "E: b")
+    ledger.env_outcome("g3", GroupOutcome("failed", "E: b"))
     with pytest.raises(RunFailure, match="3 groups in a row failed .* the last: E: c$"):
         ledger.failed("g4", "E: c")
     assert ledger.counts.groups_failed == 5

@@ -114,8 +114,12 @@ class SearchWeb:
                         for i, (stage, s) in enumerate(sorted(self.latency.items()))}
         self.counters = Counter()
 
+    def draw(self, stage: str) -> tuple[float, bool]:
+        """The next request of `stage`: (its delay in seconds, whether it fails)."""
+        return self._models[stage].draw()
+
     async def _delay(self, stage: str) -> None:
-        latency, fails = self._models[stage].draw()
+        latency, fails = self.draw(stage)
         self.counters[f"{stage}/requests"] += 1
         await asyncio.sleep(latency)
         if fails:

@@ -28,6 +28,9 @@ from agentrl.errors import UserError
 from agentrl.timing import process_tree_cpu_s
 
 SUMMARISER_NAME = "bench-summariser"
+# one compute thread: a tiny model has too little work per step for more, and idle OpenMP threads spin
+# (at one request at a time the server burned 0.43 CPU-s per summary on two cores, 4x what it needs)
+SERVER_THREADS = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 DATA_ROWS = 256
 STAGES = ("image_search/search", "image_search/thumbnail", "image_search/thumbnail_check", "text_search/search",
           "text_search/fetch", "text_search/reader", "text_search/summariser")
@@ -45,11 +48,12 @@ def openai_model_server(model_path: str, served_name: str, max_model_len: int = 
     """A `vllm serve` (its OpenAI-compatible server) of a model on loopback; yields (base URL ending in /v1,
     the process). The model runs in the server's own process (one process fewer to start on a CPU)."""
     port = _free_port()
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", **SERVER_THREADS}
     # the module entry point: the `vllm` script looks up a distribution named "vllm", which the CPU build lacks
-    # at a lower CPU priority: on a shared machine the model server takes what the learner leaves (a
-    # summariser is a remote service in production; here it runs on the learner's cores)
-    proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+    # at the lowest CPU priority (Ray starts its workers at nice 15; at nice 10 the server took the
+    # learner's core): on a shared machine it takes what the learner leaves (a summariser is a remote
+    # service in production; here it runs on the learner's cores)
+    proc = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                              "--model", model_path,
                              "--port", str(port), "--dtype", "float32", "--distributed-executor-backend", "uni",
                              "--enforce-eager", "--max-model-len", str(max_model_len),

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agentrl.errors import RunFailure
-from agentrl.records import DataRow
+from agentrl.records import DataRow, GroupOutcome
 
 
 @dataclass
@@ -90,9 +90,12 @@ class GroupLedger:
                 raise RunFailure(f"{self.failed_in_a_row} groups in a row failed and none reached the replay queue "
                                  f"(trainer.max_failed_groups_in_a_row); the last: {reason}")
 
-    def queued(self) -> None:
-        """A group reached the replay queue."""
-        self.failed_in_a_row = 0
+    def env_outcome(self, group_id: str, outcome: GroupOutcome) -> None:
+        """How a group ended in its environment actor: in the replay queue (a failure streak ends) or failed."""
+        if outcome.status == "failed":
+            self.failed(group_id, outcome.reason)
+        else:
+            self.failed_in_a_row = 0
 
     def trained(self, group_ids: list[str]) -> None:
         for g in group_ids:

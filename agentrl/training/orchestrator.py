@@ -267,9 +267,7 @@ class Orchestrator:
                     await self._guard(_reraise(e))
                 if outcome.status == "failed":
                     self._capacity_changed.set()
-                    self.ledger.failed(group_id, outcome.reason)
-                else:
-                    self.ledger.queued()
+                self.ledger.env_outcome(group_id, outcome)
 
     # ---- the run ------------------------------------------------------------------------------
     async def run(self) -> RunSummary:
