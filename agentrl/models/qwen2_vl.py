@@ -87,9 +87,12 @@ class Qwen2VLAdapter(ModelAdapter):
         """The nearest size the model's processor (vLLM's too) keeps as it is. A budget's resize of a
         non-square image can land under the processor's minimum (240x180 into 3,136 pixels gives 28x56);
         the processor would then enlarge it again and vLLM would count other image tokens than ours."""
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor, smart_resize
 
-        size = self.image_processor.size
+        try:
+            size = self.image_processor.size
+        except OSError:  # a folder without a processor (a bare model): the family's default range
+            size = Qwen2VLImageProcessor().size
         lo, hi = size.get("shortest_edge") or 0, size.get("longest_edge") or 2**62
         for _ in range(4):
             nh, nw = smart_resize(h, w, factor=self.patch_size * self.merge_size, min_pixels=lo, max_pixels=hi)
