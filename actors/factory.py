@@ -256,8 +256,9 @@ async def guarded(awaitable: Awaitable[T], groups: ActorGroups | None = None) ->
     except ray.exceptions.RayTaskError as e:
         if isinstance(e.cause, (UserError, ActorFailure)):  # a user error, or a rank the learner names
             raise e.cause from None
+        # a RayTaskError made an instance of its cause's class forwards missing attributes to the cause
         raise ActorFailure(
-            f"actor task '{e.function_name}' failed. Traceback (remote):\n{redact(str(e))}") from None
+            f"actor task '{getattr(e, 'function_name', '?')}' failed. Traceback (remote):\n{redact(str(e))}") from None
 
 
 def check_plugins(cfg: Config) -> None:

@@ -22,11 +22,18 @@ from collections.abc import Callable
 from typing import Any
 
 from agentrl.actors.peers import peers_from_state, peers_state
-from agentrl.actors.weights import ObjectStoreReload
+from agentrl.actors.weights import ENGINE_EXTENSION, ObjectStoreTransport
 from agentrl.config import VisionConfig
 from agentrl.console import engine_log_options
 from agentrl.models.base import decode_image
-from agentrl.records import EngineStats, GenerationRequest, GenerationResult, SamplingConfig, WeightSnapshot
+from agentrl.records import (
+    EngineStats,
+    GenerationRequest,
+    GenerationResult,
+    PackedWeights,
+    SamplingConfig,
+    WeightSnapshot,
+)
 
 ENGINE_DOWN_S = 60.0  # how long a pool avoids an engine that died (Ray restarts it meanwhile)
 ABORT_POLL_S = 0.005  # how often an abort is repeated until every aborted request's stream has ended
@@ -88,6 +95,7 @@ class GeneratorActor:
             enforce_eager=enforce_eager, max_model_len=max_model_len, seed=seed + engine_index,
             # Log-probs after temperature scaling: the distribution the tokens were sampled from.
             logprobs_mode="processed_logprobs", enable_prefix_caching=True, **self.adapter.engine_kwargs(),
+            worker_extension_cls=ENGINE_EXTENSION,  # the weight push's in-place load
             **engine_log_options(),  # no weight-loading bar after every update unless debugging
         )
         if tensor_parallel_size > 1:  # an engine over several GPUs: vLLM places its workers with Ray
@@ -115,7 +123,7 @@ class GeneratorActor:
         self._serving = asyncio.Event()
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self._inflight: set[str] = set()
-        self.transport = ObjectStoreReload(prefix=f"agentrl-gen{engine_index}-")
+        self.transport = ObjectStoreTransport(prefix=f"agentrl-gen{engine_index}-")
         self.tokens_generated = 0
         self.busy_s = 0.0
         self._active = 0
@@ -229,7 +237,7 @@ class GeneratorActor:
             traceback.print_exc()
             os._exit(1)
 
-    async def update_weights(self, snapshot: WeightSnapshot) -> float:
+    async def update_weights(self, snapshot: PackedWeights | WeightSnapshot) -> float:
         """Load a new policy version in place; no request starts until it is fully loaded. A restarted
         engine is started here and serves from then on."""
         await self.start()

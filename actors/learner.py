@@ -15,11 +15,11 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from agentrl.actors.weights import ObjectStoreReload
+from agentrl.actors.weights import ObjectStoreTransport
 from agentrl.algorithms import PolicyLossConfig, policy_loss, scheduled_lr
 from agentrl.config import LearnerConfig, VisionConfig
 from agentrl.logprobs import LogProbHead
-from agentrl.records import RankPlan, RankStepResult, TrainSequence, WeightSnapshot
+from agentrl.records import PackedWeights, RankPlan, RankStepResult, TrainSequence
 
 # ZeRO-3 gathers parameters for a snapshot in buckets of this many bytes: never a whole extra copy on a GPU
 GATHER_BUCKET_BYTES = 256 * 2**20
@@ -107,7 +107,7 @@ class LearnerRank:
         self.rank, self.world_size = rank, world_size
         self.temperature, self.dtype_name, self.seed, self.vision = temperature, dtype, seed, vision
         self.learner_steps = 0  # the lr schedule's clock: one tick per learner step, as the seed's
-        self.transport = ObjectStoreReload()
+        self.transport = ObjectStoreTransport()
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
                                          cfg.importance_cap, cfg.importance_mode)
 
@@ -303,7 +303,7 @@ class LearnerRank:
         return out
 
     # ---- weights -------------------------------------------------------------------------------
-    def get_weights(self, version: int) -> WeightSnapshot | None:
+    def get_weights(self, version: int) -> PackedWeights | None:
         """The full weights as a snapshot of `version` on rank 0 (None elsewhere). Under ZeRO-3 every rank
         must call this: the parameters are gathered bucket by bucket."""
         state = self._full_state()

@@ -19,6 +19,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from agentrl.actors.learner import LearnerRank
+from agentrl.actors.weight_buffers import unpack
 from agentrl.batching import group_sequences, masked_tokens, plan_passes, plan_step, trajectory_sequence
 from agentrl.config import Config, ConfigError
 from agentrl.errors import ActorFailure
@@ -212,9 +213,10 @@ class LearnerGroup:
         return [refs[0]]
 
     async def get_weights(self) -> WeightSnapshot:
-        """The current weights, tagged with the current policy version."""
+        """The current weights by name (copies), tagged with the current policy version."""
         [ref] = await self.weights_ref()
-        return await self._call(ref, 0)
+        packed = await self._call(ref, 0)
+        return WeightSnapshot(packed.version, {k: v.clone() for k, v in unpack(packed).items()})
 
     async def save_pretrained(self, path: str) -> str:
         """Write the current weights in Hugging Face format (loadable by transformers and vLLM)."""

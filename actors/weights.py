@@ -3,90 +3,67 @@
 Three ends, each in one place:
 - the learner takes a `snapshot` of its parameters (`LearnerRank.get_weights`, on rank 0);
 - the driver fans one snapshot out to every engine (`broadcast`, `sync_weights`);
-- each engine `apply`s it: an in-place reload (`GeneratorActor.update_weights` holds requests back around
+- each engine `apply`s it: an in-place load (`GeneratorActor.update_weights` holds requests back around
   it and keeps what the old weights computed from serving the new version).
 
-`ObjectStoreReload` is the one implementation: CPU torch tensors (any dtype, bf16 too) through Ray's
-object store (each engine's node fetches the snapshot once; works across nodes), written as safetensors
-to /dev/shm and loaded by vLLM's `reload_weights`. A GPU path (NCCL broadcast from the learner's rank 0
-to the engines' workers) is another `WeightTransport` with the same two ends.
+`ObjectStoreTransport` (`rollout.weight_sync=object_store`): the parameters packed into one persistent flat
+buffer on the learner (`agentrl.actors.weight_buffers`), Ray's object store (zero-copy serialisation; each
+engine's node fetches the object once and every engine there maps it; works across nodes), one copy into
+a persistent shared-memory file the engine process has mapped, and an in-place load there through a vLLM
+worker extension.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
-from agentrl.records import WeightSnapshot
+from agentrl.actors.weight_buffers import SharedWeightFile, WeightPacker
+from agentrl.records import PackedWeights, WeightSnapshot
+
+# the vLLM worker extension every engine is started with (`EngineWeightLoader`)
+ENGINE_EXTENSION = "agentrl.actors.weight_buffers.EngineWeightLoader"
 
 
 class WeightTransport(ABC):
     """The learner end (`snapshot`) and the engine end (`apply`) of a weight update."""
 
     @abstractmethod
-    def snapshot(self, state: Mapping[str, Any], version: int) -> WeightSnapshot:
-        """The learner's parameters (a state dict of tensors), tagged with their policy version."""
+    def snapshot(self, state: Mapping[str, Any], version: int) -> Any:
+        """The learner's parameters (a state dict of tensors), tagged with their policy version, in the form
+        the transport carries."""
 
     @abstractmethod
-    async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
+    async def apply(self, engine: Any, snapshot: Any) -> None:
         """Load `snapshot` into a running vLLM `AsyncLLM` in place (its caches are the caller's business)."""
 
     @abstractmethod
     def close(self) -> None:
-        """Release what `apply` keeps between updates (the engine's end, at shutdown)."""
+        """Release what the transport keeps between updates."""
 
 
-class ObjectStoreReload(WeightTransport):
-    """Object store + /dev/shm safetensors + vLLM `reload_weights`."""
+class ObjectStoreTransport(WeightTransport):
+    """Flat buffer -> Ray's object store -> shared-memory file -> in-place load in the engine process."""
 
     def __init__(self, prefix: str = "agentrl-weights-") -> None:
-        self.prefix = prefix
-        self._dir: str | None = None  # made on the first apply: the learner's end needs none
+        self.packer = WeightPacker()  # the learner's end, made lazily
+        self.file = SharedWeightFile(prefix)  # the engine's end: made on the first apply
 
-    def snapshot(self, state: Mapping[str, Any], version: int) -> WeightSnapshot:
-        # no numpy round trip: numpy has no bfloat16
-        return WeightSnapshot(version, {k: compact_cpu(v) for k, v in state.items()})
+    def snapshot(self, state: Mapping[str, Any], version: int) -> PackedWeights:
+        return self.packer.pack(state, version)
 
-    async def apply(self, engine: Any, snapshot: WeightSnapshot) -> None:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix=self.prefix, dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        path = os.path.join(self._dir, f"v{snapshot.version}")
-        write_safetensors(snapshot, path)
-        await engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
-        for old in os.listdir(self._dir):
-            if old != f"v{snapshot.version}":
-                shutil.rmtree(os.path.join(self._dir, old), ignore_errors=True)
+    async def apply(self, engine: Any, snapshot: PackedWeights | WeightSnapshot) -> None:
+        if isinstance(snapshot, WeightSnapshot):  # tensors by name (a test's, a restore): packed here
+            snapshot = self.packer.pack({k: torch.as_tensor(v) for k, v in snapshot.tensors.items()},
+                                        snapshot.version)
+        await engine.collective_rpc("agentrl_load_shared", kwargs=self.file.write(snapshot))
 
     def close(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def compact_cpu(tensor: Any) -> Any:
-    """A CPU tensor holding exactly this tensor's bytes. DeepSpeed's parameters are views into one flat
-    buffer, and pickling a view ships its whole buffer: a snapshot of N parameters would ship N buffers."""
-    t = tensor.detach().cpu()
-    if t.untyped_storage().nbytes() != t.numel() * t.element_size() or not t.is_contiguous():
-        t = t.clone(memory_format=torch.contiguous_format)
-    return t
-
-
-def write_safetensors(snapshot: WeightSnapshot, folder: str) -> None:
-    """The snapshot as `folder/model.safetensors` (the layout vLLM's `reload_weights` reads)."""
-    from safetensors.torch import save_file
-
-    os.makedirs(folder, exist_ok=True)
-    tensors = {k: v.contiguous() if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v))
-               for k, v in snapshot.tensors.items()}  # a test's snapshot may hold numpy arrays
-    save_file(tensors, os.path.join(folder, "model.safetensors"))
+        self.file.close()
 
 
 async def broadcast(snapshot: Any, engines: list[Any]) -> float:

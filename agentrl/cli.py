@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import os
 import sys
@@ -62,7 +63,22 @@ def _train(args: argparse.Namespace) -> int:
           f"failed {summary.groups_failed}, in flight at stop {summary.groups_in_flight_at_stop}")
     print(f"[agentrl] metrics:    {summary.run_dir}/metrics.jsonl")
     print(f"[agentrl] checkpoint: {summary.checkpoint}")
+    _print_before_after(summary.run_dir)
     return 0
+
+
+def _print_before_after(run_dir: str) -> None:
+    """The held-out table of the run's first and last evals (RUN/eval/step_N), when it has two."""
+    from agentrl.evaluation.summary import EvalSummary, before_after_table
+
+    evals = os.path.join(run_dir, "eval")
+    steps = sorted(int(d.removeprefix("step_")) for d in (os.listdir(evals) if os.path.isdir(evals) else [])
+                   if d.startswith("step_") and os.path.isfile(os.path.join(evals, d, "summary.json")))
+    if len(steps) < 2:
+        return
+    before, after = (EvalSummary.load(os.path.join(evals, f"step_{s}", "summary.json")) for s in (steps[0], steps[-1]))
+    print(f"[agentrl] held-out eval ({after.workflow}, {after.samples} sample(s) per question, % of items):")
+    print(before_after_table(before, after, (steps[0], steps[-1])))
 
 
 def _build_models(args: argparse.Namespace) -> int:
@@ -114,6 +130,24 @@ def _make_toy(args: argparse.Namespace) -> int:
         raise UserError(f"make-toy: {e}") from None
     print(f"[agentrl] toy task (seed {args.seed}, {args.entities} entities) in {paths['sft.jsonl'].parent}: "
           + ", ".join(paths))
+    return 0
+
+
+def _make_facts(args: argparse.Namespace) -> int:
+    from agentrl.data.facts import check_settings, real_facts, write_facts
+    from agentrl.evaluation.knowledge import measure_known
+    from agentrl.models.tiny import ensure_model
+
+    try:
+        check_settings(args.temperature, args.made_up)
+    except ValueError as e:  # a value out of range, named by its option
+        raise UserError(f"make-facts: {e}") from None
+    model = ensure_model(args.model)
+    measured = measure_known(model, real_facts(), args.temperature, seed=args.seed)
+    paths = write_facts(args.out, model, measured, args.seed, args.temperature, args.made_up)
+    counts = json.loads(paths["facts.json"].read_text())["counts"]
+    print(f"[agentrl] facts task (seed {args.seed}, {args.model}) in {paths['facts.json'].parent}: "
+          + "; ".join(f"{part} " + ", ".join(f"{c} {n}" for c, n in by.items()) for part, by in counts.items()))
     return 0
 
 
@@ -330,6 +364,14 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--search-rate", type=float, default=None,
                    help="the share of warm-start demonstrations that search, whatever the fact (default 1/2)")
     p.set_defaults(fn=_make_toy)
+    p = sub.add_parser("make-facts", help="write the real-knowledge task: facts the model knows (measured) and "
+                                          "made-up ones only the corpus holds")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--seed", type=int, default=0, help="a new seed gives new made-up entities and a new split")
+    p.add_argument("--model", default="smollm2-135m", help="the model whose knowledge is measured (model.path)")
+    p.add_argument("--temperature", type=float, default=0.7, help="the sampling temperature RL will use")
+    p.add_argument("--made-up", type=int, default=48, help="made-up entities per relation")
+    p.set_defaults(fn=_make_facts)
 
 
 def _add_local_commands(sub: Any) -> None:  # argparse's subparsers action

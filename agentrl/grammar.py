@@ -260,28 +260,29 @@ def rag_turn_tokens(max_tokens_per_turn: int) -> int:
     return max(max_tokens_per_turn, len(longest_tags) + 2 * rag_field_chars(max_tokens_per_turn))
 
 
-def rag_turn_regex(protocol: str, max_tokens_per_turn: int) -> list[str]:
-    """The three scripted turns of the `rag` workflow (image search, text search, answer), as regexes in
-    the protocol's action tags, for the generator's structured outputs."""
+def rag_turn_regex(protocol: str, max_tokens_per_turn: int, image: bool = True) -> list[str]:
+    """The scripted turns of the `rag` workflow (an image search when `image`, a text search, the answer), as
+    regexes in the protocol's action tags, for the generator's structured outputs."""
     c = rag_field_chars(max_tokens_per_turn)
     reason = f"<reason>[ -;=-~]{{0,{c}}}</reason>"  # printable ASCII but '<'
     text = f"[!-;=-~][ -;=-~]{{0,{c - 1}}}"
     if protocol == "mmsearch_r1":
-        return [f"{reason}<search><img></search>", f"{reason}<text_search>{text}</text_search>",
-                f"{reason}<answer>{text}</answer>"]
-    if protocol == "react":
-        return [f"{reason}<search>image</search>", f"{reason}<search>{text}</search>",
-                f"{reason}<answer>{text}</answer>"]
-    raise ValueError(f"--workflow rag: env.protocol '{protocol}' has no image and text search actions "
-                     "(use mmsearch_r1 or react)")
+        turns = [f"{reason}<search><img></search>", f"{reason}<text_search>{text}</text_search>",
+                 f"{reason}<answer>{text}</answer>"]
+    elif protocol == "react":
+        turns = [f"{reason}<search>image</search>", f"{reason}<search>{text}</search>",
+                 f"{reason}<answer>{text}</answer>"]
+    else:
+        raise ValueError(f"--workflow rag: env.protocol '{protocol}' has no image and text search actions "
+                         "(use mmsearch_r1 or react)")
+    return turns if image else turns[1:]
 
 
 def check_workflow(workflow: str, protocol: str, tools: list[str]) -> None:
     """ValueError (one line) when `workflow` is unknown or cannot run with this protocol and these tools."""
     if workflow not in WORKFLOWS:
         raise ValueError(f"--workflow: '{workflow}' is not one of {', '.join(WORKFLOWS)}")
-    if workflow == "rag":  # needs both search tools and a protocol with their actions
+    if workflow == "rag":  # needs the text search (the image search when configured) and their actions
         rag_turn_regex(protocol, 0)
-        missing = [t for t in (IMAGE_SEARCH_TOOL, TEXT_SEARCH_TOOL) if t not in tools]
-        if missing:
-            raise ValueError(f"--workflow rag: env.tools lacks {', '.join(missing)}")
+        if TEXT_SEARCH_TOOL not in tools:
+            raise ValueError(f"--workflow rag: env.tools lacks {TEXT_SEARCH_TOOL}")

@@ -170,6 +170,31 @@ class WeightSnapshot:
     tensors: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class TensorSlot:
+    """Where one tensor lies in a flat weight buffer (`agentrl.actors.weight_buffers`)."""
+
+    name: str
+    dtype: str  # a torch dtype's name: "bfloat16", "float32"
+    shape: tuple[int, ...]
+    offset: int  # bytes from the buffer's start
+    nbytes: int
+
+    def as_tuple(self) -> tuple[str, str, tuple[int, ...], int, int]:
+        """Plain values (what crosses into vLLM's engine process)."""
+        return (self.name, self.dtype, tuple(self.shape), self.offset, self.nbytes)
+
+
+@dataclass
+class PackedWeights:
+    """Weights of one policy version as one flat byte buffer and its layout: Ray's object store carries the
+    numpy buffer without pickling it, and every engine on a node maps the same object."""
+
+    version: int
+    slots: list[TensorSlot]
+    data: Any  # numpy uint8 array (numpy has no bfloat16: the bytes are typed by the slots)
+
+
 @dataclass
 class TrainSequence:
     """One trajectory as a learner rank trains on it: token ids as generated (prompt + response), the loss

@@ -2,11 +2,12 @@
 context, so they run through the same agent loop, generator and tools as training.
 
 - `direct`: no tools; the model is told to answer at once (one turn).
-- `rag`: the seed's fixed baseline: an image search, then the model writes a text query, a text search,
-  then the answer. The three turns are scripted with per-turn regex constraints (structured outputs), so
-  every item makes exactly these two searches. The reason and the query are printable ASCII capped at
-  `max_tokens_per_turn // 4` characters each, and the turn's token budget is raised to the longest text the
-  pattern allows (an ASCII character is at most one token), so a constrained turn always completes.
+- `rag`: the seed's fixed baseline: an image search (when `image_search` is configured), then the model
+  writes a text query, a text search, then the answer. The turns are scripted with per-turn regex
+  constraints (structured outputs), so every item makes exactly these searches. The reason and the query
+  are printable ASCII capped at `max_tokens_per_turn // 4` characters each, and the turn's token budget is
+  raised to the longest text the pattern allows (an ASCII character is at most one token), so a
+  constrained turn always completes.
   The turns' regexes and `check_workflow` are part of the action grammar (`agentrl.grammar`).
 - `on_demand`: the configured protocol and tools; the policy decides whether and how to search.
 """
@@ -16,7 +17,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from agentrl.grammar import DIRECT_PROMPT, WORKFLOWS, check_workflow, rag_turn_regex, rag_turn_tokens
+from agentrl.grammar import (
+    DIRECT_PROMPT,
+    IMAGE_SEARCH_TOOL,
+    WORKFLOWS,
+    check_workflow,
+    rag_turn_regex,
+    rag_turn_tokens,
+)
 
 if TYPE_CHECKING:  # the agent loop (numpy, the tokenizer glue) loads where rollouts run, not in every CLI command
     from agentrl.envs.agent_loop import RolloutContext
@@ -35,8 +43,10 @@ def workflow_context(ctx: RolloutContext, workflow: str, temperature: float | No
     if workflow == "rag":
         check_workflow(workflow, ctx.protocol.name, list(ctx.tools))
         budget = rag_turn_tokens(ctx.env.max_tokens_per_turn)
-        env = dataclasses.replace(ctx.env, max_turns=3, max_image_searches=1, max_text_searches=1,
-                                  turn_regex=rag_turn_regex(ctx.protocol.name, ctx.env.max_tokens_per_turn),
+        image = IMAGE_SEARCH_TOOL in ctx.tools
+        turns = rag_turn_regex(ctx.protocol.name, ctx.env.max_tokens_per_turn, image)
+        env = dataclasses.replace(ctx.env, max_turns=len(turns), max_image_searches=int(image), max_text_searches=1,
+                                  turn_regex=turns,
                                   max_tokens_per_turn=budget, max_total_tokens=max(ctx.env.max_total_tokens, budget))
         return dataclasses.replace(ctx, env=env, sampling=dataclasses.replace(sampling, max_tokens=budget))
     raise ValueError(f"--workflow: '{workflow}' is not one of {', '.join(WORKFLOWS)}")

@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash launch/setup.sh
 TOY=runs/demo_toy
-.venv/bin/agentrl make-toy --out "$TOY" --entities 8 --fillers 120
+.venv/bin/agentrl make-toy --out "$TOY" --entities 8 --fillers 120 --train-unknown 100
 exec .venv/bin/agentrl train configs/learn_toy.yaml \
   data.source=$TOY/train.parquet tools.text_search.corpus=$TOY/corpus.jsonl sft.data=$TOY/sft.jsonl \
   trainer.eval_data=$TOY/heldout.parquet trainer.eval_every=50 trainer.total_steps=100 learner.lr=3e-4 sft.epochs=20 \

@@ -47,6 +47,14 @@ def tiny_text_path() -> str:
     return ensure_model("tiny-text")
 
 
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """SmolLM2-135M-Instruct, imported from the packaged GGUF once (`agentrl import-model smollm2-135m`)."""
+    from agentrl.models.tiny import ensure_model
+
+    return ensure_model("smollm2-135m")
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster (2 CPUs) shared by the modules of one test process: started by the first that

@@ -91,8 +91,10 @@ def test_workflows_are_checked_against_the_protocol_and_tools():
     g.check_workflow("rag", "mmsearch_r1", [g.IMAGE_SEARCH_TOOL, g.TEXT_SEARCH_TOOL])
     with pytest.raises(ValueError, match="not one of direct, rag, on_demand"):
         g.check_workflow("ragg", "mmsearch_r1", [])
-    with pytest.raises(ValueError, match="env.tools lacks image_search"):
-        g.check_workflow("rag", "react", [g.TEXT_SEARCH_TOOL])
+    g.check_workflow("rag", "react", [g.TEXT_SEARCH_TOOL])  # text only: a text search, then the answer
+    assert g.rag_turn_regex("mmsearch_r1", 32, image=False) == g.rag_turn_regex("mmsearch_r1", 32)[1:]
+    with pytest.raises(ValueError, match="env.tools lacks text_search"):
+        g.check_workflow("rag", "react", [g.IMAGE_SEARCH_TOOL])
     with pytest.raises(ValueError, match="has no image and text search actions"):
         g.check_workflow("rag", "lookup", [g.IMAGE_SEARCH_TOOL, g.TEXT_SEARCH_TOOL])
 

@@ -20,13 +20,6 @@ from tests.conftest import ROOT, agentrl_cmd
 MODEL = "smollm2-135m"
 
 
-@pytest.fixture(scope="session")
-def smollm2_path() -> str:
-    from agentrl.models.tiny import ensure_model
-
-    return ensure_model(MODEL)
-
-
 def test_a_damaged_gguf_file_is_one_line_naming_it_and_exit_2(tmp_path, capsys):
     from agentrl.models.imported import packaged_gguf
 
@@ -67,9 +60,12 @@ def test_import_model_prints_a_folder_that_transformers_loads_and_that_knows_a_c
 
 @pytest.mark.slow
 @pytest.mark.long
-def test_after_a_learner_step_and_a_push_the_engine_serves_transformers_log_probs(cluster, smollm2_path):
-    """About a minute: a 135M-parameter model's engine, DeepSpeed learner (fp32 weights and Adam states) and
-    push are real work on two cores; the tiny models cannot show what a real size and vocabulary break."""
+@pytest.mark.parametrize("learner", [["learner.zero_stage=2"], ["learner.zero_stage=3", "learner.num_ranks=2"]],
+                         ids=["zero2", "zero3-two-ranks"])
+def test_after_a_learner_step_and_a_push_the_engine_serves_transformers_log_probs(cluster, smollm2_path, learner):
+    """About a minute each: a 135M-parameter model's engine, DeepSpeed learner (fp32 weights and Adam states)
+    and push are real work on two cores; the tiny models cannot show what a real size and vocabulary break
+    (ZeRO-3 over two ranks: the parameters gathered from both shards for the push)."""
     from transformers import AutoModelForCausalLM
 
     from agentrl.actors.factory import create_generator_pool, create_learner
@@ -78,7 +74,7 @@ def test_after_a_learner_step_and_a_push_the_engine_serves_transformers_log_prob
     from tests.learner_batches import real_batch
 
     cfg = load_config("configs/demo.yaml", [f"model.path={MODEL}", "rollout.n=2", "learner.lr=1e-4",
-                                            "learner.lr_schedule=constant", "rollout.max_model_len=512"])
+                                            "learner.lr_schedule=constant", "rollout.max_model_len=512", *learner])
     learner = create_learner(cfg, smollm2_path, total_steps=10, name=None)
     pool = create_generator_pool(cfg, smollm2_path)
     asyncio.run(pool.start())

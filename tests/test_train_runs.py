@@ -254,6 +254,11 @@ def test_training_on_a_verl_parquet_with_the_search_tools_and_reward(tmp_path, e
     assert "eval/accuracy" not in rows[0] and rows[1]["eval/items"] == 3
     summary = json.loads((tmp_path / "mini" / "eval" / "step_2" / "summary.json").read_text())
     assert summary["workflow"] == "on_demand" and rows[1]["eval/search_ratio"] == summary["overall"]["search_ratio"]
+    # trainer.eval_before: the starting policy too (not a metrics row), and the before/after table at the end
+    before = json.loads((tmp_path / "mini" / "eval" / "step_0" / "summary.json").read_text())
+    assert before["overall"]["items"] == 3
+    table = r.stdout[r.stdout.index("[agentrl] held-out eval (on_demand, 1 sample(s)"):]
+    assert "| acc step 0 | acc step 2 | search step 0 | search step 2 |" in table and "| overall " in table
     state = json.loads((tmp_path / "mini" / "checkpoints" / "final" / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["policy_version"] == 2 and state["rows_taken"] >= 4
     # the file's cursor is where the stream stands after the rows admitted (the file is short: epochs wrap)

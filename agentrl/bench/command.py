@@ -7,7 +7,7 @@ import importlib
 
 BENCHES = {
     "async": ("agentrl.bench.async_bench", "asynchronous against synchronous training under slow tools"),
-    "learning": ("agentrl.bench.learning", "SFT warm start, then GRPO on the toy task: does it learn when to search?"),
+    "learning": ("agentrl.bench.learning", "SFT, then GRPO on the toy or facts task: does it learn when to search?"),
     "soak": ("agentrl.bench.soak", "a run under tool errors, actor kills and a driver kill + resume: lost groups"),
     "weights": ("agentrl.bench.weights", "seconds per weight push to a vLLM engine, by model size, against memcpy"),
 }

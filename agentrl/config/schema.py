@@ -291,6 +291,9 @@ class TrainerConfig:
     eval_workflow: str = "on_demand"  # the eval's workflow: direct, rag or on_demand
     eval_samples: int = 1  # 1: greedy; more: sampled at rollout.temperature
     eval_limit: int = 0  # only the first N rows (0: all)
+    # with eval_every: also evaluate the starting policy (RUN/eval/step_0), the "before" of the held-out
+    # before/after table `agentrl train` prints at the end
+    eval_before: bool = True
     # "info": the progress bar and agentrl's own lines; "debug": also vLLM's, Ray's and the libraries' logs
     log_level: str = "info"
     # checkpoints (RUN/checkpoints/step_N): every save_every steps (0: only at the end) and at a clean stop

@@ -175,32 +175,32 @@ def page(fact: Fact) -> dict[str, str]:
             "contents": f"The {fact.attribute} of {fact.entity} is {fact.value}."}
 
 
-def search_result(fact: Fact) -> str:
-    """What the local text search returns for `fact.query` (top-1: the fact's own page, which matches both
-    words of the query), as `agentrl.envs.text_search.TextSearchTool.run` writes a hit."""
-    p = page(fact)
-    return f"1. {p['title']} (local://{p['id']}): {p['contents']}"
+def search_result(page: dict[str, str]) -> str:
+    """What the local text search returns for a query whose top-1 hit is `page`, as
+    `agentrl.envs.text_search.TextSearchTool.run` writes a hit."""
+    return f"1. {page['title']} (local://{page['id']}): {page['contents']}"
 
 
-def observation(fact: Fact) -> str:
-    """The search result as the model reads it: in `<information>`, then the after-search prompt (the
+def observation(page: dict[str, str], question: str) -> str:
+    """A top-1 search result as the model reads it: in `<information>`, then the after-search prompt (the
     `mmsearch_r1` protocol's observation)."""
-    return (f"{open_tag(INFORMATION)}{search_result(fact)}{close_tag(INFORMATION)}\n"
-            + MMSEARCH_R1_AFTER_SEARCH_PROMPT.format(question=fact.question))
+    return (f"{open_tag(INFORMATION)}{search_result(page)}{close_tag(INFORMATION)}\n"
+            + MMSEARCH_R1_AFTER_SEARCH_PROMPT.format(question=question))
 
 
-def _tagged(tag: str, text: str) -> str:
+def tagged(tag: str, text: str) -> str:
+    """`text` inside the action tag `tag`."""
     return f"{open_tag(tag)}{text}{close_tag(tag)}"
 
 
 def demonstration(fact: Fact, search: bool) -> list[dict[str, str]]:
     """The turns of one warm-start trajectory: a direct answer, or a search and the answer copied from it."""
-    answer = _tagged(ANSWER, fact.value)
+    answer = tagged(ANSWER, fact.value)
     if not search:
-        return [{"role": MODEL, "text": _tagged(REASON, DIRECT_REASON) + answer}]
-    return [{"role": MODEL, "text": _tagged(REASON, SEARCH_REASON) + _tagged(TEXT_SEARCH, fact.query)},
-            {"role": OBSERVATION_ROLE, "text": observation(fact)},
-            {"role": MODEL, "text": _tagged(REASON, f"{COPY_REASON} {fact.value}.") + answer}]
+        return [{"role": MODEL, "text": tagged(REASON, DIRECT_REASON) + answer}]
+    return [{"role": MODEL, "text": tagged(REASON, SEARCH_REASON) + tagged(TEXT_SEARCH, fact.query)},
+            {"role": OBSERVATION_ROLE, "text": observation(page(fact), fact.question)},
+            {"role": MODEL, "text": tagged(REASON, f"{COPY_REASON} {fact.value}.") + answer}]
 
 
 def sft_records(facts: list[Fact], seed: int = 0, demos: int = DEMOS_PER_FACT,
@@ -228,7 +228,8 @@ def question_records(facts: list[Fact]) -> list[dict[str, Any]]:
              "data_id": f.doc_id, "category": f.category} for f in facts]
 
 
-def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
+def write_question_parquet(records: list[dict[str, Any]], path: Path) -> None:
+    """Question records (veRL layout plus `data_id` and `category`) as a parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -262,8 +263,8 @@ def write_toy(out: str | Path, seed: int = 0, entities: int = 48, demos: int = D
     train = balanced([f for f in asked if not f.heldout])
     # shuffled here too: the data loader shuffles within a bounded buffer, and the repeats are adjacent
     random.Random(f"agentrl-toy-train-{seed}").shuffle(train)
-    _write_parquet(question_records(train), paths["train.parquet"])
-    _write_parquet(question_records([f for f in asked if f.heldout]), paths["heldout.parquet"])
+    write_question_parquet(question_records(train), paths["train.parquet"])
+    write_question_parquet(question_records([f for f in asked if f.heldout]), paths["heldout.parquet"])
     write_jsonl([page(f) for f in facts], paths["corpus.jsonl"])
     write_jsonl(sft_records(facts, seed, demos, search_rate=search_rate), paths["sft.jsonl"])
     return paths

@@ -176,6 +176,19 @@ def summary_table(summary: EvalSummary) -> str:
     return f"{summary.label}  ({summary.workflow}, {summary.model})\n" + _render(header, rows)
 
 
+def before_after_table(before: EvalSummary, after: EvalSummary, steps: tuple[int, int]) -> str:
+    """Held-out accuracy and search ratio per category and overall, at two steps of a run."""
+    b, a = steps
+    header = ["held-out", "items", f"acc step {b}", f"acc step {a}", f"search step {b}", f"search step {a}"]
+    rows = []
+    for name in [*after.by_category, "overall"]:
+        mb = before.overall if name == "overall" else before.by_category.get(name, EvalMetrics())
+        ma = after.overall if name == "overall" else after.by_category[name]
+        rows.append([name, str(ma.items), _pct(mb.accuracy), _pct(ma.accuracy), _pct(mb.search_ratio),
+                     _pct(ma.search_ratio)])
+    return _render(header, rows)
+
+
 def compare_table(summaries: list[EvalSummary]) -> str:
     """Several runs side by side, as the paper's Table 1: a row per run (workflow or checkpoint), accuracy
     per data source and their average, then the search ratio per data source and its average."""

@@ -293,6 +293,8 @@ class Orchestrator:
                           asyncio.ensure_future(self._revive_engines())]
             if killer.schedules():
                 background.append(asyncio.ensure_future(killer.run()))
+            if t.eval_before and self.step == 0:  # the starting policy, while the first groups roll out
+                await self._eval_metrics(0)
             await self._train(writer, background)
             self.summary.faults = killer.kills
             if t.save_final or self.stopping.is_set():
