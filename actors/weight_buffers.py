@@ -11,14 +11,20 @@ few copies and no pickling, file or fresh pages.
   packed layout, loaded in place through vLLM's `reload_weights` with a weights iterator (no path: no
   engine state points at a file that the next push replaces), which re-runs each layer's post-load
   processing (the CPU's prepacked GEMM weights, quantized layers).
+- The collective path (`rollout.weight_sync=collective`): a process group of learner rank 0 and every
+  engine's model process (`open_weight_group`: gloo on the CPU, NCCL on GPUs); rank 0 broadcasts a header
+  (version, layout) and then the packed buffer in buckets (`send_packed`); each engine loads a tensor as
+  soon as its bytes have arrived (`EngineWeightLoader.agentrl_receive`), so loading overlaps receiving.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -27,6 +33,8 @@ import torch
 from agentrl.records import PackedWeights, TensorSlot
 
 ALIGN = 64  # every tensor starts on a cache line (and on any dtype's alignment)
+# how long a weight group's members wait for each other (rendezvous, a header while rank 0 gathers and packs)
+GROUP_TIMEOUT_S = 600.0
 
 
 def layout(state: Mapping[str, torch.Tensor]) -> list[TensorSlot]:
@@ -99,13 +107,19 @@ class SharedWeightFile:
         self._map: mmap.mmap | None = None
 
     def write(self, packed: PackedWeights) -> dict[str, Any]:
-        """Copy `packed` into the file; returns what the engine process needs to load it."""
+        """Copy `packed` into the file; returns what the engine process needs to load it (the path only until
+        `mapped`: the file is unlinked once the engine has mapped it, so a crash leaves nothing in /dev/shm)."""
         need = buffer_size(packed.slots)
         if need > self.size:
             self._make(need)
         dst = np.frombuffer(self._map, dtype=np.uint8, count=need)
         np.copyto(dst, packed.data[:need])
         return {"path": self.path, "size": self.size, "slots": [s.as_tuple() for s in packed.slots]}
+
+    def mapped(self) -> None:
+        """The engine process has mapped the file: unlink it (both mappings stay valid)."""
+        if self.path and os.path.exists(self.path):
+            os.unlink(self.path)
 
     def _make(self, size: int) -> None:
         self.close()
@@ -129,6 +143,95 @@ class SharedWeightFile:
             self.path, self.size = "", 0
 
 
+class WeightGroup:
+    """A process group of its own for weight pushes (not torch's default one, which the learner ranks use):
+    a TCP store hosted by rank 0 at host:port, gloo on the CPU, NCCL where CUDA is. Every member must make
+    it (`open_weight_group`)."""
+
+    def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str,
+                 timeout_s: float = GROUP_TIMEOUT_S) -> None:
+        import torch.distributed as dist
+
+        timeout = timedelta(seconds=timeout_s)
+        self.backend = backend
+        self.store = dist.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout)  # outlives setup
+        prefixed = dist.PrefixStore("agentrl-weights", self.store)
+        if backend == "nccl":
+            opts = dist.ProcessGroupNCCL.Options()
+            opts._timeout = timeout
+            self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size, opts)
+        else:
+            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.backend == "nccl" else "cpu"
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        """Rank 0's `tensor` into every member's `tensor` (same shape and dtype)."""
+        import torch.distributed as dist
+
+        opts = dist.BroadcastOptions()
+        opts.rootRank = 0
+        self.group.broadcast([tensor], opts).wait()
+
+    def synchronize(self) -> None:
+        """NCCL's `wait` only orders the GPU stream: block until the transfers are done (errors surface here)."""
+        if self.backend == "nccl":
+            torch.cuda.synchronize()
+
+
+def open_weight_group(host: str, port: int, rank: int, world_size: int, backend: str) -> WeightGroup:
+    """Join (rank 0: host) the weight group at host:port; returns when every member has."""
+    return WeightGroup(host, port, rank, world_size, backend)
+
+
+def send_packed(group: WeightGroup, packed: PackedWeights, bucket_bytes: int) -> None:
+    """Rank 0's side of a push: the header (version, layout), then the buffer in buckets of `bucket_bytes`."""
+    meta = json.dumps([s.as_tuple() for s in packed.slots]).encode()
+    group.broadcast(torch.tensor([packed.version, len(meta)], dtype=torch.int64, device=group.device))
+    group.broadcast(torch.frombuffer(bytearray(meta), dtype=torch.uint8).to(group.device))
+    data = torch.from_numpy(packed.data)
+    total = buffer_size(packed.slots)
+    # on a GPU one bucket at a time goes through a staging buffer: no whole extra copy on the device
+    staging = torch.empty(min(bucket_bytes, total), dtype=torch.uint8, device=group.device) \
+        if group.device != "cpu" else None
+    for start in range(0, total, bucket_bytes):
+        chunk = data[start:min(start + bucket_bytes, total)]
+        if staging is not None:
+            chunk = staging[:chunk.numel()].copy_(chunk)
+        group.broadcast(chunk)
+    group.synchronize()
+
+
+def received_weights(group: WeightGroup, buffer: torch.Tensor, slots: list[TensorSlot],
+                     bucket_bytes: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """A member's side of a push: (name, tensor) as soon as each tensor's bytes have arrived in `buffer`;
+    exhausted, it has received every bucket (the next push starts with a header)."""
+    got, total = 0, buffer_size(slots)
+
+    def receive_until(end: int) -> None:
+        nonlocal got
+        while got < end:
+            nxt = min(got + bucket_bytes, total)
+            group.broadcast(buffer[got:nxt])
+            got = nxt
+
+    for slot, (name, view) in zip(slots, views(buffer, slots), strict=True):
+        receive_until(slot.offset + slot.nbytes)
+        yield name, view
+    receive_until(total)
+
+
+def receive_header(group: WeightGroup) -> tuple[int, list[TensorSlot]]:
+    """The version and layout rank 0 sends first."""
+    head = torch.zeros(2, dtype=torch.int64, device=group.device)
+    group.broadcast(head)
+    meta = torch.zeros(int(head[1]), dtype=torch.uint8, device=group.device)
+    group.broadcast(meta)
+    return int(head[0]), [TensorSlot(n, d, tuple(s), o, b) for n, d, s, o, b in json.loads(bytes(meta.cpu().numpy()))]
+
+
 class EngineWeightLoader:
     """vLLM worker extension (`worker_extension_cls`): loads a version from a `SharedWeightFile` into the
     model in place. Runs in the process that holds the model; the file is mapped once per path."""
@@ -142,5 +245,28 @@ class EngineWeightLoader:
                 maps[path] = mmap.mmap(f.fileno(), size)
         buffer = torch.frombuffer(maps[path], dtype=torch.uint8, count=size)
         weights = views(buffer, [TensorSlot(*s) for s in slots])
-        self.model_runner.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
+        self.reload_weights(weights_iterator=weights, is_checkpoint_format=True)  # Worker's: sets vLLM's config
         return len(slots)
+
+    def agentrl_join_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
+        """Join the learner's weight group (`open_weight_group`) as `rank`; a previous group is dropped."""
+        self.__dict__.pop("_agentrl_group", None)
+        self.__dict__["_agentrl_group"] = open_weight_group(host, port, rank, world_size, backend)
+
+    def agentrl_receive(self, bucket_bytes: int) -> int:
+        """Receive one pushed version from the weight group and load it in place; returns its version."""
+        group = self.__dict__["_agentrl_group"]
+        version, slots = receive_header(group)
+        need = buffer_size(slots)
+        buffer = self.__dict__.get("_agentrl_recv")
+        # persistent, re-made only when a version needs more; on a GPU this is a whole model copy next to
+        # the engine's (rollout.gpu_memory_utilization must leave room for it)
+        if buffer is None or buffer.numel() < need:
+            buffer = torch.zeros(need, dtype=torch.uint8, device=group.device)
+            self.__dict__["_agentrl_recv"] = buffer
+        weights = received_weights(group, buffer, slots, bucket_bytes)
+        self.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
+        for _ in weights:  # whatever the loader left unread: the group's next message is the next header
+            pass
+        group.synchronize()
+        return version

@@ -6,16 +6,21 @@ Three ends, each in one place:
 - each engine `apply`s it: an in-place load (`GeneratorActor.update_weights` holds requests back around
   it and keeps what the old weights computed from serving the new version).
 
-`ObjectStoreTransport` (`rollout.weight_sync=object_store`): the parameters packed into one persistent flat
-buffer on the learner (`agentrl.actors.weight_buffers`), Ray's object store (zero-copy serialisation; each
-engine's node fetches the object once and every engine there maps it; works across nodes), one copy into
-a persistent shared-memory file the engine process has mapped, and an in-place load there through a vLLM
-worker extension.
+Two transports, chosen by `rollout.weight_sync` (`weight_sync_method`):
+- `object_store`: the parameters packed into one persistent flat buffer on the learner
+  (`agentrl.actors.weight_buffers`), Ray's object store (zero-copy serialisation; each engine's node
+  fetches the object once and every engine there maps it; works across nodes), one copy into a persistent
+  shared-memory file the engine process has mapped, and an in-place load there through a vLLM worker
+  extension (`ObjectStoreTransport`, `broadcast`);
+- `collective`: a process group of learner rank 0 and every engine's model process (gloo on the CPU, NCCL
+  on GPUs), the packed buffer broadcast in buckets of `rollout.weight_bucket_mb` and loaded as it arrives
+  (`collective_push`). The group is (re)built when the engines it holds change (a restart, another set).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +66,7 @@ class ObjectStoreTransport(WeightTransport):
             snapshot = self.packer.pack({k: torch.as_tensor(v) for k, v in snapshot.tensors.items()},
                                         snapshot.version)
         await engine.collective_rpc("agentrl_load_shared", kwargs=self.file.write(snapshot))
+        self.file.mapped()
 
     def close(self) -> None:
         self.file.close()
@@ -79,8 +85,52 @@ async def broadcast(snapshot: Any, engines: list[Any]) -> float:
     return max((r for r in results if not isinstance(r, BaseException)), default=0.0)
 
 
-async def sync_weights(learner: Any, engines: list[Any]) -> float:
-    """The learner's current policy into every engine: the end of each training step. The snapshot goes
-    from learner rank 0's node to the engines' nodes, never through the driver or the group actor."""
+def weight_sync_method(weight_sync: str, on_gpus: bool) -> str:
+    """`rollout.weight_sync` resolved: `auto` is `collective` when the learner and every engine have a GPU of
+    their own (one per engine: NCCL, `rollout.tensor_parallel_size=1`), else `object_store` (on the CPU the
+    faster one: docs/benchmarks.md#weights)."""
+    if weight_sync != "auto":
+        return weight_sync
+    return "collective" if on_gpus else "object_store"
+
+
+async def sync_weights(learner: Any, engines: list[Any], method: str = "object_store", bucket_mb: int = 256) -> float:
+    """The learner's current policy into every engine: the end of each training step; returns the slowest
+    engine's seconds. The weights go from learner rank 0's node to the engines' nodes, never through the
+    driver or the group actor. An engine that died is skipped: Ray restarts it, and it serves only after a
+    later push."""
+    if method == "collective":
+        return await collective_push(learner, engines, bucket_mb << 20)
     [ref] = await learner.weights_ref.remote()
     return await broadcast(ref, engines)
+
+
+async def collective_push(learner: Any, engines: list[Any], bucket_bytes: int) -> float:
+    """Broadcast the learner's weights to the live `engines` through the weight group, (re)built first when
+    it does not hold exactly them."""
+    from ray.exceptions import RayActorError
+
+    ids = await asyncio.gather(*[h.weight_group.remote() for h in engines], return_exceptions=True)
+    for r in ids:
+        if isinstance(r, BaseException) and not isinstance(r, RayActorError):
+            raise r
+    live = [h for h, i in zip(engines, ids, strict=True) if not isinstance(i, BaseException)]
+    live_ids = [i for i in ids if not isinstance(i, BaseException)]
+    group = await learner.weight_group.remote()
+    if group is None or group[1] != len(live) + 1 or any(i != group[0] for i in live_ids):
+        await build_weight_group(learner, live)
+    results = await asyncio.gather(learner.broadcast_weights.remote(bucket_bytes),
+                                   *[h.receive_weights.remote(bucket_bytes) for h in live])
+    return max(results[1:], default=0.0)
+
+
+async def build_weight_group(learner: Any, engines: list[Any]) -> None:
+    """A new weight group: learner rank 0 (rank 0) and the engines (ranks 1..n) meet at rank 0's node;
+    NCCL when the learner has a GPU, else gloo (`rollout.weight_sync` is checked so that both sides agree)."""
+    await asyncio.gather(*[h.start.remote() for h in engines])  # a restarted engine first loads its model
+    group_id = uuid.uuid4().hex
+    host, port, backend = await learner.weight_group_address.remote()
+    world = len(engines) + 1
+    await asyncio.gather(learner.join_weight_group.remote(host, port, world, group_id, backend),
+                         *[h.join_weight_group.remote(host, port, i + 1, world, group_id, backend)
+                           for i, h in enumerate(engines)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -22,10 +23,54 @@ def pytest_collection_modifyitems(config, items):
     them once."""
     for item in items:
         shared = [d for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs
-                  if d.scope == "module" and d.argname != "close_loop_sessions"]
+                  if d.scope == "module" and d.argname not in ("close_loop_sessions", "memory_lock")]
         if shared:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: (item.get_closest_marker("long") is None, item.get_closest_marker("slow") is None))
+
+
+def _memory_lock_file(request) -> Path | None:
+    workerinput = getattr(request.config, "workerinput", None)  # None: not under pytest-xdist
+    if workerinput is None:
+        return None
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"agentrl-tests-{workerinput['testrunuid']}.lock"
+
+
+@contextlib.contextmanager
+def _flock(path: Path | None, exclusive: bool):
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_lock(request):
+    """A module marked `exclusive_memory` (a real model's learner ranks and engine: over half of this
+    machine's memory) holds an exclusive lock from its first fixture to its teardown, which stops what it
+    started; every other test holds a shared one while it runs (`per_test_memory_lock`). So no test of another
+    worker of this `pytest -n` run runs beside such a module; a wait is at most one test long."""
+    with _flock(_memory_lock_file(request), exclusive=True) if _exclusive(request) else contextlib.nullcontext():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def per_test_memory_lock(request):
+    with contextlib.nullcontext() if _exclusive(request) else _flock(_memory_lock_file(request), exclusive=False):
+        yield
+
+
+def _exclusive(request) -> bool:
+    return request.node.get_closest_marker("exclusive_memory") is not None
 
 
 def agentrl_cmd() -> list[str]:

@@ -186,15 +186,19 @@ def test_the_sweep_table_has_one_row_per_point_and_dashes_where_sync_was_not_run
 @pytest.mark.slow
 def test_the_weight_push_bench_writes_its_table_through_the_cli(tmp_path):
     out = tmp_path / "weights.json"
-    r = subprocess.run([*agentrl_cmd(), "bench", "weights", "--sizes", "tiny", "--pushes", "2", "--out", str(out)],
+    r = subprocess.run([*agentrl_cmd(), "bench", "weights", "--sizes", "tiny", "--pushes", "2", "--transports",
+                        "object_store,collective", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
-    [row] = result["sizes"]
-    assert row["size"] == "tiny" and row["parameters"] > 500_000 and row["bytes"] == 2 * row["parameters"]  # bf16
-    assert len(row["push_s_all"]) == 2 and 0 < row["engine_s"] <= row["push_s"]
-    assert row["push_gb_per_s"] == pytest.approx(row["bytes"] / row["push_s"] / 1e9)
-    assert row["memcpy_gb_per_s"] > row["push_gb_per_s"]
+    assert [row["transport"] for row in result["sizes"]] == ["object_store", "collective"]
+    for row in result["sizes"]:
+        assert row["size"] == "tiny" and row["parameters"] > 500_000 and row["bytes"] == 2 * row["parameters"]  # bf16
+        assert len(row["push_s_all"]) == 2 and 0 < row["engine_s"] <= row["push_s"]
+        assert row["push_gb_per_s"] == pytest.approx(row["bytes"] / row["push_s"] / 1e9)
+        assert row["memcpy_gb_per_s"] > row["push_gb_per_s"]
+        assert row["push_share_of_memcpy"] == pytest.approx(row["memcpy_s"] / row["push_s"])
+        assert row["peak_extra_bytes"] >= 0
     assert result["projection"]["scaled_from"] == "tiny" and result["projection"]["8_engines_worst_s"] > 0
 
 

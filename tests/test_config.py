@@ -92,8 +92,9 @@ def test_a_group_of_one_is_refused_for_grpo():
     (["learner.offload=all", "learner.zero_stage=2"], "learner.offload", "zero_stage=3"),
     (["learner.offload=optimizer", "learner.zero_stage=0"], "learner.offload", "zero_stage >= 1"),
     (["rollout.tensor_parallel_size=0"], "rollout.tensor_parallel_size", "> 0"),
-    (["rollout.weight_sync=nccl"], "rollout.weight_sync", "not available"),
-    (["rollout.weight_sync=gloo"], "rollout.weight_sync", "auto, nccl or object_store"),
+    (["rollout.weight_sync=nccl"], "rollout.weight_sync", "auto, object_store or collective"),
+    (["rollout.weight_sync=collective", "rollout.tensor_parallel_size=2"], "rollout.weight_sync", "tensor_parallel"),
+    (["rollout.weight_bucket_mb=0"], "rollout.weight_bucket_mb", "must be > 0"),
 ])
 def test_learner_group_and_weight_sync_settings_are_checked(overrides, key, why):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*" + why):

@@ -18,7 +18,7 @@ from agentrl.actors.factory import (
     start_actors,
     stop_actors,
 )
-from agentrl.actors.weights import broadcast
+from agentrl.actors.weights import broadcast, sync_weights
 from agentrl.config import load_config
 from agentrl.data.synthetic import synthetic_rows
 from agentrl.records import (
@@ -99,6 +99,27 @@ def test_weight_push_makes_the_engine_generate_what_the_pushed_weights_give(stac
     assert after.token_ids != before
     run(broadcast(ray.get(stack.learner.get_weights.remote()), stack.pool.handles))  # the learner's again
     assert greedy(stack.pool, prompt, rid="greedy3").token_ids == before
+
+
+def test_the_collective_push_loads_what_the_object_store_push_loads_and_keeps_its_group(stack):
+    """rollout.weight_sync=collective: learner rank 0 and the engine's model process in a gloo group, the
+    weights broadcast in 1 MB buckets (the tiny model's 2 MB in several) and loaded as they arrive."""
+    prompt = [3, 1, 4, 1, 5]
+    handles = stack.pool.handles
+    base = ray.get(stack.learner.get_weights.remote())
+    run(broadcast(WeightSnapshot(base.version, perturbed(base, 2)), handles))  # the engine holds other weights
+    other = greedy(stack.pool, prompt, rid="c0").token_ids
+    run(sync_weights(stack.learner, handles, "collective", bucket_mb=1))
+    group = ray.get(stack.learner.weight_group.remote())
+    assert group is not None and ray.get(handles[0].weight_group.remote()) == group[0]
+    by_collective = greedy(stack.pool, prompt, rid="c1")
+    run(sync_weights(stack.learner, handles, "object_store"))
+    by_store = greedy(stack.pool, prompt, rid="c2")
+    assert by_collective.token_ids == by_store.token_ids != other
+    assert by_collective.logprobs == by_store.logprobs  # the same bytes in the same parameters
+    run(sync_weights(stack.learner, handles, "collective", bucket_mb=1))  # the group is kept
+    assert ray.get(stack.learner.weight_group.remote()) == group
+    assert greedy(stack.pool, prompt, rid="c3").logprobs == by_store.logprobs
 
 
 def _rollout(stack, gid="g0"):

@@ -104,7 +104,8 @@ def plot(result: dict[str, Any], path: str) -> None:
 
 def bench_name(args: argparse.Namespace) -> str:
     """learning[_ablation] for the toy task; learning_<model family>[_ablation] (e.g. learning_smollm2) for facts."""
-    name = "learning" if args.task == "toy" else f"learning_{(args.model or 'smollm2-135m').split('-')[0]}"
+    model = os.path.basename((args.model or "smollm2-135m").rstrip("/"))
+    name = "learning" if args.task == "toy" else f"learning_{model.split('-')[0]}"
     return f"{name}_ablation" if args.ablate_penalty else name
 
 
@@ -118,6 +119,8 @@ def _config(args: argparse.Namespace, task: str, work: str) -> Any:
     cfg = load_config(args.config or TASK_CONFIGS[args.task], [*paths, *args.overrides, *ablation])
     if not cfg.trainer.eval_every or cfg.trainer.total_steps % cfg.trainer.eval_every:
         raise UserError("trainer.eval_every must divide trainer.total_steps (the last eval is the 'after')")
+    if not cfg.trainer.eval_before:
+        raise UserError("trainer.eval_before must be true (the first eval is the 'before')")
     return cfg
 
 

@@ -239,12 +239,14 @@ def _validate_rollout_and_learner(cfg: Config) -> None:
     _require(lr.offload != "all" or lr.zero_stage == 3, "learner.offload",
              "'all' (parameters too) needs learner.zero_stage=3")
     _require(r.tensor_parallel_size > 0, "rollout.tensor_parallel_size", "must be > 0")
-    _require(r.weight_sync in ("auto", "nccl", "object_store"), "rollout.weight_sync",
-             "must be auto, nccl or object_store")
-    # The NCCL transport (vLLM's weight-transfer engine, a broadcast from learner rank 0) is not built: no
-    # GPU was available to build and test it on. `auto` is the object store everywhere until it is.
-    _require(r.weight_sync != "nccl", "rollout.weight_sync", "'nccl' is not available in this version (no GPU to "
-             "build and test it on yet); 'auto' and 'object_store' push through Ray's object store")
+    _require(r.weight_sync in ("auto", "object_store", "collective"), "rollout.weight_sync",
+             "must be auto, object_store or collective")
+    _require(r.weight_sync != "collective" or r.tensor_parallel_size == 1, "rollout.weight_sync",
+             "collective needs rollout.tensor_parallel_size=1 (an engine over several GPUs takes object_store)")
+    _require(r.weight_sync != "collective" or (lr.num_gpus > 0) == (r.num_gpus_per_engine > 0),
+             "rollout.weight_sync", "collective needs the learner and the engines on the same kind of device "
+             "(learner.num_gpus and rollout.num_gpus_per_engine both 0, or both > 0)")
+    _require(r.weight_bucket_mb > 0, "rollout.weight_bucket_mb", "must be > 0")
     _require(0 <= lr.clip_low < 1 and lr.clip_high >= 0, "learner.clip_low", "clip range is invalid")
     _require(lr.mini_batches > 0, "learner.mini_batches", "must be > 0")
     _require(lr.epochs > 0, "learner.epochs", "must be > 0")

@@ -184,10 +184,11 @@ class RolloutConfig:
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per engine
     num_gpus_per_engine: float = 0.0  # Ray GPUs per engine (0: on the CPU)
     tensor_parallel_size: int = 1  # GPUs one engine spans (vLLM tensor parallelism)
-    # how new weights reach the engines: "object_store" (Ray's object store + an in-place reload; any
-    # machine) or "auto" (today: object_store). "nccl" (vLLM's weight-transfer engine, GPUs only) is refused
-    # until it is built and tested on a GPU.
+    # how new weights reach the engines: "object_store" (Ray's object store, a shared-memory file and an
+    # in-place load; any machine), "collective" (a broadcast from learner rank 0 to every engine's model
+    # process: gloo on the CPU, NCCL on GPUs) or "auto" (collective on GPUs, object_store on the CPU)
     weight_sync: str = "auto"
+    weight_bucket_mb: int = 256  # collective: the broadcast's bucket (engines load a bucket while the next arrives)
 
 
 @dataclass

@@ -42,7 +42,10 @@ KNOWN_RATE = 6 / 8  # a fact is known when at least this share of the samples is
 HELDOUT_SHARE = 1 / 3  # of the known real facts, per relation (and as many made-up ones)
 MADE_UP = 48  # made-up entities per relation
 DATA_SOURCE = "agentrl_facts"
-DIRECT_REASON, SEARCH_REASON, COPY_REASON = "I know this.", "Let me look it up.", "The page says"
+# A direct answer's reason states the fact as the model itself says it ("The capital of Japan is Tokyo."): with a
+# fixed phrase instead ("I know this.") the warm start answered known held-out facts right only ~20% of the
+# time, against >= 75% for the base model's free-form replies (docs/experiments.md#facts-warm-start)
+SEARCH_REASON, COPY_REASON = "Let me look it up.", "The page says"
 
 _COUNTRY_PARTS = (["val", "dor", "mir", "tan", "ves", "kor", "lin", "bra", "zel", "ost", "quen", "rin", "mel",
                    "thar", "vey", "nor", "gal", "sor", "bel", "kav"],
@@ -56,6 +59,7 @@ _TITLE_WORDS = (["Silent", "Crimson", "Hollow", "Glass", "Winter", "Broken", "Go
                  "Letters", "Archive", "Meadow"])
 _SURNAME_PARTS = (["hal", "vor", "lind", "bren", "mor", "kast", "sel", "dra", "fen", "ost", "wyl", "ter"],
                   ["er", "son", "ova", "ini", "ley", "berg", "ström", "ard"])
+MAX_MADE_UP = len(_SURNAME_PARTS[0]) * len(_SURNAME_PARTS[1])  # made-up authors' surnames are drawn without repeats
 _FIRST_NAMES = ["Anna", "Tomas", "Elena", "Marcus", "Ida", "Victor", "Clara", "Oskar", "Nadia", "Felix", "Lena",
                 "Hugo", "Mira", "Jonas", "Vera", "Emil"]
 
@@ -80,6 +84,13 @@ class Fact:
     def query(self) -> str:
         """The text search a demonstration writes for this fact."""
         return f"{self.relation} of {self.subject}"
+
+    @property
+    def statement(self) -> str:
+        """The fact in a sentence, as the model would say it."""
+        if self.relation == "capital":
+            return f"The capital of {self.subject} is {self.answer}."
+        return f"{self.subject} was written by {self.answer}."
 
     @property
     def golds(self) -> list[str]:
@@ -144,11 +155,16 @@ def split(facts: list[Fact], seed: int) -> list[Fact]:
     for relation in ("capital", "author"):
         held = 0
         for made_up in (False, True):
-            group = [f for f in facts if f.made_up == made_up and f.relation == relation and (made_up or f.known)]
+            # one unit per entity: an author's books together, so no held-out answer is a training answer
+            units: dict[str, list[Fact]] = {}
+            for f in facts:
+                if f.made_up == made_up and f.relation == relation and (made_up or f.known):
+                    units.setdefault(f.answer if relation == "author" else f.subject, []).append(f)
+            group = list(units.values())
             rng.shuffle(group)
             if not made_up:
                 held = max(1, round(len(group) * HELDOUT_SHARE)) if len(group) > 1 else 0
-            out += [replace(f, heldout=i < min(held, len(group) - 1)) for i, f in enumerate(group)]
+            out += [replace(f, heldout=i < min(held, len(group) - 1)) for i, unit in enumerate(group) for f in unit]
     return out
 
 
@@ -163,7 +179,7 @@ def demonstration(fact: Fact, search: bool) -> list[dict[str, str]]:
     """The turns of one warm-start trajectory: a direct answer, or a search and the answer copied from it."""
     answer = tagged(ANSWER, fact.answer)
     if not search:
-        return [{"role": MODEL, "text": tagged(REASON, DIRECT_REASON) + answer}]
+        return [{"role": MODEL, "text": tagged(REASON, fact.statement) + answer}]
     return [{"role": MODEL, "text": tagged(REASON, SEARCH_REASON) + tagged(TEXT_SEARCH, fact.query)},
             {"role": OBSERVATION_ROLE, "text": observation(page(fact), fact.question)},
             {"role": MODEL, "text": tagged(REASON, f"{COPY_REASON} {fact.answer}.") + answer}]
@@ -191,8 +207,8 @@ def check_settings(temperature: float, made_up: int) -> None:
     """ValueError naming the option when a setting is out of range (before anything is measured)."""
     if not 0.0 < temperature <= 2.0:
         raise ValueError(f"--temperature must be in (0, 2], got {temperature}")
-    if not 4 <= made_up <= 144:  # 144: the made-up titles there are
-        raise ValueError(f"--made-up must be in 4..144, got {made_up}")
+    if not 4 <= made_up <= MAX_MADE_UP:
+        raise ValueError(f"--made-up must be in 4..{MAX_MADE_UP}, got {made_up}")
 
 
 def write_facts(out: str | Path, model_path: str, measured: list[Fact], seed: int = 0, temperature: float = 0.7,

@@ -147,8 +147,11 @@ def learner_gpu_gib(params: int, cfg: Config, vocab: int = 0) -> dict[str, float
 
 
 def plan_memory(cfg: Config, cluster: Cluster, plan: Plan) -> None:
-    """The per-GPU memory estimate, where the model's config.json is readable."""
-    path = os.path.join(cfg.model.path, "config.json")
+    """The per-GPU memory estimate, where the model's config.json is readable (a built-in name such as
+    `tiny-text` or `smollm2-135m` is resolved to its folder: built or imported once, as a run would)."""
+    from agentrl.models.tiny import ensure_model
+
+    path = os.path.join(ensure_model(cfg.model.path, cfg.model.cache_dir), "config.json")
     if not os.path.isfile(path):
         plan.lines.append(f"memory: no estimate ({path} is not readable)")
         return

@@ -29,7 +29,7 @@ from typing import Any, Callable  # noqa: UP035
 import ray
 
 from agentrl.actors.factory import ActorGroups, connect_ray, create_actors, guarded, start_actors, stop_actors
-from agentrl.actors.weights import sync_weights
+from agentrl.actors.weights import sync_weights, weight_sync_method
 from agentrl.config import SYNTHETIC_SOURCES, Config, to_yaml
 from agentrl.data.prompts import DataCursor, PromptStream
 from agentrl.data.synthetic import synthetic_image_rows, synthetic_rows
@@ -119,7 +119,7 @@ class Orchestrator:
         if self.resume is not None:  # the learner continues from the checkpoint; the engines get its weights
             st = self.resume.state
             await self._guard(self.learner.load_checkpoint.remote(self.resume.path, st.step, st.policy_version))
-            await self._guard(sync_weights(self.learner, self.groups.engines))
+            await self._guard(self._push(self.groups.engines))
         await self._write_placement()
 
     async def _write_placement(self) -> None:
@@ -238,9 +238,20 @@ class Orchestrator:
                 except ray.exceptions.RayActorError:  # restarting now (or dead: its groups find out)
                     continue
                 if not stats.serving:
+                    # a collective push reaches the whole group (rebuilt with the restarted engine)
+                    collective = self._method() == "collective"
                     async with self._learner_busy:
-                        await self._guard(sync_weights(self.learner, [handle]))
+                        await self._guard(self._push(self.groups.engines if collective else [handle]))
                     print(f"[agentrl] generator-{i} restarted; it has the weights of version {self.policy_version}")
+
+    def _method(self) -> str:
+        r = self.cfg.rollout
+        on_gpus = r.num_gpus_per_engine >= 1 and r.tensor_parallel_size == 1 and self.cfg.learner.num_gpus >= 1
+        return weight_sync_method(r.weight_sync, on_gpus)
+
+    async def _push(self, engines: list[Any]) -> float:
+        """The learner's weights into `engines` by `rollout.weight_sync`."""
+        return await sync_weights(self.learner, engines, self._method(), self.cfg.rollout.weight_bucket_mb)
 
     async def _sync_drops(self) -> None:
         """Groups the queue dropped as stale end in the ledger and free their capacity."""
@@ -336,7 +347,7 @@ class Orchestrator:
                 t_train = time.time()
                 stats = await self._guard(self.learner.train_step.remote(batch))
                 t_sync = time.time()
-                await self._guard(sync_weights(self.learner, self.groups.engines))
+                await self._guard(self._push(self.groups.engines))
             self.step_marks.append((t_ask, t_train, t_sync, time.time()))
             self.policy_version, self.step = stats.policy_version, stats.step
             self.ledger.trained([g.group_id for g in batch.groups])
