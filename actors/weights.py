@@ -85,12 +85,13 @@ async def broadcast(snapshot: Any, engines: list[Any]) -> float:
     return max((r for r in results if not isinstance(r, BaseException)), default=0.0)
 
 
-def weight_sync_method(weight_sync: str, on_gpus: bool) -> str:
+def weight_sync_method(rollout: Any, learner: Any) -> str:
     """`rollout.weight_sync` resolved: `auto` is `collective` when the learner and every engine have a GPU of
     their own (one per engine: NCCL, `rollout.tensor_parallel_size=1`), else `object_store` (on the CPU the
     faster one: docs/benchmarks.md#weights)."""
-    if weight_sync != "auto":
-        return weight_sync
+    if rollout.weight_sync != "auto":
+        return rollout.weight_sync
+    on_gpus = rollout.num_gpus_per_engine >= 1 and rollout.tensor_parallel_size == 1 and learner.num_gpus >= 1
     return "collective" if on_gpus else "object_store"
 
 

@@ -42,7 +42,7 @@ from agentrl.redaction import redact
 from agentrl.training.accounting import AdmittedGroup, GroupLedger
 from agentrl.training.checkpoint import Checkpoint, CheckpointStore, TrainerState, restore_rng, rng_states
 from agentrl.training.faults import ActorKiller, kill_driver
-from agentrl.training.step_metrics import step_row
+from agentrl.training.step_metrics import step_row, summed_tool_counters
 
 RESTART_TIMEOUT_S = 300.0  # how long a group waits for Ray to restart the actor that died under it
 ENGINE_CHECK_S = 2.0  # how often the driver looks for a restarted engine waiting for weights
@@ -237,21 +237,17 @@ class Orchestrator:
                     stats = await handle.stats.remote()
                 except ray.exceptions.RayActorError:  # restarting now (or dead: its groups find out)
                     continue
-                if not stats.serving:
-                    # a collective push reaches the whole group (rebuilt with the restarted engine)
-                    collective = self._method() == "collective"
+                if not stats.serving:  # a collective push reaches the whole group, rebuilt with this engine
+                    whole = weight_sync_method(self.cfg.rollout, self.cfg.learner) == "collective"
                     async with self._learner_busy:
-                        await self._guard(self._push(self.groups.engines if collective else [handle]))
+                        await self._guard(self._push(self.groups.engines if whole else [handle]))
                     print(f"[agentrl] generator-{i} restarted; it has the weights of version {self.policy_version}")
-
-    def _method(self) -> str:
-        r = self.cfg.rollout
-        on_gpus = r.num_gpus_per_engine >= 1 and r.tensor_parallel_size == 1 and self.cfg.learner.num_gpus >= 1
-        return weight_sync_method(r.weight_sync, on_gpus)
 
     async def _push(self, engines: list[Any]) -> float:
         """The learner's weights into `engines` by `rollout.weight_sync`."""
-        return await sync_weights(self.learner, engines, self._method(), self.cfg.rollout.weight_bucket_mb)
+        method = weight_sync_method(self.cfg.rollout, self.cfg.learner)
+        return await sync_weights(self.learner, engines, method, self.cfg.rollout.weight_bucket_mb)
+
 
     async def _sync_drops(self) -> None:
         """Groups the queue dropped as stale end in the ledger and free their capacity."""
@@ -430,10 +426,8 @@ class Orchestrator:
         s.steps = self.step
         if self.ledger is not None:
             c = self.ledger.close()
-            s.groups_admitted, s.groups_trained, s.groups_dropped_stale = \
-                c.groups_admitted, c.groups_trained, c.groups_dropped_stale
-            s.groups_failed, s.groups_in_flight_at_stop, s.groups_retried = \
-                c.groups_failed, c.groups_in_flight_at_stop, c.groups_retried
+            for k in ("admitted", "trained", "dropped_stale", "failed", "in_flight_at_stop", "retried"):
+                setattr(s, f"groups_{k}", getattr(c, f"groups_{k}"))
             s.failed_reasons = dict(c.failed_reasons)
         if self.stream is not None:
             s.rows_skipped = dict(self.stream.skipped)
@@ -446,12 +440,7 @@ class Orchestrator:
         over the actors: cumulative totals as `tool/<tool>/<counter>` and `tool/cache/<counter>` (an actor
         restarting now is left out; a restarted one counts from its restart)."""
         assert self.groups is not None
-        stats = await self._alive_stats(self.groups.envs)
-        total: dict[str, int] = {}
-        for s in stats:
-            for name, value in s.tool_counters.items():
-                total[name] = total.get(name, 0) + value
-        return {f"tool/{name}": value for name, value in sorted(total.items())}
+        return summed_tool_counters(await self._alive_stats(self.groups.envs))
 
     async def _alive_stats(self, handles: list[Any]) -> list[Any]:
         """`stats()` of each (restartable) actor, leaving out one that died or is being restarted: a group
@@ -466,9 +455,8 @@ class Orchestrator:
 
     async def _engine_counters(self) -> float:
         """Tokens the engines have generated so far; also samples their busy time (`gen_busy`)."""
-        assert self.groups is not None
-        stats = await self._alive_stats(self.groups.engines) if self.groups.engines else \
-            await self.groups.generators.stats()
+        assert (g := self.groups) is not None
+        stats = await (self._alive_stats(g.engines) if g.engines else g.generators.stats())
         self.gen_busy.append((time.time(), sum(s.busy_s for s in stats)))
         return sum(s.tokens_generated for s in stats)
 

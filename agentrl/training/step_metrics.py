@@ -41,3 +41,13 @@ def step_row(stats: LearnerStepStats, batch: TrainBatch, train_version: int, ste
         # where this step's time went; `learner` is the train_step call as the driver saw it
         **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
     }
+
+
+def summed_tool_counters(stats: list[Any]) -> dict[str, int]:
+    """The environment actors' tool and tool-cache counters (`EnvironmentStats.tool_counters`) summed over
+    the actors, as `tool/<tool>/<counter>` and `tool/cache/<counter>`."""
+    total: dict[str, int] = {}
+    for s in stats:
+        for name, value in s.tool_counters.items():
+            total[name] = total.get(name, 0) + value
+    return {f"tool/{name}": value for name, value in sorted(total.items())}
