@@ -5,7 +5,6 @@ training facts only, half of them searching."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from agentrl.data.facts import KNOWN_RATE, read_measured, real_facts, write_fact
 from agentrl.data.prompts import PromptStream
 from agentrl.data.toy import SEARCH_FREE, SEARCH_REQUIRED
 from agentrl.evaluation.knowledge import is_right, measure_known
+from tests.demonstrations import assert_searches_replay
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -84,26 +84,11 @@ def test_demonstrations_teach_known_training_facts_half_by_searching_and_the_cor
 
 
 def test_search_demonstrations_show_what_the_local_text_search_returns(facts):
-    from agentrl.envs.protocol import MMSEARCH_R1
-    from agentrl.envs.text_search import TextSearchTool
-    from agentrl.envs.tool import TrajectoryState
-    from agentrl.grammar import TEXT_SEARCH, first_block
-
     cfg = load_config("configs/learn_smollm2.yaml", [f"tools.text_search.corpus={facts / 'corpus.jsonl'}",
                                                      f"data.source={facts / 'train.parquet'}",
                                                      f"trainer.eval_data={facts / 'heldout.parquet'}",
                                                      f"sft.data={facts / 'sft.jsonl'}"])
-    tool = TextSearchTool.from_config(cfg)
-    searches = [d for d in jsonl(facts / "sft.jsonl") if len(d["turns"]) == 3]
-
-    async def replay() -> None:
-        for d in searches:
-            query = first_block(d["turns"][0]["text"], TEXT_SEARCH)[1]
-            obs = await tool.run(tool.parse_args(query), TrajectoryState(question=d["question"]))
-            assert d["turns"][1]["text"] == MMSEARCH_R1.observation(obs.text, d["question"])
-        await tool.close()
-
-    asyncio.run(replay())
+    assert_searches_replay(cfg, facts / "sft.jsonl")
 
 
 def test_the_same_seed_writes_the_same_task_and_a_measurement_can_be_reused(tmp_path, facts):

@@ -5,7 +5,6 @@ and writes a checkpoint transformers loads."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ from agentrl.config import load_config
 from agentrl.data.example import example_schema
 from agentrl.data.prompts import PromptStream
 from agentrl.data.toy import FILLER, FILLER_ENTITIES, SEARCH_FREE, SEARCH_REQUIRED, SEARCH_TOP_K
+from tests.demonstrations import assert_searches_replay
 
 TOY_CONFIG = ["env.protocol=mmsearch_r1", "env.tools=[text_search]"]
 
@@ -82,25 +82,10 @@ def test_known_facts_are_taught_and_unknown_facts_are_only_in_the_corpus(toy):
 
 
 def test_search_demonstrations_show_what_the_local_text_search_returns(toy):
-    from agentrl.envs.protocol import MMSEARCH_R1
-    from agentrl.envs.text_search import TextSearchTool
-    from agentrl.envs.tool import TrajectoryState
-    from agentrl.grammar import TEXT_SEARCH, first_block
-
     cfg = load_config("configs/demo.yaml", [*TOY_CONFIG, "tools.text_search.backend=local",
                                             f"tools.text_search.corpus={toy / 'corpus.jsonl'}",
                                             f"tools.text_search.top_k={SEARCH_TOP_K}"])
-    tool = TextSearchTool.from_config(cfg)
-    searches = [d for d in jsonl(toy / "sft.jsonl") if len(d["turns"]) == 3]
-
-    async def replay() -> None:
-        for d in searches:
-            query = first_block(d["turns"][0]["text"], TEXT_SEARCH)[1]
-            obs = await tool.run(tool.parse_args(query), TrajectoryState(question=d["question"]))
-            assert d["turns"][1]["text"] == MMSEARCH_R1.observation(obs.text, d["question"])
-        await tool.close()
-
-    asyncio.run(replay())
+    assert_searches_replay(cfg, toy / "sft.jsonl")
 
 
 def test_the_same_seed_writes_the_same_files_and_a_new_seed_new_entities(tmp_path):
