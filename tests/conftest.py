@@ -40,17 +40,27 @@ def _memory_lock_file(request) -> Path | None:
 
 @contextlib.contextmanager
 def _flock(path: Path | None, exclusive: bool):
+    """The readers-writer lock at `path`, with writers first: a turnstile (`path`.turn) that a writer holds
+    while it waits, and that each reader passes through before it takes its shared lock, so a waiting
+    writer gets the lock once the running readers finish (flock alone lets readers take turns for ever)."""
     if path is None:
         yield
         return
     import fcntl
 
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    with open(path, "a") as f, open(path.with_suffix(".turn"), "a") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        if not exclusive:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            fcntl.flock(turn, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+            if exclusive:
+                fcntl.flock(turn, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,7 +68,7 @@ def memory_lock(request):
     """A module marked `exclusive_memory` (a real model's learner ranks and engine: over half of this
     machine's memory) holds an exclusive lock from its first fixture to its teardown, which stops what it
     started; every other test holds a shared one while it runs (`per_test_memory_lock`). So no test of another
-    worker of this `pytest -n` run runs beside such a module; a wait is at most one test long."""
+    worker of this `pytest -n` run runs beside such a module; a wait is at most one test long (writers first)."""
     with _flock(_memory_lock_file(request), exclusive=True) if _exclusive(request) else contextlib.nullcontext():
         yield
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -120,6 +121,48 @@ def test_the_collective_push_loads_what_the_object_store_push_loads_and_keeps_it
     run(sync_weights(stack.learner, handles, "collective", bucket_mb=1))  # the group is kept
     assert ray.get(stack.learner.weight_group.remote()) == group
     assert greedy(stack.pool, prompt, rid="c3").logprobs == by_store.logprobs
+
+
+def sampled_logprobs_match_the_learner(stack, rid):
+    """A sampled continuation's engine log-probs equal transformers' with the learner's weights (fp32)."""
+    prompt = [2, 7, 1, 8, 2, 8]
+    req = GenerationRequest(rid, prompt, SamplingConfig(max_tokens=16, temperature=1.0))
+    out = run(stack.pool.generate(rid, req))
+    state = ray.get(stack.learner.get_weights.remote()).tensors
+    expected = hf_logprobs(stack.path, state, prompt, out.token_ids)
+    assert max(abs(a - b) for a, b in zip(out.logprobs, expected, strict=True)) <= 1e-3
+
+
+def wait_until_restarted(handle, timeout_s=120.0):
+    """The stats of the engine actor's new instance, once Ray has restarted it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            stats = ray.get(handle.stats.remote())
+            if not stats.serving:
+                return stats
+        except ray.exceptions.RayActorError:
+            pass  # dead, not yet restarted
+        time.sleep(0.2)
+    raise AssertionError("the engine was not restarted")
+
+
+def test_a_restarted_engine_serves_the_pushed_weights_by_either_transport(stack):
+    """A crashed engine restarted by Ray holds its base weights: it serves nothing until a push, and then
+    exactly the pushed weights, through a rebuilt collective group and through a new shared-memory file."""
+    handles = stack.pool.handles
+    run(broadcast(WeightSnapshot(1, perturbed(ray.get(stack.learner.get_weights.remote()), 3)), handles))
+    run(sync_weights(stack.learner, handles, "collective", bucket_mb=1))  # a group that the crash breaks
+    group = ray.get(stack.learner.weight_group.remote())
+    ray.kill(handles[0], no_restart=False)  # as the fault injector does; Ray restarts it (rollout.max_restarts)
+    assert not wait_until_restarted(handles[0]).serving
+    assert ray.get(handles[0].weight_group.remote()) is None
+    run(sync_weights(stack.learner, handles, "collective", bucket_mb=1))
+    assert ray.get(stack.learner.weight_group.remote())[0] != group[0]  # rebuilt with the restarted engine
+    sampled_logprobs_match_the_learner(stack, "restart-collective")
+    run(broadcast(WeightSnapshot(1, perturbed(ray.get(stack.learner.get_weights.remote()), 4)), handles))
+    run(sync_weights(stack.learner, handles, "object_store"))
+    sampled_logprobs_match_the_learner(stack, "restart-object-store")
 
 
 def _rollout(stack, gid="g0"):
