@@ -1,7 +1,7 @@
 """The real-knowledge task (`agentrl make-facts`): questions about real facts the base model was measured to
 know (search_free) and about made-up entities only the corpus holds (search_required); held-out questions
-are about entities no training row mentions; the warm start's demonstrations teach the protocol on known
-training facts only, half of them searching."""
+are about entities no training row mentions; the warm start's demonstrations answer known training facts
+directly (a third of them searched as well) and search as many made-up entities that no question asks."""
 
 from __future__ import annotations
 
@@ -70,13 +70,24 @@ def test_held_out_questions_are_about_entities_no_training_row_or_demonstration_
         assert not any(subject in q for q in train) and not any(subject in d for d in demos), subject
 
 
-def test_demonstrations_teach_known_training_facts_half_by_searching_and_the_corpus_holds_every_fact(facts):
+def test_demonstrations_answer_known_training_facts_search_unasked_made_up_ones_and_the_corpus_holds_every_fact(facts):
     summary = json.loads((facts / "facts.json").read_text())
-    known_train = {r["subject"] for r in summary["real"] if r["asked"] and not r["heldout"]}
+    known_train = [r for r in summary["real"] if r["asked"] and not r["heldout"]]
+    demo_only = {r["subject"] for r in summary["demonstrations_only"]}
+    asked_made_up = {r["subject"] for r in summary["made_up"]}
     demos = jsonl(facts / "sft.jsonl")
-    assert len(demos) == 2 * len(known_train)
-    assert {d["category"] for d in demos} == {SEARCH_FREE}
-    assert sum(d["action"] == "search" for d in demos) == len(known_train)
+    known = [d for d in demos if d["category"] == SEARCH_FREE]
+    made_up = [d for d in demos if d["category"] == SEARCH_REQUIRED]
+    assert sum(d["action"] == "direct" for d in known) == len(known_train)
+    assert sum(d["action"] == "search" for d in known) == -(-len(known_train) // 3)
+    for relation, question in (("capital", "What is the capital of "), ("author", "Who wrote ")):
+        of_relation = [d for d in made_up if d["question"].startswith(question)]
+        available = sum(r["relation"] == relation for r in summary["demonstrations_only"])
+        assert len(of_relation) == min(available, sum(r["relation"] == relation for r in known_train))
+    subjects = {d["question"].removeprefix("What is the capital of ").removeprefix("Who wrote ").rstrip("?")
+                for d in made_up}
+    assert all(d["action"] == "search" for d in made_up)
+    assert subjects <= demo_only and not demo_only & asked_made_up  # no question asks a demonstrated entity
     pages = {p["id"] for p in jsonl(facts / "corpus.jsonl")}
     asked = {r["data_id"] for name in ("train.parquet", "heldout.parquet")
              for r in pq.read_table(facts / name).to_pylist()}

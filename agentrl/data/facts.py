@@ -17,9 +17,9 @@ writes
   the known facts of each relation and as many made-up ones.
 - `DIR/corpus.jsonl`: a page per fact, real and made-up (`tools.text_search.corpus`, `backend=local`).
 - `DIR/sft.jsonl`: a few demonstrations of the `mmsearch_r1` protocol (`agentrl.data.trajectories`'s
-  schema): for each known training fact one direct answer and one search whose answer is copied from the
-  observation, so the warm start learns the format and searches about half the time whatever the fact;
-  *when* to search is left to RL.
+  schema): each known training fact answered directly, a third of them also searched, and as many searches
+  (the answer copied from the observation) about made-up entities that no question asks; no demonstration
+  is about a held-out entity.
 
 Everything but the measured rates is a function of `seed`.
 """
@@ -41,6 +41,13 @@ SAMPLES = 8  # samples per real fact when measuring what the base model knows
 KNOWN_RATE = 6 / 8  # a fact is known when at least this share of the samples is right
 HELDOUT_SHARE = 1 / 3  # of the known real facts, per relation (and as many made-up ones)
 MADE_UP = 48  # made-up entities per relation
+# one known training fact in this many is also demonstrated searching: with one search per known fact (half the
+# demonstrations on known facts) the warm start searched 0.90 of known held-out facts and RL never separated
+# the categories (docs/experiments.md#facts-warm-start)
+SEARCH_EVERY_KNOWN = 3
+# made-up entities per relation that only demonstrations mention: searched in the warm start, never asked
+# (demonstrated made-up entities that RL then asked were answered from memory, and RL learned to stop searching)
+DEMO_MADE_UP = 32
 DATA_SOURCE = "agentrl_facts"
 # A direct answer's reason states the fact as the model itself says it ("The capital of Japan is Tokyo."): with a
 # fixed phrase instead ("I know this.") the warm start answered known held-out facts right only ~20% of the
@@ -59,7 +66,8 @@ _TITLE_WORDS = (["Silent", "Crimson", "Hollow", "Glass", "Winter", "Broken", "Go
                  "Letters", "Archive", "Meadow"])
 _SURNAME_PARTS = (["hal", "vor", "lind", "bren", "mor", "kast", "sel", "dra", "fen", "ost", "wyl", "ter"],
                   ["er", "son", "ova", "ini", "ley", "berg", "ström", "ard"])
-MAX_MADE_UP = len(_SURNAME_PARTS[0]) * len(_SURNAME_PARTS[1])  # made-up authors' surnames are drawn without repeats
+# made-up authors' surnames are drawn without repeats (the demonstrations' made-up entities included)
+MAX_MADE_UP = len(_SURNAME_PARTS[0]) * len(_SURNAME_PARTS[1]) - DEMO_MADE_UP
 _FIRST_NAMES = ["Anna", "Tomas", "Elena", "Marcus", "Ida", "Victor", "Clara", "Oskar", "Nadia", "Felix", "Lena",
                 "Hugo", "Mira", "Jonas", "Vera", "Emil"]
 
@@ -185,11 +193,19 @@ def demonstration(fact: Fact, search: bool) -> list[dict[str, str]]:
             {"role": MODEL, "text": tagged(REASON, f"{COPY_REASON} {fact.answer}.") + answer}]
 
 
-def sft_records(facts: list[Fact], seed: int) -> list[dict[str, Any]]:
-    """One direct and one searching demonstration per known training fact, shuffled."""
+def sft_records(facts: list[Fact], demo_made_up: list[Fact], seed: int) -> list[dict[str, Any]]:
+    """The warm start's demonstrations, shuffled: every known training fact answered directly (stating the
+    fact), one in `SEARCH_EVERY_KNOWN` of them searched as well, and per relation as many searches about
+    `demo_made_up` entities (never asked: RL cannot answer a question from a demonstration's memory) as there
+    are known training facts. The warm start leans to answering what it knows and searching names it has never
+    seen, and keeps both actions on known facts for RL to weigh (docs/experiments.md#facts-warm-start)."""
+    known = [f for f in facts if f.known and not f.heldout]
+    pairs = [(f, False) for f in known] + [(f, True) for f in known[::SEARCH_EVERY_KNOWN]]
+    for relation in ("capital", "author"):
+        count = sum(f.relation == relation for f in known)
+        pairs += [(f, True) for f in demo_made_up if f.relation == relation][:count]
     records = [{"question": f.question, "turns": demonstration(f, search), "data_id": f.doc_id,
-                "category": f.category, "action": "search" if search else "direct"}
-               for f in facts if f.known and not f.heldout for search in (False, True)]
+                "category": f.category, "action": "search" if search else "direct"} for f, search in pairs]
     random.Random(f"agentrl-facts-sft-{seed}").shuffle(records)
     return [{"id": f"sft-{i}", **r} for i, r in enumerate(records)]
 
@@ -217,7 +233,10 @@ def write_facts(out: str | Path, model_path: str, measured: list[Fact], seed: in
     (`agentrl.evaluation.knowledge.measure_known`)."""
     check_settings(temperature, made_up)
     real = measured
-    asked = split([*real, *made_up_facts(seed, made_up)], seed)
+    drawn = made_up_facts(seed, made_up + DEMO_MADE_UP)  # per relation: asked first, then demonstrations only
+    capitals, authors = drawn[:made_up + DEMO_MADE_UP], drawn[made_up + DEMO_MADE_UP:]
+    demo_made_up = capitals[made_up:] + authors[made_up:]
+    asked = split([*real, *capitals[:made_up], *authors[:made_up]], seed)
     train = [f for f in asked if not f.heldout]
     known, made = [f for f in train if not f.made_up], [f for f in train if f.made_up]
     # the fewer kind repeated: about as many known questions as made-up ones
@@ -231,14 +250,15 @@ def write_facts(out: str | Path, model_path: str, measured: list[Fact], seed: in
     paths = {n: out / n for n in ("train.parquet", "heldout.parquet", "corpus.jsonl", "sft.jsonl", "facts.json")}
     write_question_parquet(question_records(train_rows), paths["train.parquet"])
     write_question_parquet(question_records([f for f in asked if f.heldout]), paths["heldout.parquet"])
-    write_jsonl([page(f) for f in [*real, *(f for f in asked if f.made_up)]], paths["corpus.jsonl"])
-    write_jsonl(sft_records(asked, seed), paths["sft.jsonl"])
+    write_jsonl([page(f) for f in [*real, *(f for f in asked if f.made_up), *demo_made_up]], paths["corpus.jsonl"])
+    write_jsonl(sft_records(asked, demo_made_up, seed), paths["sft.jsonl"])
     split_by_id = {f.doc_id: f.heldout for f in asked}
     summary = {"model": model_path, "seed": seed, "temperature": temperature, "samples": SAMPLES,
                "known_rate": KNOWN_RATE, "counts": _counts(asked),
                "real": [{**asdict(f), "known": f.known, "asked": f.doc_id in split_by_id,
                          "heldout": split_by_id.get(f.doc_id, False)} for f in real],
-               "made_up": [asdict(f) for f in asked if f.made_up]}
+               "made_up": [asdict(f) for f in asked if f.made_up],
+               "demonstrations_only": [asdict(f) for f in demo_made_up]}
     paths["facts.json"].write_text(json.dumps(summary, indent=1))
     return paths
 
