@@ -141,7 +141,7 @@ class EnvironmentActor:
                 if isinstance(e, RayActorError):
                     raise e
             return GroupOutcome("failed", reason=failure_reason(errors[0]))
-        await self.queue.put.remote(TrajectoryGroup(group_id, start_version, trajs))
+        await self.queue.put.remote(TrajectoryGroup(group_id, start_version, trajs, row.category))
         return GroupOutcome("queued")
 
     def stats(self) -> EnvironmentStats:

@@ -126,6 +126,7 @@ class TrajectoryGroup:
     group_id: str
     start_version: int
     trajectories: list[Trajectory]
+    category: str = ""  # the prompt's data category (search_free, search_required, ...), for the step's metrics
 
     @property
     def min_policy_version(self) -> int:

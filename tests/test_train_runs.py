@@ -33,7 +33,7 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean", "staleness_max",
+REQUIRED = ["step", "policy_version", "reward_mean", "samples", "staleness_mean", "staleness_max", "search_ratio",
             "learner_idle_frac", "gen_tokens_per_s", "tool_latency_p50", "tool_latency_p99",
             "weight_sync_s", "queue_depth", "groups_dropped_stale",
             # the time profile of every step (agentrl/timing.py)

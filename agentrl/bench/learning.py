@@ -67,8 +67,11 @@ def by_category(summary: Any) -> dict[str, dict[str, float]]:
 
 
 def curves(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Per step: reward; per eval step: accuracy and search ratio of each category."""
+    """Per step: reward and each category's search ratio in training (`train/<category>/search_ratio`, None
+    where a step had none of it); per eval step: held-out accuracy and search ratio of each category."""
     out: dict[str, list[Any]] = {"step": [r["step"] for r in rows], "reward_mean": [r["reward_mean"] for r in rows]}
+    for c in CATEGORIES:
+        out[f"train/{c}/search_ratio"] = [r.get(f"search_ratio/{c}") for r in rows]
     evals = [r for r in rows if f"eval/{CATEGORIES[0]}/accuracy" in r]
     out["eval_step"] = [r["step"] for r in evals]
     for c in CATEGORIES:
@@ -78,7 +81,8 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def plot(result: dict[str, Any], path: str) -> None:
-    """Reward per step, and accuracy and search ratio per category at step 0 (before) and each eval."""
+    """Reward per step, and accuracy and search ratio per category at step 0 (before) and each eval (the search
+    ratio also per training step)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +94,10 @@ def plot(result: dict[str, Any], path: str) -> None:
     axes[0].set_title("reward (mean per step)")
     for ax, m in zip(axes[1:], METRICS, strict=True):
         for cat in CATEGORIES:
-            ax.plot([0, *c["eval_step"]], [result["before"][cat][m], *c[f"{cat}/{m}"]], marker="o", label=cat)
+            line = ax.plot([0, *c["eval_step"]], [result["before"][cat][m], *c[f"{cat}/{m}"]], marker="o", label=cat)
+            train = c.get(f"train/{cat}/{m}", [])
+            if any(v is not None for v in train):  # the training samples' rate per step, faint
+                ax.plot(c["step"], train, color=line[0].get_color(), alpha=0.35, label=f"{cat} (training)")
         ax.set_title(f"held-out {m.replace('_', ' ')}")
         ax.set_ylim(-0.02, 1.02)
         ax.legend()

@@ -37,10 +37,21 @@ def step_row(stats: LearnerStepStats, batch: TrainBatch, train_version: int, ste
         "tool_cache_misses": sum(not c.cached for c in calls),
         "answered_frac": sum(tr.answer is not None for tr in trajs) / max(len(trajs), 1),
         "images_per_traj_mean": sum(len(tr.images) for tr in trajs) / max(len(trajs), 1),
+        **search_ratios(batch),
         **{f"loss/{k}": v for k, v in stats.extra.items()},
         # where this step's time went; `learner` is the train_step call as the driver saw it
         **step_profile(trajs, batch.wait_s, t_sync - t_train, sync_s, step_s),
     }
+
+
+def search_ratios(batch: TrainBatch) -> dict[str, float]:
+    """`search_ratio`: the share of the batch's trajectories that called a tool at least once; and
+    `search_ratio/<category>` for each data category in the batch (whether the policy searches what it knows)."""
+    searched: dict[str, list[bool]] = {}
+    for g in batch.groups:
+        for key in ("", g.category) if g.category else ("",):
+            searched.setdefault(key, []).extend(bool(tr.tool_calls) for tr in g.trajectories)
+    return {f"search_ratio/{k}" if k else "search_ratio": sum(v) / max(len(v), 1) for k, v in sorted(searched.items())}
 
 
 def summed_tool_counters(stats: list[Any]) -> dict[str, int]:
