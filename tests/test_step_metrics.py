@@ -52,3 +52,12 @@ def test_the_learning_bench_curves_and_plot_carry_the_training_search_ratio_per_
     before = {cat: {"accuracy": 0.5, "search_ratio": 0.5} for cat in ("search_free", "search_required")}
     plot({"curves": c, "before": before, "setup": {"command": "agentrl bench learning"}}, str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_the_tool_counters_of_all_environment_actors_are_summed_zeros_kept():
+    from agentrl.records import EnvironmentStats
+    from agentrl.training.step_metrics import summed_tool_counters
+
+    stats = [EnvironmentStats(in_flight=0, tool_counters={"text_search/pages_cut": 2, "cache/hits": 0}),
+             EnvironmentStats(in_flight=1, tool_counters={"text_search/pages_cut": 3})]
+    assert summed_tool_counters(stats) == {"tool/cache/hits": 0, "tool/text_search/pages_cut": 5}

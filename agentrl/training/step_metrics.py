@@ -3,6 +3,7 @@ where the step's time went."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from agentrl.metrics import percentile
@@ -57,8 +58,7 @@ def search_ratios(batch: TrainBatch) -> dict[str, float]:
 def summed_tool_counters(stats: list[Any]) -> dict[str, int]:
     """The environment actors' tool and tool-cache counters (`EnvironmentStats.tool_counters`) summed over
     the actors, as `tool/<tool>/<counter>` and `tool/cache/<counter>`."""
-    total: dict[str, int] = {}
+    total: Counter[str] = Counter()
     for s in stats:
-        for name, value in s.tool_counters.items():
-            total[name] = total.get(name, 0) + value
+        total.update(s.tool_counters)
     return {f"tool/{name}": value for name, value in sorted(total.items())}
