@@ -118,8 +118,20 @@ class LearnerRank:
         host = ray.util.get_node_ip_address()
         return host, _free_port(host)
 
+    def open_rendezvous(self) -> tuple[str, int]:
+        """Rank 0: open the learner group's store on a port the OS assigns as it binds, and return this node's
+        address and that port. (A port found free and bound later can be taken in between: parallel runs on
+        one machine failed with EADDRINUSE.)"""
+        import ray
+        from torch.distributed import TCPStore
+
+        host = ray.util.get_node_ip_address()
+        self._store = TCPStore(host, 0, self.world_size, is_master=True, wait_for_workers=False)
+        return host, self._store.port
+
     def init(self, master_addr: str, master_port: int) -> None:
-        """Join the process group and build the DeepSpeed engine (and the KL reference model)."""
+        """Join the process group at rank 0's store (`open_rendezvous`) and build the DeepSpeed engine (and the
+        KL reference model)."""
         import torch
 
         if not torch.cuda.is_available():
@@ -130,6 +142,13 @@ class LearnerRank:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
         import deepspeed
+        from deepspeed.accelerator import get_accelerator
+
+        store = self.__dict__.get("_store") or torch.distributed.TCPStore(master_addr, master_port, self.world_size,
+                                                                          is_master=False)
+        # joined here, DeepSpeed uses this group instead of making its own at MASTER_PORT
+        torch.distributed.init_process_group(get_accelerator().communication_backend_name(), store=store,
+                                             rank=self.rank, world_size=self.world_size)
 
         from agentrl.models import get_adapter
 

@@ -82,7 +82,7 @@ class LearnerGroup:
             self.ranks.append(ray.remote(LearnerRank).options(**opts).remote(
                 self.model_path, lc, self.total_steps, r, lc.num_ranks, self.cfg.rollout.temperature,
                 self.cfg.model.dtype, self.cfg.trainer.seed, self.cfg.model.vision))
-        host, port = await self._call(self.ranks[0].address.remote(), 0)
+        host, port = await self._call(self.ranks[0].open_rendezvous.remote(), 0)
         await self._on_every_rank("init", [(host, port)] * lc.num_ranks)
 
     async def _call(self, ref: Any, rank: int) -> Any:
