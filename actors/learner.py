@@ -107,12 +107,13 @@ class LearnerRank:
         self.rank, self.world_size = rank, world_size
         self.temperature, self.dtype_name, self.seed, self.vision = temperature, dtype, seed, vision
         self.learner_steps = 0  # the lr schedule's clock: one tick per learner step, as the seed's
+        self._store: Any = None  # rank 0's rendezvous store (open_rendezvous), kept open while the group lives
         self.transport = ObjectStoreTransport()
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
                                          cfg.importance_cap, cfg.importance_mode)
 
     def address(self) -> tuple[str, int]:
-        """This rank's node address and a free port on it: rank 0's is the group's rendezvous."""
+        """This rank's node address and a free port on it (rank 0's: where a weight group meets)."""
         import ray
 
         host = ray.util.get_node_ip_address()
@@ -144,8 +145,7 @@ class LearnerRank:
         import deepspeed
         from deepspeed.accelerator import get_accelerator
 
-        store = self.__dict__.get("_store") or torch.distributed.TCPStore(master_addr, master_port, self.world_size,
-                                                                          is_master=False)
+        store = self._store or torch.distributed.TCPStore(master_addr, master_port, self.world_size, is_master=False)
         # joined here, DeepSpeed uses this group instead of making its own at MASTER_PORT
         torch.distributed.init_process_group(get_accelerator().communication_backend_name(), store=store,
                                              rank=self.rank, world_size=self.world_size)

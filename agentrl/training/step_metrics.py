@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from agentrl.metrics import percentile
-from agentrl.records import LearnerStepStats, TrainBatch
+from agentrl.records import LearnerStepStats, TrainBatch, TrajectoryGroup
 from agentrl.timing import step_profile
 
 
@@ -48,11 +48,13 @@ def step_row(stats: LearnerStepStats, batch: TrainBatch, train_version: int, ste
 def search_ratios(batch: TrainBatch) -> dict[str, float]:
     """`search_ratio`: the share of the batch's trajectories that called a tool at least once; and
     `search_ratio/<category>` for each data category in the batch (whether the policy searches what it knows)."""
-    searched: dict[str, list[bool]] = {}
-    for g in batch.groups:
-        for key in ("", g.category) if g.category else ("",):
-            searched.setdefault(key, []).extend(bool(tr.tool_calls) for tr in g.trajectories)
-    return {f"search_ratio/{k}" if k else "search_ratio": sum(v) / max(len(v), 1) for k, v in sorted(searched.items())}
+    def ratio(groups: list[TrajectoryGroup]) -> float:
+        searched = [bool(tr.tool_calls) for g in groups for tr in g.trajectories]
+        return sum(searched) / max(len(searched), 1)
+
+    categories = sorted({g.category for g in batch.groups if g.category})
+    return {"search_ratio": ratio(batch.groups),
+            **{f"search_ratio/{c}": ratio([g for g in batch.groups if g.category == c]) for c in categories}}
 
 
 def summed_tool_counters(stats: list[Any]) -> dict[str, int]:
