@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,12 +23,6 @@ from agentrl.records import PackedWeights, RankPlan, RankStepResult, TrainSequen
 # ZeRO-3 gathers parameters for a snapshot in buckets of this many bytes: never a whole extra copy on a GPU
 GATHER_BUCKET_BYTES = 256 * 2**20
 DEEPSPEED_TAG = "deepspeed"  # a checkpoint's DeepSpeed state lives in CHECKPOINT/deepspeed
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def deepspeed_config(cfg: LearnerConfig, dtype: str, train: bool = True) -> dict[str, Any]:
@@ -108,16 +101,23 @@ class LearnerRank:
         self.temperature, self.dtype_name, self.seed, self.vision = temperature, dtype, seed, vision
         self.learner_steps = 0  # the lr schedule's clock: one tick per learner step, as the seed's
         self._store: Any = None  # rank 0's rendezvous store (open_rendezvous), kept open while the group lives
+        self._weight_store: Any = None  # rank 0's weight group store (open_weight_store)
+        self.weight_group: Any = None
         self.transport = ObjectStoreTransport()
         self.loss_cfg = PolicyLossConfig(cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.entropy_coef,
                                          cfg.importance_cap, cfg.importance_mode)
 
-    def address(self) -> tuple[str, int]:
-        """This rank's node address and a free port on it (rank 0's: where a weight group meets)."""
+    def open_weight_store(self, world_size: int) -> tuple[str, int]:
+        """Rank 0: host a new weight group's store (`host_weight_store`) for `world_size` members; returns
+        this node's address and the store's port, where the engines join it."""
         import ray
 
+        from agentrl.actors.weight_buffers import host_weight_store
+
+        self.weight_group = None  # the previous group goes before the new one meets
         host = ray.util.get_node_ip_address()
-        return host, _free_port(host)
+        self._weight_store = host_weight_store(host, world_size)
+        return host, self._weight_store.port
 
     def open_rendezvous(self) -> tuple[str, int]:
         """Rank 0: open the learner group's store on a port the OS assigns as it binds, and return this node's
@@ -328,12 +328,13 @@ class LearnerRank:
         state = self._full_state()
         return None if state is None else self.transport.snapshot(state, version)
 
-    def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> None:
-        """Rank 0: host the weight group (`rollout.weight_sync=collective`) at host:port as its rank 0."""
+    def join_weight_group(self, world_size: int, backend: str) -> None:
+        """Rank 0: join the weight group (`rollout.weight_sync=collective`) it hosts (`open_weight_store`) as
+        its rank 0."""
         from agentrl.actors.weight_buffers import open_weight_group
 
-        self.weight_group = None  # the previous group goes before the new one meets
-        self.weight_group = open_weight_group(host, port, 0, world_size, backend)
+        store = self._weight_store
+        self.weight_group = open_weight_group("", store.port, 0, world_size, backend, store=store)
 
     def broadcast_weights(self, version: int, bucket_bytes: int) -> None:
         """The weights of `version` to the weight group's engines (rank 0 sends; under ZeRO-3 every rank

@@ -217,17 +217,18 @@ class LearnerGroup:
         """(id, members) of the weight group rank 0 hosts (`rollout.weight_sync=collective`), or None."""
         return self._weight_group
 
-    async def weight_group_address(self) -> tuple[str, int, str]:
-        """Where a new weight group meets (rank 0's node and a free port there) and its backend: NCCL when
-        the ranks have GPUs, else gloo."""
+    async def open_weight_group(self, world_size: int) -> tuple[str, int, str]:
+        """Rank 0 hosts a new weight group of `world_size` members; returns where it meets (rank 0's node and
+        the port of its store there) and its backend: NCCL when the ranks have GPUs, else gloo."""
         await self.setup()
-        host, port = await self._call(self.ranks[0].address.remote(), 0)
+        self._weight_group = None
+        host, port = await self._call(self.ranks[0].open_weight_store.remote(world_size), 0)
         return host, port, "nccl" if self.lc.num_gpus > 0 else "gloo"
 
-    async def join_weight_group(self, host: str, port: int, world_size: int, group_id: str, backend: str) -> None:
-        """Rank 0 hosts the weight group; returns when every member has joined."""
+    async def join_weight_group(self, world_size: int, group_id: str, backend: str) -> None:
+        """Rank 0 joins the weight group it hosts; returns when every member has joined."""
         self._weight_group = None
-        await self._call(self.ranks[0].join_weight_group.remote(host, port, world_size, backend), 0)
+        await self._call(self.ranks[0].join_weight_group.remote(world_size, backend), 0)
         self._weight_group = (group_id, world_size)
 
     async def broadcast_weights(self, bucket_bytes: int) -> int:

@@ -145,17 +145,17 @@ class SharedWeightFile:
 
 class WeightGroup:
     """A process group of its own for weight pushes (not torch's default one, which the learner ranks use):
-    a TCP store hosted by rank 0 at host:port, gloo on the CPU, NCCL where CUDA is. Every member must make
-    it (`open_weight_group`)."""
+    met at a TCP store hosted by rank 0 (`host_weight_store`), gloo on the CPU, NCCL where CUDA is. Every
+    member must make it (`open_weight_group`)."""
 
-    def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str,
+    def __init__(self, store: Any, rank: int, world_size: int, backend: str,
                  timeout_s: float = GROUP_TIMEOUT_S) -> None:
         import torch.distributed as dist
 
         timeout = timedelta(seconds=timeout_s)
         self.backend = backend
-        self.store = dist.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout)  # outlives setup
-        prefixed = dist.PrefixStore("agentrl-weights", self.store)
+        self.store = store  # outlives setup
+        prefixed = dist.PrefixStore("agentrl-weights", store)
         if backend == "nccl":
             opts = dist.ProcessGroupNCCL.Options()
             opts._timeout = timeout
@@ -181,9 +181,24 @@ class WeightGroup:
             torch.cuda.synchronize()
 
 
-def open_weight_group(host: str, port: int, rank: int, world_size: int, backend: str) -> WeightGroup:
-    """Join (rank 0: host) the weight group at host:port; returns when every member has."""
-    return WeightGroup(host, port, rank, world_size, backend)
+def host_weight_store(host: str, world_size: int) -> Any:
+    """Rank 0's TCP store for a weight group, listening on `host` at a port the OS assigns as it binds
+    (`.port`). (A port found free and bound later can be taken in between by another process.)"""
+    import torch.distributed as dist
+
+    return dist.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False,
+                         timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+
+
+def open_weight_group(host: str, port: int, rank: int, world_size: int, backend: str,
+                      store: Any = None) -> WeightGroup:
+    """Join the weight group whose store listens at host:port (rank 0 passes the `store` it hosts); returns
+    when every member has."""
+    import torch.distributed as dist
+
+    if store is None:
+        store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+    return WeightGroup(store, rank, world_size, backend)
 
 
 def send_packed(group: WeightGroup, packed: PackedWeights, bucket_bytes: int) -> None:

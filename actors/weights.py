@@ -130,8 +130,8 @@ async def build_weight_group(learner: Any, engines: list[Any]) -> None:
     NCCL when the learner has a GPU, else gloo (`rollout.weight_sync` is checked so that both sides agree)."""
     await asyncio.gather(*[h.start.remote() for h in engines])  # a restarted engine first loads its model
     group_id = uuid.uuid4().hex
-    host, port, backend = await learner.weight_group_address.remote()
     world = len(engines) + 1
-    await asyncio.gather(learner.join_weight_group.remote(host, port, world, group_id, backend),
+    host, port, backend = await learner.open_weight_group.remote(world)
+    await asyncio.gather(learner.join_weight_group.remote(world, group_id, backend),
                          *[h.join_weight_group.remote(host, port, i + 1, world, group_id, backend)
                            for i, h in enumerate(engines)])

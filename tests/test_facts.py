@@ -58,6 +58,11 @@ def test_make_facts_writes_known_and_made_up_questions_in_the_release_layout(fac
     train = pq.read_table(facts / "train.parquet").to_pylist()
     assert abs(sum(r["category"] == SEARCH_FREE for r in train) - sum(r["category"] == SEARCH_REQUIRED
                                                                       for r in train)) <= len(train) // 3
+    # in file order (the config reads it so) every stretch of rows a batch could take holds both categories
+    fewer = min(sum(r["category"] == c for r in train) for c in (SEARCH_FREE, SEARCH_REQUIRED))
+    stretch = -(-len(train) // fewer) + 1
+    for start in range(len(train) - stretch + 1):
+        assert {r["category"] for r in train[start:start + stretch]} == {SEARCH_FREE, SEARCH_REQUIRED}, start
 
 
 def test_held_out_questions_are_about_entities_no_training_row_or_demonstration_mentions(facts):
