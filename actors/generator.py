@@ -314,6 +314,12 @@ class GeneratorActor:
             raise RuntimeError(f"generator {self.engine_index}: vLLM refused to drop its prefix cache after the "
                                f"push of policy version {self.policy_version} with no request running")
 
+    def node_id(self) -> str:
+        """Ray's id of this engine's node (whether it can map the learner's weight buffer)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def weight_group(self) -> str | None:
         """The id of the weight group this engine's model has joined (None: none, or it failed)."""
         return self.weight_group_id

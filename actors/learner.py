@@ -326,7 +326,16 @@ class LearnerRank:
         """The full weights as a snapshot of `version` on rank 0 (None elsewhere). Under ZeRO-3 every rank
         must call this: the parameters are gathered bucket by bucket."""
         state = self._full_state()
-        return None if state is None else self.transport.snapshot(state, version)
+        if state is None:
+            return None
+        return self.transport.snapshot(state, version)
+
+    def packed_data(self, packed: PackedWeights) -> list[Any]:
+        """Rank 0: [a reference to `packed` (a packing `get_weights` made) with its bytes] in the object
+        store, for engines on other nodes; fails, naming the buffer, when it has been packed again since."""
+        import ray
+
+        return [ray.put(self.transport.with_data(packed))]
 
     def join_weight_group(self, world_size: int, backend: str) -> None:
         """Rank 0: join the weight group (`rollout.weight_sync=collective`) it hosts (`open_weight_store`) as
@@ -343,7 +352,8 @@ class LearnerRank:
 
         state = self._full_state()
         if state is not None:
-            send_packed(self.weight_group, self.transport.snapshot(state, version), bucket_bytes)
+            packed = self.transport.with_data(self.transport.snapshot(state, version))
+            send_packed(self.weight_group, packed, bucket_bytes)
 
     def _full_state(self) -> dict[str, Any] | None:
         """Every tensor of the model's state dict on rank 0's CPU (None on the other ranks)."""

@@ -23,7 +23,15 @@ from agentrl.actors.weight_buffers import unpack
 from agentrl.batching import group_sequences, masked_tokens, plan_passes, plan_step, trajectory_sequence
 from agentrl.config import Config, ConfigError
 from agentrl.errors import ActorFailure
-from agentrl.records import LearnerStepStats, RankPlan, RankStepResult, TrainBatch, Trajectory, WeightSnapshot
+from agentrl.records import (
+    LearnerStepStats,
+    PackedWeights,
+    RankPlan,
+    RankStepResult,
+    TrainBatch,
+    Trajectory,
+    WeightSnapshot,
+)
 
 PLACEMENT_TIMEOUT_S = 120.0
 
@@ -240,10 +248,16 @@ class LearnerGroup:
             raise
         return self.policy_version
 
+    async def weights_data_ref(self, packed: PackedWeights) -> list[Any]:
+        """[a reference to `packed` (a snapshot from `weights_ref`) with its bytes] (for engines on other
+        nodes: Ray's object store carries them, one object fetched once per node)."""
+        return await self._call(self.ranks[0].packed_data.remote(packed), 0)
+
     async def get_weights(self) -> WeightSnapshot:
         """The current weights by name (copies), tagged with the current policy version."""
         [ref] = await self.weights_ref()
-        packed = await self._call(ref, 0)
+        [data_ref] = await self.weights_data_ref(await self._call(ref, 0))
+        packed = await self._call(data_ref, 0)
         return WeightSnapshot(packed.version, {k: v.clone() for k, v in unpack(packed).items()})
 
     async def save_pretrained(self, path: str) -> str:

@@ -1,16 +1,18 @@
 """Flat weight buffers: how a policy version's tensors cross from the learner into an engine's model with
 few copies and no pickling, file or fresh pages.
 
-- `WeightPacker` (learner rank 0): the parameters copied into one persistent, pre-touched byte buffer;
-  `PackedWeights` holds a numpy view of it, which Ray puts into its object store as one buffer (zero-copy
-  serialisation: no tensor pickling) and hands to every engine on a node as a read-only mapping of the
-  same object.
-- `SharedWeightFile` (engine actor): one persistent, pre-touched file in /dev/shm that the engine actor
-  copies a version into (one copy) and vLLM's engine process maps once.
-- `EngineWeightLoader` (a vLLM worker extension, in the engine process): views of the mapped file by the
+- `WeightPacker` (learner rank 0): the parameters copied into one persistent, pre-touched byte buffer in an
+  anonymous shared-memory file (memfd), after a header that says which version it holds (`stamp`). An
+  engine process on the same node maps it through /proc (`SharedBuffer`): no further copy. For engines on
+  other nodes `with_data` gives its numpy view, which Ray puts into its object store as one buffer
+  (zero-copy serialisation: no tensor pickling) and hands to every engine on a node as a read-only mapping
+  of the same object.
+- `SharedWeightFile` (engine actor, for bytes from another node): one persistent, pre-touched file in
+  /dev/shm that the engine actor copies a version into (one copy) and vLLM's engine process maps once.
+- `EngineWeightLoader` (a vLLM worker extension, in the engine process): views of the mapped buffer by the
   packed layout, loaded in place through vLLM's `reload_weights` with a weights iterator (no path: no
   engine state points at a file that the next push replaces), which re-runs each layer's post-load
-  processing (the CPU's prepacked GEMM weights, quantized layers).
+  processing (the CPU's prepacked GEMM weights, quantized layers); the header is checked before and after.
 - The collective path (`rollout.weight_sync=collective`): a process group of learner rank 0 and every
   engine's model process (`open_weight_group`: gloo on the CPU, NCCL on GPUs); rank 0 broadcasts a header
   (version, layout) and then the packed buffer in buckets (`send_packed`); each engine loads a tensor as
@@ -23,6 +25,7 @@ import json
 import mmap
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -30,16 +33,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentrl.records import PackedWeights, TensorSlot
+from agentrl.records import PackedWeights, SharedBuffer, TensorSlot
 
 ALIGN = 64  # every tensor starts on a cache line (and on any dtype's alignment)
 # how long a weight group's members wait for each other (rendezvous, a header while rank 0 gathers and packs)
 GROUP_TIMEOUT_S = 600.0
 
 
+# a buffer starts with a header: the generation (the count of packings) its tensors hold (int64), WRITING while
+# they are being replaced, so that a reader can tell a packing it read whole from one rewritten under it
+HEADER = ALIGN
+WRITING = -1
+
+
 def layout(state: Mapping[str, torch.Tensor]) -> list[TensorSlot]:
-    """Where each tensor goes in the flat buffer, in the state's order."""
-    slots, offset = [], 0
+    """Where each tensor goes in the flat buffer (after the header), in the state's order."""
+    slots, offset = [], HEADER
     for name, t in state.items():
         nbytes = t.numel() * t.element_size()
         slots.append(TensorSlot(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), offset, nbytes))
@@ -48,13 +57,27 @@ def layout(state: Mapping[str, torch.Tensor]) -> list[TensorSlot]:
 
 
 def buffer_size(slots: list[TensorSlot]) -> int:
-    return max((s.offset + s.nbytes for s in slots), default=0)
+    return max((s.offset + s.nbytes for s in slots), default=HEADER)
 
 
 def views(buffer: torch.Tensor, slots: list[TensorSlot]) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) views of a flat uint8 buffer by `slots` (no copy)."""
     for s in slots:
         yield s.name, buffer[s.offset:s.offset + s.nbytes].view(getattr(torch, s.dtype)).view(s.shape)
+
+
+def stamp(buffer: torch.Tensor) -> torch.Tensor:
+    """The header's generation field (a one-element int64 view)."""
+    return buffer[:8].view(torch.int64)
+
+
+def check_stamp(buffer: torch.Tensor, packed: PackedWeights, where: str, when: str) -> None:
+    """RuntimeError naming `where` unless the buffer's header says it holds `packed`'s packing whole."""
+    found = int(stamp(buffer)[0])
+    if found != packed.generation:
+        state = "being rewritten" if found == WRITING else f"a later packing ({found})"
+        raise RuntimeError(f"weight buffer {where}: {state} {when} loading version {packed.version} "
+                           f"(packing {packed.generation})")
 
 
 def pretouched(nbytes: int) -> torch.Tensor:
@@ -65,24 +88,73 @@ def pretouched(nbytes: int) -> torch.Tensor:
 
 
 class WeightPacker:
-    """The learner's end: one persistent buffer, re-laid out only when the tensors' names, shapes or dtypes
-    change."""
+    """The learner's end: one persistent, pre-touched buffer, re-made only when the tensors' names, shapes or
+    dtypes change. It lives in an anonymous shared-memory file (memfd) that the engines of this node map
+    through /proc (`shared`), so a version crosses to them with one copy, the packing; engines elsewhere, or
+    every engine where no memfd can be made (private memory, `shared` None), get the bytes (`with_data`)."""
 
     def __init__(self) -> None:
         self.slots: list[TensorSlot] = []
         self.buffer = torch.empty(0, dtype=torch.uint8)
+        self.shared: SharedBuffer | None = None
+        self.generation = 0  # packings so far (the header's stamp)
+        self._fd: int | None = None
 
     def pack(self, state: Mapping[str, torch.Tensor], version: int) -> PackedWeights:
+        """Copy `state` into the buffer; the record holds the layout and where the buffer is (`shared`; None:
+        the bytes travel, `with_data`), not the bytes."""
         slots = layout(state)
         if slots != self.slots:
-            self.slots, self.buffer = slots, pretouched(buffer_size(slots))
+            self._make(buffer_size(slots))
+            self.slots = slots
+        self.generation += 1
+        stamp(self.buffer).fill_(WRITING)
         for (_, dst), t in zip(views(self.buffer, slots), state.values(), strict=True):
             dst.copy_(t.detach())
-        return PackedWeights(version, slots, self.buffer.numpy())
+        stamp(self.buffer).fill_(self.generation)
+        return PackedWeights(version, slots, shared=self.shared, generation=self.generation)
+
+    def with_data(self, packed: PackedWeights) -> PackedWeights:
+        """`packed` with the buffer's bytes (for an engine on another node, or a copy by name); fails, naming
+        the buffer, when it has been packed again since."""
+        check_stamp(self.buffer, packed, "of the learner", "before")
+        return PackedWeights(packed.version, packed.slots, self.buffer.numpy(), generation=packed.generation)
+
+    def _make(self, size: int) -> None:
+        self.close()
+        fd = None
+        try:
+            fd = os.memfd_create("agentrl-weights", os.MFD_CLOEXEC)
+            os.ftruncate(fd, size)
+            region = mmap.mmap(fd, size)
+        except (AttributeError, OSError):  # no memfd here: private memory, bytes through the object store
+            if fd is not None:
+                os.close(fd)
+            self.buffer = pretouched(size)
+            return
+        self._fd = fd
+        self.buffer = torch.frombuffer(region, dtype=torch.uint8)  # keeps `region` alive
+        self.buffer.fill_(0)  # pre-touch
+        self.shared = SharedBuffer(_node_id(), f"/proc/{os.getpid()}/fd/{fd}", size, uuid.uuid4().hex)
+
+    def close(self) -> None:
+        """Close the buffer's file: engines that mapped it keep their mapping, no new one can be made."""
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self.shared = None, None
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def unpack(packed: PackedWeights) -> dict[str, torch.Tensor]:
-    """The tensors of a packed version (views of its buffer; read-only when it came from the object store)."""
+    """The tensors of a packed version that carries its bytes (views of them; read-only when they came from
+    the object store)."""
+    if packed.data is None:
+        raise ValueError("unpack needs a packed version with its bytes (WeightPacker.with_data)")
     return dict(views(_as_tensor(packed.data), packed.slots))
 
 
@@ -114,7 +186,7 @@ class SharedWeightFile:
             self._make(need)
         dst = np.frombuffer(self._map, dtype=np.uint8, count=need)
         np.copyto(dst, packed.data[:need])
-        return {"path": self.path, "size": self.size, "slots": [s.as_tuple() for s in packed.slots]}
+        return {"path": self.path, "size": self.size, "key": self.path}
 
     def mapped(self) -> None:
         """The engine process has mapped the file: unlink it (both mappings stay valid)."""
@@ -251,16 +323,26 @@ class EngineWeightLoader:
     """vLLM worker extension (`worker_extension_cls`): loads a version from a `SharedWeightFile` into the
     model in place. Runs in the process that holds the model; the file is mapped once per path."""
 
-    def agentrl_load_shared(self, path: str, size: int, slots: list[tuple]) -> int:
+    def agentrl_load_shared(self, path: str, size: int, key: str, slots: list[tuple], version: int,
+                            generation: int) -> int:
+        """Load `version` from the buffer at `path` (mapped read-only once per `key`); fails, naming the
+        buffer, when it does not hold that packing (`generation`) whole from start to end of the load."""
+        import warnings
+
         maps = self.__dict__.setdefault("_agentrl_maps", {})
-        if path not in maps:
-            for old in list(maps):  # the actor re-made its file: drop the old mapping
-                maps.pop(old).close()
-            with open(path, "r+b") as f:
-                maps[path] = mmap.mmap(f.fileno(), size)
-        buffer = torch.frombuffer(maps[path], dtype=torch.uint8, count=size)
-        weights = views(buffer, [TensorSlot(*s) for s in slots])
-        self.reload_weights(weights_iterator=weights, is_checkpoint_format=True)  # Worker's: sets vLLM's config
+        if key not in maps:
+            # another buffer now: forget the old mapping without closing it (a reload that failed part-way
+            # may still hold views of it); it is unmapped when the last view goes
+            maps.clear()
+            with open(path, "rb") as f:
+                maps[key] = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+        with warnings.catch_warnings():  # read-only: the engine only ever reads a learner's buffer
+            warnings.simplefilter("ignore", UserWarning)
+            buffer = torch.frombuffer(maps[key], dtype=torch.uint8, count=size)
+        packed = PackedWeights(version, [TensorSlot(*s) for s in slots], generation=generation)
+        check_stamp(buffer, packed, path, "before")
+        self.reload_weights(weights_iterator=views(buffer, packed.slots), is_checkpoint_format=True)  # sets config
+        check_stamp(buffer, packed, path, "after")
         return len(slots)
 
     def agentrl_join_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:

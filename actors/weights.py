@@ -7,11 +7,12 @@ Three ends, each in one place:
   it and keeps what the old weights computed from serving the new version).
 
 Two transports, chosen by `rollout.weight_sync` (`weight_sync_method`):
-- `object_store`: the parameters packed into one persistent flat buffer on the learner
-  (`agentrl.actors.weight_buffers`), Ray's object store (zero-copy serialisation; each engine's node
-  fetches the object once and every engine there maps it; works across nodes), one copy into a persistent
-  shared-memory file the engine process has mapped, and an in-place load there through a vLLM worker
-  extension (`ObjectStoreTransport`, `broadcast`);
+- `object_store`: the parameters packed into one persistent flat buffer on learner rank 0, in a
+  shared-memory file (`agentrl.actors.weight_buffers`). An engine on rank 0's node maps that buffer itself
+  and loads from it in place through a vLLM worker extension: one copy, the packing, before the load. An
+  engine on another node gets the bytes through Ray's object store (zero-copy serialisation; its node
+  fetches the object once and every engine there maps it), copied into a persistent shared-memory file
+  its engine process has mapped (`ObjectStoreTransport`, `broadcast`, `sync_weights`);
 - `collective`: a process group of learner rank 0 and every engine's model process (gloo on the CPU, NCCL
   on GPUs), the packed buffer broadcast in buckets of `rollout.weight_bucket_mb` and loaded as it arrives
   (`collective_push`). The group is (re)built when the engines it holds change (a restart, another set).
@@ -52,24 +53,40 @@ class WeightTransport(ABC):
 
 
 class ObjectStoreTransport(WeightTransport):
-    """Flat buffer -> Ray's object store -> shared-memory file -> in-place load in the engine process."""
+    """Flat buffer -> (on the learner's node) mapped by the engine process, or (elsewhere) Ray's object store
+    -> shared-memory file -> in-place load in the engine process."""
 
     def __init__(self, prefix: str = "agentrl-weights-") -> None:
         self.packer = WeightPacker()  # the learner's end, made lazily
-        self.file = SharedWeightFile(prefix)  # the engine's end: made on the first apply
+        self.file = SharedWeightFile(prefix)  # the engine's end for bytes from another node: made on first use
 
     def snapshot(self, state: Mapping[str, Any], version: int) -> PackedWeights:
         return self.packer.pack(state, version)
+
+    def with_data(self, packed: PackedWeights) -> PackedWeights:
+        """The packed version with its bytes (for the object store or a collective broadcast)."""
+        return self.packer.with_data(packed)
 
     async def apply(self, engine: Any, snapshot: PackedWeights | WeightSnapshot) -> None:
         if isinstance(snapshot, WeightSnapshot):  # tensors by name (a test's, a restore): packed here
             snapshot = self.packer.pack({k: torch.as_tensor(v) for k, v in snapshot.tensors.items()},
                                         snapshot.version)
-        await engine.collective_rpc("agentrl_load_shared", kwargs=self.file.write(snapshot))
-        self.file.mapped()
+            if snapshot.shared is None:
+                snapshot = self.packer.with_data(snapshot)
+        if snapshot.data is None:  # a buffer on this node: the engine maps it
+            assert snapshot.shared is not None, "a packed version with neither bytes nor a shared buffer"
+            where = {"path": snapshot.shared.path, "size": snapshot.shared.size, "key": snapshot.shared.buffer_id}
+        else:
+            where = self.file.write(snapshot)
+        await engine.collective_rpc("agentrl_load_shared", kwargs={
+            **where, "slots": [s.as_tuple() for s in snapshot.slots], "version": snapshot.version,
+            "generation": snapshot.generation})
+        if snapshot.data is not None:
+            self.file.mapped()
 
     def close(self) -> None:
         self.file.close()
+        self.packer.close()
 
 
 async def broadcast(snapshot: Any, engines: list[Any]) -> float:
@@ -103,7 +120,15 @@ async def sync_weights(learner: Any, engines: list[Any], method: str = "object_s
     if method == "collective":
         return await collective_push(learner, engines, bucket_mb << 20)
     [ref] = await learner.weights_ref.remote()
-    return await broadcast(ref, engines)
+    packed = await ref  # the layout and where the buffer is (small): the bytes stay in rank 0's buffer
+    nodes = await asyncio.gather(*[h.node_id.remote() for h in engines], return_exceptions=True)
+    # an engine on another node gets the bytes, one on rank 0's node the record (one that died too:
+    # `broadcast` skips it)
+    is_far = [isinstance(n, str) and (packed.shared is None or n != packed.shared.node_id) for n in nodes]
+    far = [h for h, f in zip(engines, is_far, strict=True) if f]
+    near = [h for h, f in zip(engines, is_far, strict=True) if not f]
+    data_ref = (await learner.weights_data_ref.remote(packed))[0] if far else None
+    return max(await asyncio.gather(broadcast(ref, near), broadcast(data_ref, far)))
 
 
 async def collective_push(learner: Any, engines: list[Any], bucket_bytes: int) -> float:

@@ -186,14 +186,30 @@ class TensorSlot:
         return (self.name, self.dtype, tuple(self.shape), self.offset, self.nbytes)
 
 
+@dataclass(frozen=True)
+class SharedBuffer:
+    """Where a process's packed weight buffer can be mapped by the processes of its node: an anonymous
+    shared-memory file (memfd), opened through its owner's /proc entry while the owner lives."""
+
+    node_id: str  # Ray's id of the owner's node ("" outside Ray)
+    path: str  # /proc/<pid>/fd/<fd>
+    size: int
+    buffer_id: str  # unique per buffer: a path can name another process's file later
+
+
 @dataclass
 class PackedWeights:
-    """Weights of one policy version as one flat byte buffer and its layout: Ray's object store carries the
-    numpy buffer without pickling it, and every engine on a node maps the same object."""
+    """Weights of one policy version as one flat byte buffer and its layout. On the learner's node an engine
+    maps the learner's buffer itself (`shared`: no copy); an engine elsewhere gets the bytes (`data`) through
+    Ray's object store, which carries the numpy buffer without pickling it, one object per node."""
 
     version: int
     slots: list[TensorSlot]
-    data: Any  # numpy uint8 array (numpy has no bfloat16: the bytes are typed by the slots)
+    data: Any = None  # numpy uint8 array (numpy has no bfloat16: the bytes are typed by the slots), or None
+    shared: SharedBuffer | None = None
+    # which packing of the buffer this is (the buffer's header holds it): a load checks that the buffer still
+    # holds this packing, a version packed again included
+    generation: int = 0
 
 
 @dataclass

@@ -199,6 +199,7 @@ def test_the_weight_push_bench_writes_its_table_through_the_cli(tmp_path):
         assert row["memcpy_gb_per_s"] > row["push_gb_per_s"]
         assert row["push_share_of_memcpy"] == pytest.approx(row["memcpy_s"] / row["push_s"])
         assert row["peak_extra_bytes"] >= 0
+        assert row["kept_model_copies"] == pytest.approx(row["kept_bytes"] / row["bytes"])
     assert result["projection"]["scaled_from"] == "tiny" and result["projection"]["8_engines_worst_s"] > 0
 
 

@@ -102,6 +102,32 @@ def test_weight_push_makes_the_engine_generate_what_the_pushed_weights_give(stac
     assert greedy(stack.pool, prompt, rid="greedy3").token_ids == before
 
 
+def test_an_engine_elsewhere_gets_the_bytes_and_loads_what_an_engine_mapping_the_learners_buffer_loads(stack):
+    """On the learner's node the engine maps rank 0's packed buffer (the driver sees a small record); an engine
+    on another node gets the same packing's bytes through the object store. A record whose buffer was packed
+    again since fails the push, naming the buffer, instead of loading a mix of two packings."""
+    prompt = [2, 7, 1, 8, 2]
+    handles = stack.pool.handles
+    base = ray.get(stack.learner.get_weights.remote())
+    run(broadcast(WeightSnapshot(base.version, perturbed(base, 5)), handles))
+    other = greedy(stack.pool, prompt, rid="n0")
+    [ref] = ray.get(stack.learner.weights_ref.remote())
+    packed = ray.get(ref)
+    assert packed.data is None and packed.shared.node_id == ray.get_runtime_context().get_node_id()
+    run(broadcast(ref, handles))  # mapped
+    by_map = greedy(stack.pool, prompt, rid="n1")
+    run(broadcast(WeightSnapshot(base.version, perturbed(base, 6)), handles))
+    [data_ref] = ray.get(stack.learner.weights_data_ref.remote(packed))
+    run(broadcast(data_ref, handles))  # the bytes, as an engine on another node gets them
+    by_bytes = greedy(stack.pool, prompt, rid="n2")
+    assert by_map.token_ids == by_bytes.token_ids != other.token_ids and by_map.logprobs == by_bytes.logprobs
+    ray.get(stack.learner.weights_ref.remote())  # packed again: `ref`'s packing is gone
+    with pytest.raises(Exception, match=f"weight buffer {packed.shared.path}: a later packing"):
+        run(broadcast(ref, handles))
+    run(sync_weights(stack.learner, handles, "object_store"))  # a whole push serves again
+    assert greedy(stack.pool, prompt, rid="n3").logprobs == by_map.logprobs
+
+
 def test_the_collective_push_loads_what_the_object_store_push_loads_and_keeps_its_group(stack):
     """rollout.weight_sync=collective: learner rank 0 and the engine's model process in a gloo group, the
     weights broadcast in 1 MB buckets (the tiny model's 2 MB in several) and loaded as they arrive."""

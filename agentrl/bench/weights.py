@@ -7,7 +7,8 @@ every training step does. Reported per size and transport: seconds per push (med
 push), the engine's share, GB/s, its ratio to a plain in-memory copy of the same bytes measured in the
 same run (the limit here), and the peak extra memory of the machine during a push (MemTotal - MemAvailable,
 which counts shared memory: the object store and the engine's file, sampled every 5 ms, above the level
-before the push). Then a projection to Qwen2.5-VL-7B and to 8 engines from the fastest transport.
+before the push), and what the first push made and kept (the transport's persistent buffers, in model
+copies). Then a projection to Qwen2.5-VL-7B and to 8 engines from the fastest transport.
 Writes `bench/weights.json`; the table is in docs/benchmarks.md.
 """
 
@@ -101,10 +102,7 @@ async def _push_times(cfg: Any, path: str, pushes: int, method: str) -> dict[str
                          learner=create_learner(cfg, path, total_steps=1, name=None))
     try:
         await start_actors(groups)
-        snapshot = await groups.learner.get_weights.remote()
-        params = sum(t.numel() for t in snapshot.tensors.values())
-        nbytes = sum(t.numel() * t.element_size() for t in snapshot.tensors.values())
-        del snapshot
+        before = MemoryPeak.used()  # before the first packing: the transport has made no buffer yet
         totals, engine, extra = [], [], []
         for _ in range(pushes + 1):
             with MemoryPeak() as memory:
@@ -112,8 +110,13 @@ async def _push_times(cfg: Any, path: str, pushes: int, method: str) -> dict[str
                 engine.append(await sync_weights(groups.learner, groups.engines, method, cfg.rollout.weight_bucket_mb))
                 totals.append(time.perf_counter() - t0)
             extra.append(memory.extra)
+            if len(totals) == 1:  # what the first push made and kept: the transport's persistent buffers
+                kept = max(MemoryPeak.used() - before, 0)
+        snapshot = await groups.learner.get_weights.remote()  # after the pushes: its copies are not theirs
+        params = sum(t.numel() for t in snapshot.tensors.values())
+        nbytes = sum(t.numel() * t.element_size() for t in snapshot.tensors.values())
         return {"parameters": params, "bytes": nbytes, "totals": totals[1:], "engine": engine[1:],
-                "extra": extra[1:]}
+                "extra": extra[1:], "kept": kept}
     finally:
         await stop_actors(groups)
 
@@ -138,7 +141,8 @@ def measure(size: str, pushes: int, dtype: str, transport: str, bucket_mb: int) 
             "snapshot_and_transfer_s": max(push_s - engine_s, 0.0), "push_gb_per_s": nbytes / push_s / 1e9,
             "memcpy_s": copy_s, "memcpy_gb_per_s": nbytes / copy_s / 1e9, "push_vs_memcpy": push_s / copy_s,
             "push_share_of_memcpy": copy_s / push_s, "peak_extra_bytes": extra,
-            "peak_extra_model_copies": extra / nbytes, "bucket_mb": bucket_mb}
+            "peak_extra_model_copies": extra / nbytes, "kept_bytes": m["kept"], "kept_model_copies": m["kept"] / nbytes,
+            "bucket_mb": bucket_mb}
 
 
 def project(largest: dict[str, Any], params: float = QWEN25_VL_7B_PARAMS, engines: int = 8) -> dict[str, Any]:
@@ -174,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
             r = rows[-1]
             print(f"[agentrl] {size} {transport}: {r['parameters'] / 1e6:.1f}M params, {r['bytes'] / 1e9:.3f} GB: "
                   f"push {r['push_s']:.3f}s ({r['push_gb_per_s']:.2f} GB/s, {r['push_share_of_memcpy']:.2f} of "
-                  f"memcpy's {r['memcpy_gb_per_s']:.2f}), peak extra {r['peak_extra_model_copies']:.1f} model copies")
+                  f"memcpy's {r['memcpy_gb_per_s']:.2f}), peak extra {r['peak_extra_model_copies']:.1f} model copies, "
+                  f"kept {r['kept_model_copies']:.1f}")
     largest = max(r["bytes"] for r in rows)
     fastest = min((r for r in rows if r["bytes"] == largest), key=lambda r: r["push_s"])
     result = {"command": f"agentrl bench weights --sizes {args.sizes} --transports {args.transports} "
