@@ -16,4 +16,4 @@ TOY=runs/demo_toy
   trainer.eval_data=$TOY/heldout.parquet trainer.eval_every=50 trainer.total_steps=100 learner.lr=3e-4 sft.epochs=20 \
   trainer.run_name=demo "$@"
 echo "[agentrl] a pretrained model that knows some facts (SmolLM2-135M) learning when to search:"
-echo "[agentrl]   .venv/bin/agentrl bench learning --task facts --model smollm2-135m   (about 25 min; docs/benchmarks.md#learning-smollm2)"
+echo "[agentrl]   .venv/bin/agentrl bench learning --task facts --model smollm2-135m   (about 50 min; docs/benchmarks.md#learning-smollm2)"
