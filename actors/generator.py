@@ -316,9 +316,9 @@ class GeneratorActor:
 
     def node_id(self) -> str:
         """Ray's id of this engine's node (whether it can map the learner's weight buffer)."""
-        import ray
+        from agentrl.actors.weight_buffers import current_node_id
 
-        return ray.get_runtime_context().get_node_id()
+        return current_node_id()
 
     def weight_group(self) -> str | None:
         """The id of the weight group this engine's model has joined (None: none, or it failed)."""

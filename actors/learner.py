@@ -326,9 +326,7 @@ class LearnerRank:
         """The full weights as a snapshot of `version` on rank 0 (None elsewhere). Under ZeRO-3 every rank
         must call this: the parameters are gathered bucket by bucket."""
         state = self._full_state()
-        if state is None:
-            return None
-        return self.transport.snapshot(state, version)
+        return None if state is None else self.transport.snapshot(state, version)
 
     def packed_data(self, packed: PackedWeights) -> list[Any]:
         """Rank 0: [a reference to `packed` (a packing `get_weights` made) with its bytes] in the object
@@ -340,10 +338,9 @@ class LearnerRank:
     def join_weight_group(self, world_size: int, backend: str) -> None:
         """Rank 0: join the weight group (`rollout.weight_sync=collective`) it hosts (`open_weight_store`) as
         its rank 0."""
-        from agentrl.actors.weight_buffers import open_weight_group
+        from agentrl.actors.weight_buffers import WeightGroup
 
-        store = self._weight_store
-        self.weight_group = open_weight_group("", store.port, 0, world_size, backend, store=store)
+        self.weight_group = WeightGroup(self._weight_store, 0, world_size, backend)
 
     def broadcast_weights(self, version: int, bucket_bytes: int) -> None:
         """The weights of `version` to the weight group's engines (rank 0 sends; under ZeRO-3 every rank

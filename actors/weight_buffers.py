@@ -135,7 +135,7 @@ class WeightPacker:
         self._fd = fd
         self.buffer = torch.frombuffer(region, dtype=torch.uint8)  # keeps `region` alive
         self.buffer.fill_(0)  # pre-touch
-        self.shared = SharedBuffer(_node_id(), f"/proc/{os.getpid()}/fd/{fd}", size, uuid.uuid4().hex)
+        self.shared = SharedBuffer(current_node_id(), f"/proc/{os.getpid()}/fd/{fd}", size, uuid.uuid4().hex)
 
     def close(self) -> None:
         """Close the buffer's file: engines that mapped it keep their mapping, no new one can be made."""
@@ -144,7 +144,8 @@ class WeightPacker:
         self._fd, self.shared = None, None
 
 
-def _node_id() -> str:
+def current_node_id() -> str:
+    """Ray's id of this process's node ("" outside Ray): where a `SharedBuffer` can be mapped."""
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -262,14 +263,12 @@ def host_weight_store(host: str, world_size: int) -> Any:
                          timeout=timedelta(seconds=GROUP_TIMEOUT_S))
 
 
-def open_weight_group(host: str, port: int, rank: int, world_size: int, backend: str,
-                      store: Any = None) -> WeightGroup:
-    """Join the weight group whose store listens at host:port (rank 0 passes the `store` it hosts); returns
-    when every member has."""
+def open_weight_group(host: str, port: int, rank: int, world_size: int, backend: str) -> WeightGroup:
+    """Join, as member `rank` (> 0), the weight group whose store rank 0 hosts at host:port; returns when
+    every member has (rank 0 makes `WeightGroup` on the store it hosts)."""
     import torch.distributed as dist
 
-    if store is None:
-        store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=GROUP_TIMEOUT_S))
+    store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     return WeightGroup(store, rank, world_size, backend)
 
 
